@@ -1,0 +1,217 @@
+"""The job model: states, outcomes, the transition table and frozen job values.
+
+Pure: no I/O, no clock reads, no logging. The ledger persists these values; the daemon loops
+decide with them. :data:`TRANSITIONS` is the only place that says which moves are legal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypedDict
+from enum import StrEnum
+
+import attrs
+
+from orchestrator.errors import IllegalTransition
+
+
+class JobState(StrEnum):
+    """Where a job is in its life; the lowercase values are what the ledger stores."""
+
+    QUEUED = "queued"
+    """Validated and waiting for room in the workspace's pending budget."""
+    ADMITTED = "admitted"
+    """Budget reserved; inputs are being uploaded (file ids recorded as they arrive)."""
+    SUBMITTING = "submitting"
+    """Intent recorded: a create call may be in flight; recovery must reconcile, not re-create."""
+    RUNNING = "running"
+    """The provider has the job; it is polled."""
+    COLLECTING = "collecting"
+    """The remote job is terminal; output and error files are being downloaded."""
+    DONE = "done"
+    """Finished, with an :class:`Outcome`."""
+    REJECTED = "rejected"
+    """Refused before anything ran (invalid input, never fits, provider refused the create)."""
+
+
+class Outcome(StrEnum):
+    """How a ``done`` job ended."""
+
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class RemotePhase(StrEnum):
+    """A provider-neutral reading of a remote job's raw status.
+
+    Providers map their raw status onto this; the raw status is stored beside it, never
+    translated away.
+    """
+
+    VALIDATING = "validating"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True once the remote job will never change again."""
+        return self in _TERMINAL_PHASES
+
+
+_TERMINAL_PHASES = frozenset(
+    {RemotePhase.SUCCEEDED, RemotePhase.FAILED, RemotePhase.EXPIRED, RemotePhase.CANCELLED}
+)
+
+IN_FLIGHT_STATES = frozenset({JobState.ADMITTED, JobState.SUBMITTING, JobState.RUNNING})
+"""States whose job holds part of the workspace's pending budget."""
+
+FINAL_STATES = frozenset({JobState.DONE, JobState.REJECTED})
+"""States a job never leaves."""
+
+TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    # queued -> done is a local cancel; -> rejected is invalid input or a job that never fits.
+    JobState.QUEUED: frozenset({JobState.ADMITTED, JobState.REJECTED, JobState.DONE}),
+    # admitted -> queued gives the budget back (capacity refused, cancel before upload ends).
+    JobState.ADMITTED: frozenset(
+        {JobState.SUBMITTING, JobState.QUEUED, JobState.REJECTED, JobState.DONE}
+    ),
+    # submitting -> queued only when the provider definitely created nothing.
+    JobState.SUBMITTING: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.REJECTED}),
+    JobState.RUNNING: frozenset({JobState.COLLECTING}),
+    JobState.COLLECTING: frozenset({JobState.DONE}),
+    JobState.DONE: frozenset(),
+    JobState.REJECTED: frozenset(),
+}
+
+
+def check_transition(source: JobState, target: JobState) -> None:
+    """Raise :class:`IllegalTransition` unless ``source -> target`` is in the table."""
+    if target not in TRANSITIONS[source]:
+        raise IllegalTransition(source.value, target.value)
+
+
+def outcome_for(phase: RemotePhase, *, succeeded: int, failed: int) -> Outcome:
+    """The outcome of a job whose remote job ended in ``phase`` with these counts."""
+    if phase is RemotePhase.SUCCEEDED:
+        return Outcome.PARTIAL if failed > 0 else Outcome.SUCCEEDED
+    if phase is RemotePhase.EXPIRED:
+        return Outcome.EXPIRED
+    if phase is RemotePhase.CANCELLED:
+        return Outcome.CANCELLED
+    if phase is RemotePhase.FAILED:
+        return Outcome.FAILED
+    raise ValueError(f"{phase} is not terminal")
+
+
+@attrs.frozen(kw_only=True)
+class JobSpec:
+    """A job as the operator defined it (config, jobs_dir or ``submit``)."""
+
+    name: str
+    workspace: str
+    model: str
+    endpoint: str
+    inputs: tuple[str, ...]
+    """Absolute paths of the JSONL input files."""
+    metadata: Mapping[str, str] = attrs.field(factory=dict)
+    timeout_hours: int = 24
+    priority: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """A job as the ledger holds it now (a snapshot; the ledger is the truth)."""
+
+    id: int
+    name: str
+    workspace: str
+    model: str
+    endpoint: str
+    inputs: tuple[str, ...]
+    metadata: Mapping[str, str]
+    timeout_hours: int
+    priority: int
+    definition_hash: str
+    request_count: int
+    """Requests in the inputs, counted locally at intake."""
+    state: JobState
+    outcome: Outcome | None = None
+    remote_id: str | None = None
+    remote_status: str | None = None
+    """The provider's raw status from the latest poll, e.g. ``RUNNING``."""
+    input_file_ids: tuple[str, ...] = ()
+    """Uploaded file ids, in input order, recorded as each upload completes."""
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    total: int = 0
+    """The provider's ``total_requests`` (0 until it finished validating)."""
+    completed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    error: str | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+    """Create attempts refused for capacity or transient faults (drives backoff)."""
+    not_before: float | None = None
+    """Epoch seconds before which the job must not be retried (backoff)."""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    submitted_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def client_token(self) -> str:
+        """The idempotency token sent in the remote job's metadata."""
+        return client_token(self.id)
+
+
+CLIENT_TOKEN_KEY = "orchestrator_job_id"
+"""Metadata key that carries the ledger's job id to the remote job (crash recovery)."""
+
+
+def client_token(job_id: int) -> str:
+    """The token for ledger job ``job_id`` (stable across restarts)."""
+    return f"orch-{job_id}"
+
+
+def pending(job: Job) -> int:
+    """Requests ``job`` holds against its workspace's pending budget right now.
+
+    Admitted or submitting: the local count. Running: ``total - completed`` from the latest
+    poll, or the local count while the provider still reports ``total = 0``. Otherwise 0.
+    """
+    if job.state in (JobState.ADMITTED, JobState.SUBMITTING):
+        return job.request_count
+    if job.state is JobState.RUNNING:
+        if job.total <= 0:
+            return job.request_count
+        return max(0, job.total - job.completed)
+    return 0
+
+
+class JobChanges(TypedDict, total=False):
+    """The fields a transition or update may change, besides ``state``."""
+
+    outcome: Outcome | None
+    remote_id: str | None
+    remote_status: str | None
+    input_file_ids: tuple[str, ...]
+    output_file_id: str | None
+    error_file_id: str | None
+    total: int
+    completed: int
+    succeeded: int
+    failed: int
+    error: str | None
+    cancel_requested: bool
+    attempts: int
+    not_before: float | None
+    submitted_at: float | None
+    finished_at: float | None
