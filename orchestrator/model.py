@@ -7,8 +7,8 @@ decide with them. :data:`TRANSITIONS` is the only place that says which moves ar
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypedDict
 from enum import StrEnum
+from typing import TypedDict
 
 import attrs
 
@@ -172,7 +172,7 @@ class Job:
         return client_token(self.id)
 
 
-CLIENT_TOKEN_KEY = "orchestrator_job_id"
+CLIENT_TOKEN_KEY = "orchestrator_job_id"  # noqa: S105 (a metadata key, not a secret)
 """Metadata key that carries the ledger's job id to the remote job (crash recovery)."""
 
 
