@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m orchestrator demo --config config/demo.toml
+	$(BIN)/orchestrator run --config config/demo.toml --exit-when-idle --migrate
+	@echo
+	@$(BIN)/orchestrator status --config config/demo.toml
+	@echo
+	@echo "Results: var/demo/results/<job name>/{output.jsonl,errors.jsonl,job.json}"
+	@echo "Inspect one job: $(BIN)/orchestrator show --config config/demo.toml cheese-survey"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

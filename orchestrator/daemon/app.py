@@ -1,0 +1,181 @@
+"""The composition root: the only place that picks concrete classes.
+
+``Daemon`` opens the ledger, takes the one-daemon lock, builds one provider per workspace (an
+in-process emulator for ``base_url = "embedded"``), and runs every loop in one anyio task group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+
+import anyio
+import httpx
+import structlog
+
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.config import Config, WorkspaceConfig
+from orchestrator.daemon.collect import Collector
+from orchestrator.daemon.context import Runtime, WorkspaceRuntime
+from orchestrator.daemon.intake import Intake
+from orchestrator.daemon.poll import Poller
+from orchestrator.daemon.submit import Submitter
+from orchestrator.daemon.waker import Waker
+from orchestrator.emulator import Emulator, EmulatorSettings
+from orchestrator.errors import ConfigError
+from orchestrator.ledger import SqlLedger
+from orchestrator.ledger.migrate import upgrade
+from orchestrator.logging import redactor
+from orchestrator.model import FINAL_STATES, Job
+from orchestrator.polling import PollPolicy
+from orchestrator.providers.base import Provider
+from orchestrator.providers.mistral import MistralProvider
+
+log = structlog.get_logger(__name__)
+
+EMBEDDED = "embedded"
+
+
+class Daemon:
+    """The orchestrator daemon for one config."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        environ: Mapping[str, str] | None = None,
+        emulator: Emulator | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self._environ = os.environ if environ is None else environ
+        self._emulator = emulator
+        self.workspaces: dict[str, WorkspaceRuntime] = {}
+        self.pollers: dict[str, Poller] = {}
+
+    async def run(self, *, exit_when_idle: bool = False, migrate: bool = False) -> None:
+        """Run until cancelled, a signal, or (with ``exit_when_idle``) every job is final."""
+        config = self.config
+        if migrate:
+            await upgrade(config.ledger.url)
+        async with AsyncExitStack() as stack:
+            ledger = await SqlLedger.connect(config.ledger.url, clock=self.clock)
+            stack.push_async_callback(ledger.close)
+            await stack.enter_async_context(ledger.daemon_lock())
+            runtime = Runtime(
+                clock=self.clock,
+                ledger=ledger,
+                results_dir=config.results.dir,
+                policy=PollPolicy(
+                    initial=config.polling.initial,
+                    max=config.polling.max,
+                    factor=config.polling.factor,
+                    jitter=config.polling.jitter,
+                ),
+                activity=Waker(self.clock),
+            )
+            for name, ws_config in config.workspaces.items():
+                provider = self._provider(ws_config, stack)
+                stack.push_async_callback(provider.aclose)
+                self.workspaces[name] = WorkspaceRuntime(
+                    name=name,
+                    provider=provider,
+                    pending_budget=ws_config.pending_budget,
+                    count_external=ws_config.count_external,
+                    admission=Waker(self.clock),
+                    poll=Waker(self.clock),
+                    collect=Waker(self.clock),
+                )
+            intake = Intake(
+                config=config,
+                ledger=ledger,
+                clock=self.clock,
+                waker=Waker(self.clock),
+                on_new_job=self._on_new_job,
+            )
+            log.info(
+                "daemon.started",
+                ledger=config.ledger.url,
+                workspaces=sorted(self.workspaces),
+                results=str(config.results.dir),
+            )
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._signals, tg.cancel_scope, intake)
+                    await intake.scan()  # the first pass before anything else looks
+                    tg.start_soon(intake.run)
+                    for ws in self.workspaces.values():
+                        poller = Poller(runtime, ws)
+                        self.pollers[ws.name] = poller
+                        tg.start_soon(Submitter(runtime, ws).run)
+                        tg.start_soon(poller.run)
+                        tg.start_soon(Collector(runtime, ws).run)
+                    if exit_when_idle:
+                        tg.start_soon(self._exit_when_idle, runtime, tg.cancel_scope)
+            except BaseException:
+                log.exception("daemon.crashed")
+                raise
+            log.info("daemon.stopped")
+
+    def _on_new_job(self, job: Job) -> None:
+        ws = self.workspaces.get(job.workspace)
+        if ws is not None:
+            ws.admission.wake()
+
+    def _provider(self, ws: WorkspaceConfig, stack: AsyncExitStack) -> Provider:
+        if ws.provider != "mistral":
+            raise ConfigError(
+                f"provider {ws.provider!r} is not supported yet (supported: mistral)",
+                file=str(self.config.path),
+                key=f"workspaces.{ws.name}.provider",
+            )
+        if ws.base_url == EMBEDDED:
+            emulator = self._embedded_emulator(stack)
+            return MistralProvider(
+                base_url="http://embedded",
+                api_key=f"embedded-{ws.name}",
+                transport=httpx.ASGITransport(app=emulator.app),
+            )
+        api_key = ws.api_key(self._environ)
+        redactor.add([api_key])
+        return MistralProvider(base_url=ws.base_url, api_key=api_key)
+
+    def _embedded_emulator(self, stack: AsyncExitStack) -> Emulator:
+        if self._emulator is None:
+            settings = self.config.emulator
+            self._emulator = Emulator(
+                EmulatorSettings(
+                    time_scale=settings.time_scale,
+                    throughput=settings.throughput,
+                    validation_seconds=settings.validation_seconds,
+                    failure_fraction=settings.failure_fraction,
+                    seed=settings.seed,
+                ),
+                clock=self.clock,
+            )
+            stack.callback(self._emulator.close)
+        return self._emulator
+
+    async def _exit_when_idle(self, runtime: Runtime, scope: anyio.CancelScope) -> None:
+        """Stop once every known job is done or rejected (what the demo and tests use)."""
+        while True:
+            jobs = await runtime.ledger.list_jobs()
+            if all(job.state in FINAL_STATES for job in jobs):
+                log.info("daemon.idle", jobs=len(jobs))
+                scope.cancel()
+                return
+            await runtime.activity.wait(5.0)
+
+    async def _signals(self, scope: anyio.CancelScope, intake: Intake) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("daemon.reload", signal="SIGHUP")
+                    intake.waker.wake()
+                    continue
+                log.info("daemon.stopping", signal=signal.Signals(signum).name)
+                scope.cancel()
+                return

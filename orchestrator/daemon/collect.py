@@ -1,0 +1,168 @@
+"""Collection for one workspace: collecting -> done, with results verified on disk.
+
+Output and error files are streamed to ``<results>/<name>/`` (atomic: ``.part``, fsync, rename,
+fsync the folder, by the provider), recorded in the ledger with bytes, sha256 and line count,
+checked against the remote counts, and summarised in ``job.json``. A download failure never
+fails the job: it is retried with backoff and the error is visible in ``status``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from orchestrator.daemon.context import Runtime, WorkspaceRuntime, backoff
+from orchestrator.errors import OrchestratorError, StaleTransition
+from orchestrator.fsutil import write_json_atomic
+from orchestrator.ledger import ResultFile
+from orchestrator.model import Job, JobState
+
+log = structlog.get_logger(__name__)
+
+IDLE_WAIT = 60.0
+DOWNLOAD_CONCURRENCY = 2
+RESULT_NAMES = {"output": "output.jsonl", "error": "errors.jsonl"}
+
+
+def result_dir(results: Path, job: Job) -> Path:
+    """Where a job's result files go (the name is a safe slug, checked at intake)."""
+    return results / job.name
+
+
+class Collector:
+    """The collection loop of one workspace."""
+
+    def __init__(self, runtime: Runtime, workspace: WorkspaceRuntime) -> None:
+        self._rt = runtime
+        self._ws = workspace
+        self._limiter = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
+
+    async def run(self) -> None:
+        """Loop forever: collect every job whose remote job has ended."""
+        while True:
+            wait = await self.cycle()
+            await self._ws.collect.wait(wait)
+
+    async def cycle(self) -> float:
+        """One pass; returns how long the loop may sleep."""
+        now = self._rt.clock.now()
+        jobs = await self._rt.ledger.list_jobs(
+            states=(JobState.COLLECTING,), workspace=self._ws.name
+        )
+        due = [j for j in jobs if j.not_before is None or j.not_before <= now]
+        waits = [j.not_before - now for j in jobs if j.not_before and j.not_before > now]
+        async with anyio.create_task_group() as tg:
+            for job in due:
+                tg.start_soon(self._collect_guarded, job)
+        return min([IDLE_WAIT, *waits])
+
+    async def _collect_guarded(self, job: Job) -> None:
+        async with self._limiter:
+            try:
+                await self.collect(job)
+            except StaleTransition as exc:
+                log.info("collect.lost_race", job=job.name, detail=str(exc))
+            except OrchestratorError as exc:
+                attempts = job.attempts + 1
+                await self._rt.ledger.update(
+                    job.id,
+                    JobState.COLLECTING,
+                    error=f"download failed, will retry: {exc}",
+                    attempts=attempts,
+                    not_before=self._rt.clock.now() + backoff(attempts),
+                )
+                log.warning("collect.retry_later", job=job.name, job_id=job.id, error=str(exc))
+
+    async def collect(self, job: Job) -> Job:
+        """Download what the job produced, verify it, write job.json, and finish the job."""
+        ledger = self._rt.ledger
+        folder = result_dir(self._rt.results_dir, job)
+        folder.mkdir(parents=True, exist_ok=True)
+        recorded = {f.kind: f for f in await ledger.files(job.id)}
+        for kind, file_id in (("output", job.output_file_id), ("error", job.error_file_id)):
+            if file_id is None:
+                continue
+            dest = folder / RESULT_NAMES[kind]
+            if kind in recorded and _intact(recorded[kind], dest):
+                continue  # downloaded before a restart
+            got = await self._ws.provider.download_file(file_id, dest)
+            await ledger.record_file(
+                job.id, kind, path=str(got.path), bytes=got.bytes, sha256=got.sha256,
+                lines=got.lines,
+            )
+            log.info("collect.downloaded", job=job.name, kind=kind, bytes=got.bytes,
+                     lines=got.lines, sha256=got.sha256)
+        files = {f.kind: f for f in await ledger.files(job.id)}
+        problems = _count_mismatches(job, files)
+        for problem in problems:
+            log.warning("collect.count_mismatch", job=job.name, job_id=job.id, problem=problem)
+        error = "; ".join(problems) or None
+        done = await ledger.transition(
+            job.id,
+            JobState.COLLECTING,
+            JobState.DONE,
+            detail="results collected",
+            error=error,
+            not_before=None,
+        )
+        write_json_atomic(folder / "job.json", job_summary(done, files.values()))
+        log.info("collect.done", job=job.name, job_id=job.id, outcome=done.outcome)
+        self._rt.activity.wake()
+        return done
+
+
+def _intact(record: ResultFile, dest: Path) -> bool:
+    try:
+        return dest.stat().st_size == record.bytes
+    except FileNotFoundError:
+        return False
+
+
+def _count_mismatches(job: Job, files: dict[str, ResultFile]) -> list[str]:
+    """Line counts of the downloaded files against the provider's counts."""
+    problems = []
+    output_lines = files["output"].lines if "output" in files else 0
+    error_lines = files["error"].lines if "error" in files else 0
+    if output_lines != job.succeeded:
+        problems.append(
+            f"output file has {output_lines} lines but the provider reports "
+            f"{job.succeeded} succeeded requests"
+        )
+    if error_lines != job.failed:
+        problems.append(
+            f"error file has {error_lines} lines but the provider reports "
+            f"{job.failed} failed requests"
+        )
+    return problems
+
+
+def job_summary(job: Job, files: Any) -> dict[str, Any]:
+    """The content of ``job.json``: what a script needs to know about a finished job."""
+    return {
+        "name": job.name,
+        "workspace": job.workspace,
+        "state": job.state.value,
+        "outcome": job.outcome.value if job.outcome else None,
+        "remote_id": job.remote_id,
+        "remote_status": job.remote_status,
+        "model": job.model,
+        "endpoint": job.endpoint,
+        "requests": job.request_count,
+        "total": job.total,
+        "completed": job.completed,
+        "succeeded": job.succeeded,
+        "failed": job.failed,
+        "error": job.error,
+        "files": {
+            f.kind: {
+                "path": Path(f.path).name,
+                "bytes": f.bytes,
+                "sha256": f.sha256,
+                "lines": f.lines,
+            }
+            for f in files
+        },
+    }

@@ -1,0 +1,56 @@
+"""What the loops share: the ledger, the clock, and one runtime per workspace."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import attrs
+
+from orchestrator.clock import Clock
+from orchestrator.daemon.waker import Waker
+from orchestrator.ledger import SqlLedger
+from orchestrator.polling import PollPolicy
+from orchestrator.providers.base import Provider
+
+RECONCILE_GRACE = 180.0
+"""Seconds after a create intent before recovery trusts a list that lacks the job.
+
+A create can still land after its client died; this must exceed the provider's request timeout
+(field notes: 0 duplicates in 160 kills with grace >= timeout).
+"""
+
+RETRY_BACKOFF_MAX = 600.0
+
+
+@attrs.define(kw_only=True)
+class Runtime:
+    """Process-wide collaborators of the loops."""
+
+    clock: Clock
+    ledger: SqlLedger
+    results_dir: Path
+    policy: PollPolicy
+    activity: Waker
+    """Nudged whenever any job changes state (the idle watcher listens)."""
+    rng: random.Random = attrs.field(factory=random.Random)
+
+
+@attrs.define(kw_only=True)
+class WorkspaceRuntime:
+    """One workspace: its provider, budget and the wakers of its loops."""
+
+    name: str
+    provider: Provider
+    pending_budget: int
+    count_external: bool
+    admission: Waker
+    poll: Waker
+    collect: Waker
+    external_pending: int = 0
+    """Pending requests of unfinished remote jobs this ledger did not create (last poll)."""
+
+
+def backoff(attempts: int, *, base: float = 5.0, cap: float = RETRY_BACKOFF_MAX) -> float:
+    """Exponential backoff in seconds for the ``attempts``-th retry of a daemon step."""
+    return float(min(cap, base * 2 ** max(0, attempts - 1)))

@@ -1,0 +1,187 @@
+"""Bulk polling of one workspace: one list call per page of active jobs refreshes them all.
+
+A per-job GET is spent only on a running job the active list did not return (it has just ended,
+or the list is lagging). Poll failures are counted and logged; they never change a job's state.
+"""
+
+from __future__ import annotations
+
+import attrs
+import structlog
+
+from orchestrator.daemon.context import Runtime, WorkspaceRuntime
+from orchestrator.errors import PermanentProviderError, StaleTransition, TransientProviderError
+from orchestrator.model import (
+    CLIENT_TOKEN_KEY,
+    Job,
+    JobChanges,
+    JobState,
+    RemotePhase,
+    outcome_for,
+)
+from orchestrator.polling import Progress, next_base, poll_delay
+from orchestrator.providers.base import RemoteJob
+
+log = structlog.get_logger(__name__)
+
+
+@attrs.define
+class _Observed:
+    """In-memory progress samples of one running job (re-learnt after a restart)."""
+
+    started_at: float
+    first_at: float | None = None
+    first_completed: int = 0
+    last_at: float = 0.0
+    last_completed: int = 0
+    total: int = 0
+
+    def progress(self) -> Progress | None:
+        if self.first_at is None:
+            return None
+        return Progress(
+            started_at=self.started_at,
+            first_at=self.first_at,
+            first_completed=self.first_completed,
+            last_at=self.last_at,
+            last_completed=self.last_completed,
+            total=self.total,
+        )
+
+
+class Poller:
+    """The poll loop of one workspace."""
+
+    def __init__(self, runtime: Runtime, workspace: WorkspaceRuntime) -> None:
+        self._rt = runtime
+        self._ws = workspace
+        self._base: float | None = None
+        self._observed: dict[int, _Observed] = {}
+        self.consecutive_failures = 0
+        self.cycles = 0
+
+    async def run(self) -> None:
+        """Loop forever: poll while jobs run, sleep on the schedule, wake on submissions."""
+        while True:
+            delay = await self.cycle()
+            if await self._ws.poll.wait(delay):
+                self._base = None  # a submission or cancel: look again soon
+
+    async def cycle(self) -> float:
+        """One poll cycle; returns the delay until the next one."""
+        policy = self._rt.policy
+        running = await self._rt.ledger.list_jobs(
+            states=(JobState.RUNNING,), workspace=self._ws.name
+        )
+        if not running:
+            self._base = None
+            self._observed.clear()
+            return policy.max
+        self.cycles += 1
+        changed = False
+        try:
+            changed = await self._refresh(running)
+            self.consecutive_failures = 0
+        except TransientProviderError as exc:
+            self.consecutive_failures += 1
+            log.warning(
+                "poll.failed",
+                workspace=self._ws.name,
+                consecutive_failures=self.consecutive_failures,
+                error=str(exc),
+            )
+        self._base = next_base(self._base, changed=changed, policy=policy)
+        samples = [p for o in self._observed.values() if (p := o.progress()) is not None]
+        return poll_delay(
+            self._base,
+            now=self._rt.clock.now(),
+            jobs=samples,
+            policy=policy,
+            jitter_sample=self._rt.rng.uniform(-1.0, 1.0),
+        )
+
+    async def _refresh(self, running: list[Job]) -> bool:
+        provider = self._ws.provider
+        ours = {job.remote_id for job in running}
+        active: dict[str, RemoteJob] = {}
+        external = 0
+        async for remote in provider.list_jobs(active_only=True):
+            active[remote.id] = remote
+            if remote.id not in ours and CLIENT_TOKEN_KEY not in remote.metadata:
+                external += max(0, remote.total - remote.completed)
+        self._ws.external_pending = external
+        changed = False
+        for job in running:
+            assert job.remote_id is not None  # running implies a remote id
+            remote = active.get(job.remote_id)
+            if remote is None:
+                try:
+                    remote = await provider.get_job(job.remote_id)
+                except PermanentProviderError as exc:
+                    log.error("poll.job_missing", job=job.name, remote_id=job.remote_id,
+                              error=str(exc))
+                    continue
+            if job.cancel_requested and not remote.phase.terminal and (
+                remote.phase is not RemotePhase.CANCELLING
+            ):
+                remote = await provider.cancel_job(job.remote_id)
+                log.info("poll.cancel_sent", job=job.name, remote_id=job.remote_id)
+            try:
+                changed |= await self._apply(job, remote)
+            except StaleTransition as exc:
+                log.info("poll.lost_race", job=job.name, detail=str(exc))
+        return changed
+
+    async def _apply(self, job: Job, remote: RemoteJob) -> bool:
+        """Store what the provider said; return True if the job changed state or status."""
+        ledger, now = self._rt.ledger, self._rt.clock.now()
+        counts: JobChanges = {
+            "total": remote.total,
+            "completed": remote.completed,
+            "succeeded": remote.succeeded,
+            "failed": remote.failed,
+        }
+        if remote.phase.terminal:
+            outcome = outcome_for(remote.phase, succeeded=remote.succeeded, failed=remote.failed)
+            await ledger.transition(
+                job.id,
+                JobState.RUNNING,
+                JobState.COLLECTING,
+                detail=f"remote {remote.status}",
+                remote_status=remote.status,
+                output_file_id=remote.output_file,
+                error_file_id=remote.error_file,
+                outcome=outcome,
+                **counts,
+            )
+            self._observed.pop(job.id, None)
+            log.info(
+                "poll.job_ended",
+                job=job.name,
+                remote_id=remote.id,
+                remote_status=remote.status,
+                succeeded=remote.succeeded,
+                failed=remote.failed,
+            )
+            self._rt.activity.wake()
+            self._ws.collect.wake()
+            self._ws.admission.wake()
+            return True
+        self._observe(job, remote, now)
+        status_changed = remote.status != job.remote_status
+        progressed = (remote.total, remote.completed) != (job.total, job.completed)
+        if status_changed or progressed:
+            await ledger.update(job.id, JobState.RUNNING, remote_status=remote.status, **counts)
+            # Released budget may let a queued job in.
+            self._ws.admission.wake()
+        return status_changed
+
+    def _observe(self, job: Job, remote: RemoteJob, now: float) -> None:
+        seen = self._observed.setdefault(
+            job.id, _Observed(started_at=job.submitted_at or job.created_at)
+        )
+        if remote.total <= 0:
+            return
+        if seen.first_at is None:
+            seen.first_at, seen.first_completed = now, remote.completed
+        seen.last_at, seen.last_completed, seen.total = now, remote.completed, remote.total

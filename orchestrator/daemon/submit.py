@@ -1,0 +1,248 @@
+"""Admission and submission for one workspace: queued -> admitted -> submitting -> running.
+
+Intent before side effect: file ids are recorded as each upload finishes, and the job moves to
+``submitting`` (committed) before the create call. A job found in ``submitting`` that this process
+is not creating right now is *uncertain*: once the reconcile grace has passed, the workspace's
+jobs are listed by the job's token and the remote job is adopted if it exists; only if none exists
+is it created again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Unpack
+
+import anyio
+import structlog
+
+from orchestrator.budget import admit, in_flight_pending
+from orchestrator.daemon.context import RECONCILE_GRACE, Runtime, WorkspaceRuntime, backoff
+from orchestrator.errors import (
+    BudgetExhausted,
+    CapacityRefused,
+    PermanentProviderError,
+    StaleTransition,
+    TransientProviderError,
+)
+from orchestrator.model import CLIENT_TOKEN_KEY, Job, JobChanges, JobState, Outcome
+from orchestrator.providers.base import RemoteJob
+
+log = structlog.get_logger(__name__)
+
+IDLE_WAIT = 60.0
+"""Longest sleep of the loop when nothing is due (it is woken on every relevant change)."""
+UPLOAD_CONCURRENCY = 4
+
+
+class Submitter:
+    """The admission and submission loop of one workspace."""
+
+    def __init__(self, runtime: Runtime, workspace: WorkspaceRuntime) -> None:
+        self._rt = runtime
+        self._ws = workspace
+        self._busy: set[int] = set()
+        self._limiter = anyio.CapacityLimiter(UPLOAD_CONCURRENCY)
+
+    async def run(self) -> None:
+        """Loop forever: admit what fits, submit what is admitted, reconcile the uncertain."""
+        while True:
+            wait = await self.cycle()
+            await self._ws.admission.wait(wait)
+
+    async def cycle(self) -> float:
+        """One pass; returns how long the loop may sleep before the next one."""
+        ledger, now = self._rt.ledger, self._rt.clock.now()
+        jobs = await ledger.list_jobs(workspace=self._ws.name)
+        for job in jobs:
+            if job.cancel_requested and job.state in (JobState.QUEUED, JobState.ADMITTED):
+                await self._cancel_locally(job)
+        jobs = await ledger.list_jobs(workspace=self._ws.name)
+        queued = [j for j in jobs if j.state is JobState.QUEUED]
+        external = self._ws.external_pending if self._ws.count_external else 0
+        decision = admit(
+            queued,
+            in_flight=in_flight_pending(jobs),
+            budget=self._ws.pending_budget,
+            external=external,
+            now=now,
+        )
+        for job_id in decision.never_fits:
+            job = next(j for j in queued if j.id == job_id)
+            reason = str(BudgetExhausted(job.name, job.request_count, self._ws.pending_budget))
+            await self._move(job, JobState.REJECTED, detail="never fits", error=reason)
+        for job_id in decision.admit:
+            job = next(j for j in queued if j.id == job_id)
+            await self._move(job, JobState.ADMITTED, detail="budget admitted")
+            log.info(
+                "submit.admitted",
+                job=job.name,
+                job_id=job.id,
+                requests=job.request_count,
+                pending_after=decision.pending_after,
+                budget=self._ws.pending_budget,
+            )
+
+        due: list[Job] = []
+        next_wake = IDLE_WAIT
+        for job in await ledger.list_jobs(
+            states=(JobState.ADMITTED, JobState.SUBMITTING), workspace=self._ws.name
+        ):
+            if job.id in self._busy:
+                continue
+            start = job.not_before or 0.0
+            if job.state is JobState.SUBMITTING:
+                start = max(start, job.updated_at + RECONCILE_GRACE)
+            if start <= now:
+                due.append(job)
+            else:
+                next_wake = min(next_wake, start - now)
+        for job in queued:
+            if job.not_before is not None and job.not_before > now:
+                next_wake = min(next_wake, job.not_before - now)
+        async with anyio.create_task_group() as tg:
+            for job in due:
+                self._busy.add(job.id)
+                tg.start_soon(self._advance, job)
+        return max(0.0, next_wake)
+
+    async def _advance(self, job: Job) -> None:
+        try:
+            async with self._limiter:
+                if job.state is JobState.ADMITTED:
+                    await self._upload_and_create(job)
+                else:
+                    await self._reconcile(job)
+        except StaleTransition as exc:
+            # Someone else moved the job (a cancel, another replica): their move stands.
+            log.info("submit.lost_race", job=job.name, job_id=job.id, detail=str(exc))
+        finally:
+            self._busy.discard(job.id)
+
+    async def _upload_and_create(self, job: Job) -> None:
+        ledger, provider = self._rt.ledger, self._ws.provider
+        file_ids = list(job.input_file_ids)
+        try:
+            for index in range(len(file_ids), len(job.inputs)):
+                path = Path(job.inputs[index])
+                file_id = await provider.upload_file(path, filename=f"{job.name}-{index}.jsonl")
+                file_ids.append(file_id)
+                job = await ledger.update(
+                    job.id, JobState.ADMITTED, input_file_ids=tuple(file_ids)
+                )
+                log.info("submit.uploaded", job=job.name, job_id=job.id, file_id=file_id)
+        except TransientProviderError as exc:
+            await self._retry_later(job, f"upload failed, will retry: {exc}")
+            return
+        except PermanentProviderError as exc:
+            await self._move(job, JobState.REJECTED, detail="upload refused", error=str(exc))
+            return
+        job = await self._move(job, JobState.SUBMITTING, detail="create intent")
+        await self._create(job)
+
+    async def _create(self, job: Job) -> None:
+        ledger, provider = self._rt.ledger, self._ws.provider
+        try:
+            remote = await provider.create_job(
+                input_file_ids=job.input_file_ids,
+                model=job.model,
+                endpoint=job.endpoint,
+                metadata={**job.metadata, CLIENT_TOKEN_KEY: job.client_token},
+                timeout_hours=job.timeout_hours,
+            )
+        except CapacityRefused as exc:
+            attempts = job.attempts + 1
+            await self._move(
+                job,
+                JobState.QUEUED,
+                detail="provider refused for capacity",
+                error=str(exc),
+                attempts=attempts,
+                not_before=self._rt.clock.now() + backoff(attempts),
+            )
+            return
+        except PermanentProviderError as exc:
+            await self._move(job, JobState.REJECTED, detail="create refused", error=str(exc))
+            return
+        except TransientProviderError as exc:
+            # The job may exist now: stay in submitting; reconcile after the grace period.
+            await ledger.update(
+                job.id,
+                JobState.SUBMITTING,
+                detail="create outcome unknown",
+                error=f"create outcome unknown, will reconcile: {exc}",
+                attempts=job.attempts + 1,
+            )
+            log.warning("submit.create_uncertain", job=job.name, job_id=job.id, error=str(exc))
+            return
+        await self._adopt(job, remote, detail="created")
+
+    async def _reconcile(self, job: Job) -> None:
+        """A job left in ``submitting``: adopt its remote job if one exists, else create it."""
+        provider = self._ws.provider
+        try:
+            found = [
+                remote
+                async for remote in provider.list_jobs(
+                    metadata={CLIENT_TOKEN_KEY: job.client_token}
+                )
+            ]
+        except TransientProviderError as exc:
+            await self._retry_later(job, f"reconcile list failed, will retry: {exc}")
+            return
+        if found:
+            remote = min(found, key=lambda r: r.created_at)
+            if len(found) > 1:
+                log.error(
+                    "submit.duplicate_remote_jobs",
+                    job=job.name,
+                    job_id=job.id,
+                    remote_ids=[r.id for r in found],
+                )
+            await self._adopt(job, remote, detail="adopted after restart")
+            return
+        log.info("submit.recreate", job=job.name, job_id=job.id)
+        job = await self._rt.ledger.update(
+            job.id, JobState.SUBMITTING, detail="no remote job found: creating"
+        )
+        await self._create(job)
+
+    async def _adopt(self, job: Job, remote: RemoteJob, *, detail: str) -> None:
+        job = await self._move(
+            job,
+            JobState.RUNNING,
+            detail=detail,
+            remote_id=remote.id,
+            remote_status=remote.status,
+            total=remote.total,
+            completed=remote.completed,
+            succeeded=remote.succeeded,
+            failed=remote.failed,
+            submitted_at=self._rt.clock.now(),
+            error=None,
+            not_before=None,
+        )
+        log.info("submit.running", job=job.name, job_id=job.id, remote_id=remote.id)
+        self._ws.poll.wake()
+
+    async def _retry_later(self, job: Job, reason: str) -> None:
+        attempts = job.attempts + 1
+        await self._rt.ledger.update(
+            job.id,
+            job.state,
+            error=reason,
+            attempts=attempts,
+            not_before=self._rt.clock.now() + backoff(attempts),
+        )
+        log.warning("submit.retry_later", job=job.name, job_id=job.id, reason=reason)
+
+    async def _cancel_locally(self, job: Job) -> None:
+        await self._move(job, JobState.DONE, detail="cancelled before submission",
+                         outcome=Outcome.CANCELLED)
+        log.info("submit.cancelled_locally", job=job.name, job_id=job.id)
+
+    async def _move(
+        self, job: Job, target: JobState, *, detail: str, **changes: Unpack[JobChanges]
+    ) -> Job:
+        moved = await self._rt.ledger.transition(job.id, job.state, target, detail=detail, **changes)
+        self._rt.activity.wake()
+        return moved
