@@ -1,0 +1,131 @@
+"""The ledger's tables (SQLAlchemy Core, no ORM).
+
+The migrations in ``migrations/versions`` create exactly this schema; a test compares the two
+on both dialects, so a change here needs a new revision. Timestamps are epoch seconds (UTC)
+as double-precision floats, the unit of :class:`orchestrator.clock.Clock`. JSON values
+(inputs, metadata, uploaded file ids) are stored as JSON text so both dialects read them the
+same way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from orchestrator.model import JobState, Outcome
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_N_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Deterministic constraint names: Alembic's SQLite batch mode needs them to alter tables."""
+
+FILE_KINDS = ("output", "error")
+"""The kinds of result file a job can have, one of each at most."""
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class JSONText(sa.TypeDecorator[Any]):
+    """A JSON value stored as compact text (the same on SQLite and PostgreSQL)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return json.loads(value)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    """SQL for a CHECK that ``column`` holds one of ``values``."""
+    listed = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({listed})"
+
+
+_STATES = tuple(state.value for state in JobState)
+_OUTCOMES = tuple(outcome.value for outcome in Outcome)
+
+Timestamp = sa.Double
+"""Epoch seconds, UTC."""
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("workspace", sa.String(128), nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("endpoint", sa.String(256), nullable=False),
+    sa.Column("inputs", JSONText, nullable=False),
+    sa.Column("metadata", JSONText, nullable=False),
+    sa.Column("timeout_hours", sa.Integer, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("definition_hash", sa.String(128), nullable=False),
+    sa.Column("request_count", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("remote_id", sa.String(256), nullable=True),
+    sa.Column("remote_status", sa.String(64), nullable=True),
+    sa.Column("input_file_ids", JSONText, nullable=False),
+    sa.Column("output_file_id", sa.String(256), nullable=True),
+    sa.Column("error_file_id", sa.String(256), nullable=True),
+    sa.Column("total", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("completed", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("succeeded", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("failed", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("not_before", Timestamp, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("submitted_at", Timestamp, nullable=True),
+    sa.Column("finished_at", Timestamp, nullable=True),
+    # Leases for several daemons on one PostgreSQL ledger (design §8).
+    sa.Column("claimed_by", sa.String(256), nullable=True),
+    sa.Column("lease_until", Timestamp, nullable=True),
+    sa.UniqueConstraint("name"),
+    sa.CheckConstraint(_in("state", _STATES), name="state"),
+    sa.CheckConstraint(f"outcome IS NULL OR {_in('outcome', _OUTCOMES)}", name="outcome"),
+    sa.Index("ix_jobs_workspace_state", "workspace", "state"),
+)
+
+job_events = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("from_state", sa.String(16), nullable=True),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("remote_status", sa.String(64), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Index("ix_job_events_job_id", "job_id", "id"),
+)
+
+result_files = sa.Table(
+    "result_files",
+    metadata,
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("lines", sa.BigInteger, nullable=False),
+    sa.Column("recorded_at", Timestamp, nullable=False),
+    sa.PrimaryKeyConstraint("job_id", "kind"),
+    sa.CheckConstraint(_in("kind", FILE_KINDS), name="kind"),
+)

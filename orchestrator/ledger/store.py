@@ -1,0 +1,569 @@
+"""SqlLedger: the durable truth of every job, and the only SQL in the project.
+
+Every state change is a compare-and-set: ``UPDATE jobs ... WHERE id = :id AND state =
+:expected``, with the event row in the same transaction. A lost race raises
+:class:`StaleTransition`; it never overwrites. On SQLite, write transactions start with
+``BEGIN IMMEDIATE`` (see :mod:`orchestrator.ledger.engine`); on PostgreSQL, the few
+read-then-write steps lock their row with ``SELECT ... FOR UPDATE``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from os import PathLike
+from types import TracebackType
+from typing import Any, NoReturn, Self, Unpack
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.errors import (
+    DefinitionConflict,
+    JobNotFound,
+    LedgerNotMigrated,
+    StaleTransition,
+)
+from orchestrator.ledger.engine import READ_ONLY, create_engine, display_url, sqlite_path
+from orchestrator.ledger.lock import DaemonLock
+from orchestrator.ledger.migrate import head_revision, revision_of
+from orchestrator.ledger.schema import FILE_KINDS, job_events, jobs, result_files
+from orchestrator.ledger.values import (
+    FileKind,
+    JobEvent,
+    ResultFile,
+    encode_changes,
+    event_from_row,
+    file_from_row,
+    job_from_row,
+)
+from orchestrator.model import (
+    FINAL_STATES,
+    Job,
+    JobChanges,
+    JobSpec,
+    JobState,
+    check_transition,
+)
+
+log = structlog.get_logger(__name__)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class SqlLedger:
+    """The job ledger on SQLite (one daemon per file) or PostgreSQL (several replicas).
+
+    Open it with :meth:`connect`, close it with :meth:`close` or ``async with``. Every
+    timestamp it writes comes from the injected clock.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, url: str, clock: Clock) -> None:
+        """Wrap an engine of :func:`orchestrator.ledger.engine.create_engine`; prefer
+        :meth:`connect`, which also checks the schema revision."""
+        self._engine = engine
+        # Reads start with a deferred BEGIN on SQLite, so they never wait for the write lock.
+        self._reader = engine.execution_options(**{READ_ONLY: True})
+        self._url = url
+        self._clock = clock
+        self._locks: list[DaemonLock] = []
+
+    @classmethod
+    async def connect(cls, url: str, *, clock: Clock | None = None) -> SqlLedger:
+        """Open the ledger at ``url`` (``sqlite:///path`` or ``postgresql://...``).
+
+        Args:
+            url: the ledger URL; plain URLs get an async driver.
+            clock: where every timestamp comes from (default: the system clock).
+
+        Raises:
+            LedgerNotMigrated: the schema is not at the migration head (a SQLite file that
+                does not exist is not created).
+            ConfigError: the URL is not a SQLite or PostgreSQL URL.
+            sqlalchemy.exc.OperationalError: the database cannot be reached.
+        """
+        head = head_revision()
+        path = sqlite_path(url)
+        if path is not None and not path.exists():
+            raise LedgerNotMigrated(display_url(url), None, head)
+        engine = create_engine(url)
+        try:
+            current = await revision_of(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        if current != head:
+            await engine.dispose()
+            raise LedgerNotMigrated(display_url(url), current, head)
+        log.debug("ledger.connected", url=display_url(url), revision=current)
+        return cls(engine, url=url, clock=clock or SystemClock())
+
+    @property
+    def url(self) -> str:
+        """The ledger URL with any password masked."""
+        return display_url(self._url)
+
+    async def close(self) -> None:
+        """Release a held daemon lock and close every connection (idempotent)."""
+        while self._locks:
+            self._locks.pop().release()
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def daemon_lock(self) -> AsyncIterator[None]:
+        """Hold the one-daemon lock of a SQLite ledger for the duration of the block.
+
+        The lock is an exclusive ``flock`` on ``<db file>.lock``, which the kernel releases
+        when the process dies, however it dies. On PostgreSQL (several replicas are allowed,
+        coordinated by leases) and for in-memory SQLite this is a no-op.
+
+        Raises:
+            LedgerLocked: another daemon holds the lock; raised at once, without waiting.
+        """
+        path = sqlite_path(self._url)
+        if path is None:
+            yield
+            return
+        lock = DaemonLock.acquire(path)
+        self._locks.append(lock)
+        try:
+            yield
+        finally:
+            lock.release()
+            if lock in self._locks:
+                self._locks.remove(lock)
+
+    async def add_job(
+        self,
+        spec: JobSpec,
+        *,
+        definition_hash: str,
+        request_count: int,
+        state: JobState = JobState.QUEUED,
+        error: str | None = None,
+        now: float | None = None,
+    ) -> tuple[Job, bool]:
+        """Record a new job, or find the same definition already recorded.
+
+        Args:
+            spec: the job as defined.
+            definition_hash: digest of the definition (inputs' contents, model, endpoint,
+                metadata, timeout); equal hashes mean the same job.
+            request_count: requests counted in the inputs at intake.
+            state: ``queued``, or ``rejected`` (with ``error``) for a job refused at intake.
+            error: why the job was rejected.
+            now: creation time; the clock's time by default.
+
+        Returns:
+            ``(job, created)``: ``created`` is False when the name already held this
+            definition, which is returned untouched.
+
+        Raises:
+            DefinitionConflict: the name holds another definition; ``differences`` names
+                the fields that differ (``input contents`` when only the files changed).
+            ValueError: ``state`` is not queued/rejected, a rejection has no error, or the
+                request count is negative.
+        """
+        if state not in (JobState.QUEUED, JobState.REJECTED):
+            raise ValueError(f"a new job starts queued or rejected, not {state.value}")
+        if state is JobState.REJECTED and not error:
+            raise ValueError(f"job {spec.name!r}: a rejected job needs an error saying why")
+        if request_count < 0:
+            raise ValueError(f"job {spec.name!r}: request_count must be >= 0")
+        at = self._clock.now() if now is None else now
+        values = {
+            "name": spec.name,
+            "workspace": spec.workspace,
+            "model": spec.model,
+            "endpoint": spec.endpoint,
+            "inputs": list(spec.inputs),
+            "metadata": dict(spec.metadata),
+            "timeout_hours": spec.timeout_hours,
+            "priority": spec.priority,
+            "definition_hash": definition_hash,
+            "request_count": request_count,
+            "state": state.value,
+            "input_file_ids": [],
+            "error": error,
+            "cancel_requested": False,
+            "created_at": at,
+            "updated_at": at,
+            "finished_at": at if state is JobState.REJECTED else None,
+        }
+        try:
+            async with self._engine.begin() as conn:
+                existing = await self._job_row(conn, jobs.c.name == spec.name)
+                if existing is None:
+                    row = (
+                        await conn.execute(jobs.insert().values(values).returning(*jobs.c))
+                    ).one()
+                    detail = "created" if state is JobState.QUEUED else "rejected at intake"
+                    await self._add_event(conn, row, None, at=at, detail=detail)
+                    log.debug("ledger.job_added", job=spec.name, job_id=row.id, state=state)
+                    return job_from_row(row), True
+        except IntegrityError:
+            # Another replica inserted the same name between our check and our insert.
+            async with self._reader.connect() as conn:
+                existing = await self._job_row(conn, jobs.c.name == spec.name)
+            if existing is None:
+                raise
+        job = job_from_row(existing)
+        if job.definition_hash == definition_hash:
+            return job, False
+        raise DefinitionConflict(spec.name, _differences(job, spec))
+
+    async def get(self, job_id: int) -> Job:
+        """The job with id ``job_id``.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        async with self._reader.connect() as conn:
+            row = await self._job_row(conn, jobs.c.id == job_id)
+        if row is None:
+            raise JobNotFound(job_id)
+        return job_from_row(row)
+
+    async def get_by_name(self, name: str) -> Job:
+        """The job named ``name``.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        async with self._reader.connect() as conn:
+            row = await self._job_row(conn, jobs.c.name == name)
+        if row is None:
+            raise JobNotFound(name)
+        return job_from_row(row)
+
+    async def list_jobs(
+        self, states: Iterable[JobState] | None = None, workspace: str | None = None
+    ) -> list[Job]:
+        """Jobs in any of ``states`` (all by default), of one workspace or all.
+
+        Ordered by priority (highest first), then id (oldest first): admission order.
+        """
+        query = sa.select(jobs).order_by(jobs.c.priority.desc(), jobs.c.id)
+        if states is not None:
+            query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
+        if workspace is not None:
+            query = query.where(jobs.c.workspace == workspace)
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [job_from_row(row) for row in rows]
+
+    async def transition(
+        self,
+        job_id: int,
+        expected: JobState,
+        target: JobState,
+        *,
+        detail: str | None = None,
+        **changes: Unpack[JobChanges],
+    ) -> Job:
+        """Move a job from ``expected`` to ``target`` (compare-and-set) and apply ``changes``.
+
+        One ``UPDATE ... WHERE id AND state = expected`` plus one event row, in one
+        transaction. Sets ``updated_at``; ``finished_at`` on reaching ``done`` or
+        ``rejected`` and ``submitted_at`` on reaching ``running``, unless given or already
+        set.
+
+        Args:
+            job_id: the job.
+            expected: the state the caller saw.
+            target: the state to move to.
+            detail: why, for the job's history.
+            **changes: other fields to set (keys of :class:`JobChanges`).
+
+        Returns:
+            The job after the move.
+
+        Raises:
+            IllegalTransition: the transition table forbids ``expected -> target``.
+            StaleTransition: the job is no longer in ``expected`` (nothing was changed).
+            JobNotFound: no such job.
+            ValueError: the job would reach ``done`` without an outcome.
+            TypeError: a key of ``changes`` is not a job field the ledger changes.
+        """
+        check_transition(expected, target)
+        values = encode_changes(changes)
+        now = self._clock.now()
+        values["state"] = target.value
+        values["updated_at"] = now
+        if target in FINAL_STATES and "finished_at" not in values:
+            values["finished_at"] = sa.func.coalesce(jobs.c.finished_at, now)
+        if target is JobState.RUNNING and "submitted_at" not in values:
+            values["submitted_at"] = sa.func.coalesce(jobs.c.submitted_at, now)
+        statement = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.state == expected.value)
+            .values(values)
+            .returning(*jobs.c)
+        )
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(statement)).first()
+            if row is None:
+                await self._raise_missing_or_stale(conn, job_id, expected, target)
+            job = job_from_row(row)
+            if target is JobState.DONE and job.outcome is None:
+                # Raising inside the block rolls the update back.
+                raise ValueError(
+                    f"job {job_id}: a job reaches done with an outcome: pass outcome=Outcome.…"
+                )
+            await self._add_event(conn, row, expected, at=now, detail=detail)
+        log.debug(
+            "ledger.transitioned",
+            job_id=job_id,
+            from_state=expected,
+            to_state=target,
+            detail=detail,
+        )
+        return job
+
+    async def update(
+        self,
+        job_id: int,
+        expected: JobState,
+        *,
+        detail: str | None = None,
+        **changes: Unpack[JobChanges],
+    ) -> Job:
+        """Change fields of a job that is still in ``expected`` (compare-and-set).
+
+        For progress counts, uploaded file ids, the remote status, backoff. An event is
+        recorded when ``detail`` is given or the remote status changed.
+
+        Returns:
+            The job after the update.
+
+        Raises:
+            StaleTransition: the job is no longer in ``expected`` (nothing was changed).
+            JobNotFound: no such job.
+            TypeError: a key of ``changes`` is not a job field the ledger changes.
+        """
+        values = encode_changes(changes)
+        now = self._clock.now()
+        values["updated_at"] = now
+        async with self._engine.begin() as conn:
+            # FOR UPDATE holds the row on PostgreSQL until commit, so the status comparison
+            # below cannot be overtaken (SQLite already holds its write lock).
+            before = (
+                await conn.execute(
+                    sa.select(jobs.c.state, jobs.c.remote_status)
+                    .where(jobs.c.id == job_id)
+                    .with_for_update()
+                )
+            ).first()
+            if before is None or before.state != expected.value:
+                await self._raise_missing_or_stale(conn, job_id, expected, expected)
+            row = (
+                await conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == job_id, jobs.c.state == expected.value)
+                    .values(values)
+                    .returning(*jobs.c)
+                )
+            ).one()
+            status_changed = row.remote_status != before.remote_status
+            if detail is None and status_changed:
+                detail = f"remote status {before.remote_status or 'none'} -> {row.remote_status}"
+            if detail is not None:
+                await self._add_event(conn, row, expected, at=now, detail=detail)
+        return job_from_row(row)
+
+    async def request_cancel(self, name: str) -> Job:
+        """Flag the job named ``name`` for cancellation (the daemon acts on the flag).
+
+        Idempotent; a job that is already done or rejected is returned unchanged.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    jobs.update()
+                    .where(
+                        jobs.c.name == name,
+                        jobs.c.state.not_in([s.value for s in FINAL_STATES]),
+                        jobs.c.cancel_requested.is_(False),
+                    )
+                    .values(cancel_requested=True, updated_at=now)
+                    .returning(*jobs.c)
+                )
+            ).first()
+            if row is not None:
+                await self._add_event(
+                    conn, row, JobState(row.state), at=now, detail="cancel requested"
+                )
+                log.info("ledger.cancel_requested", job=name, job_id=row.id, state=row.state)
+                return job_from_row(row)
+            row = await self._job_row(conn, jobs.c.name == name)
+        if row is None:
+            raise JobNotFound(name)
+        return job_from_row(row)
+
+    async def record_file(
+        self,
+        job_id: int,
+        kind: FileKind,
+        *,
+        path: str | PathLike[str],
+        bytes: int,  # shadows the builtin: it is the field's name in the ledger and job.json
+        sha256: str,
+        lines: int,
+    ) -> ResultFile:
+        """Record (or replace) the job's downloaded ``output`` or ``error`` file.
+
+        Raises:
+            JobNotFound: no such job.
+            ValueError: unknown kind, negative size or line count, or a sha256 that is not
+                64 lowercase hex digits.
+        """
+        if kind not in FILE_KINDS:
+            raise ValueError(f"result file kind must be one of {FILE_KINDS}, not {kind!r}")
+        if bytes < 0 or lines < 0:
+            raise ValueError(f"job {job_id} {kind} file: bytes and lines must be >= 0")
+        if not _SHA256.fullmatch(sha256):
+            raise ValueError(
+                f"job {job_id} {kind} file: sha256 must be 64 lowercase hex digits, got {sha256!r}"
+            )
+        record = ResultFile(
+            job_id=job_id,
+            kind=kind,
+            path=str(path),
+            bytes=bytes,
+            sha256=sha256,
+            lines=lines,
+            recorded_at=self._clock.now(),
+        )
+        fields = {
+            "path": record.path,
+            "bytes": record.bytes,
+            "sha256": record.sha256,
+            "lines": record.lines,
+            "recorded_at": record.recorded_at,
+        }
+        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        statement = (
+            insert(result_files)
+            .values(job_id=job_id, kind=kind, **fields)
+            .on_conflict_do_update(index_elements=["job_id", "kind"], set_=fields)
+        )
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(statement)
+        except IntegrityError:
+            await self.get(job_id)  # JobNotFound when the foreign key is what failed
+            raise
+        return record
+
+    async def files(self, job_id: int) -> list[ResultFile]:
+        """The job's recorded result files, output first.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        async with self._reader.connect() as conn:
+            rows = (
+                await conn.execute(sa.select(result_files).where(result_files.c.job_id == job_id))
+            ).all()
+            if not rows:
+                await self._require_job(conn, job_id)
+        return sorted((file_from_row(row) for row in rows), key=lambda f: FILE_KINDS.index(f.kind))
+
+    async def events(self, job_id: int) -> list[JobEvent]:
+        """The job's history, oldest first.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        async with self._reader.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(job_events)
+                    .where(job_events.c.job_id == job_id)
+                    .order_by(job_events.c.at, job_events.c.id)
+                )
+            ).all()
+            if not rows:
+                await self._require_job(conn, job_id)
+        return [event_from_row(row) for row in rows]
+
+    async def counts_by_state(self) -> dict[tuple[str, str | None], int]:
+        """How many jobs are in each ``(state, outcome)``; absent pairs have none."""
+        query = sa.select(jobs.c.state, jobs.c.outcome, sa.func.count()).group_by(
+            jobs.c.state, jobs.c.outcome
+        )
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {(state, outcome): count for state, outcome, count in rows}
+
+    @staticmethod
+    async def _job_row(conn: AsyncConnection, where: sa.ColumnElement[bool]) -> Any:
+        return (await conn.execute(sa.select(jobs).where(where))).first()
+
+    @staticmethod
+    async def _require_job(conn: AsyncConnection, job_id: int) -> None:
+        if await conn.scalar(sa.select(jobs.c.id).where(jobs.c.id == job_id)) is None:
+            raise JobNotFound(job_id)
+
+    async def _raise_missing_or_stale(
+        self, conn: AsyncConnection, job_id: int, expected: JobState, target: JobState
+    ) -> NoReturn:
+        """Raise JobNotFound or StaleTransition for a compare-and-set that matched nothing."""
+        await self._require_job(conn, job_id)
+        raise StaleTransition(job_id, expected.value, target.value)
+
+    @staticmethod
+    async def _add_event(
+        conn: AsyncConnection,
+        row: Any,
+        from_state: JobState | None,
+        *,
+        at: float,
+        detail: str | None,
+    ) -> None:
+        """Append a history entry for ``row`` (the job as it is now) to ``job_events``."""
+        await conn.execute(
+            job_events.insert().values(
+                job_id=row.id,
+                at=at,
+                from_state=None if from_state is None else from_state.value,
+                to_state=row.state,
+                remote_status=row.remote_status,
+                detail=detail,
+            )
+        )
+
+
+def _differences(existing: Job, spec: JobSpec) -> tuple[str, ...]:
+    """Which parts of the definition differ between a recorded job and a new spec."""
+    fields = {
+        "workspace": (existing.workspace, spec.workspace),
+        "model": (existing.model, spec.model),
+        "endpoint": (existing.endpoint, spec.endpoint),
+        "inputs": (tuple(existing.inputs), tuple(spec.inputs)),
+        "metadata": (dict(existing.metadata), dict(spec.metadata)),
+        "timeout_hours": (existing.timeout_hours, spec.timeout_hours),
+    }
+    differences = tuple(name for name, (old, new) in fields.items() if old != new)
+    # The hash also covers the input files' bytes: same paths, other contents.
+    return differences or ("input contents",)

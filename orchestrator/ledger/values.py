@@ -1,0 +1,132 @@
+"""Values the ledger returns besides :class:`orchestrator.model.Job`, and row conversion."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+from orchestrator.model import Job, JobChanges, JobState, Outcome
+
+FileKind = Literal["output", "error"]
+"""A job's result file: the provider's output file or its error file."""
+
+
+@attrs.frozen(kw_only=True)
+class ResultFile:
+    """A downloaded result file as the ledger recorded it (after fsync and rename)."""
+
+    job_id: int
+    kind: FileKind
+    path: str
+    bytes: int
+    """Size of the file on disk."""
+    sha256: str
+    """Lowercase hex digest of the whole file."""
+    lines: int
+    """Newline-terminated lines (JSONL records) in the file."""
+    recorded_at: float
+
+
+@attrs.frozen(kw_only=True)
+class JobEvent:
+    """One entry of a job's history: a creation, a transition or a noteworthy update."""
+
+    id: int
+    job_id: int
+    at: float
+    from_state: JobState | None
+    """None for the creation event."""
+    to_state: JobState
+    """Equal to ``from_state`` for an update within a state."""
+    remote_status: str | None
+    """The provider's raw status as of this event."""
+    detail: str | None
+
+
+CHANGE_KEYS = frozenset(JobChanges.__required_keys__ | JobChanges.__optional_keys__)
+"""The fields :meth:`SqlLedger.transition` and :meth:`SqlLedger.update` may change."""
+
+
+def encode_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Column values for ``changes``: enum values, lists for JSON columns.
+
+    Raises:
+        TypeError: a key is not a :class:`orchestrator.model.JobChanges` field.
+        ValueError: ``outcome`` is not an :class:`Outcome` value.
+    """
+    unknown = set(changes) - CHANGE_KEYS
+    if unknown:
+        raise TypeError(
+            f"cannot change job field(s) {', '.join(sorted(unknown))}: "
+            f"the ledger changes only {', '.join(sorted(CHANGE_KEYS))} (and state by transition)"
+        )
+    values = dict(changes)
+    if values.get("outcome") is not None:
+        values["outcome"] = Outcome(values["outcome"]).value
+    if "input_file_ids" in values:
+        values["input_file_ids"] = list(values["input_file_ids"])
+    return values
+
+
+def job_from_row(row: Any) -> Job:
+    """The :class:`Job` for a ``jobs`` row (lease columns are the daemon's, not the job's)."""
+    return Job(
+        id=row.id,
+        name=row.name,
+        workspace=row.workspace,
+        model=row.model,
+        endpoint=row.endpoint,
+        inputs=tuple(row.inputs),
+        metadata=dict(row.metadata),
+        timeout_hours=row.timeout_hours,
+        priority=row.priority,
+        definition_hash=row.definition_hash,
+        request_count=row.request_count,
+        state=JobState(row.state),
+        outcome=None if row.outcome is None else Outcome(row.outcome),
+        remote_id=row.remote_id,
+        remote_status=row.remote_status,
+        input_file_ids=tuple(row.input_file_ids),
+        output_file_id=row.output_file_id,
+        error_file_id=row.error_file_id,
+        total=row.total,
+        completed=row.completed,
+        succeeded=row.succeeded,
+        failed=row.failed,
+        error=row.error,
+        cancel_requested=bool(row.cancel_requested),
+        attempts=row.attempts,
+        not_before=row.not_before,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        submitted_at=row.submitted_at,
+        finished_at=row.finished_at,
+    )
+
+
+def event_from_row(row: Any) -> JobEvent:
+    """The :class:`JobEvent` for a ``job_events`` row."""
+    return JobEvent(
+        id=row.id,
+        job_id=row.job_id,
+        at=row.at,
+        from_state=None if row.from_state is None else JobState(row.from_state),
+        to_state=JobState(row.to_state),
+        remote_status=row.remote_status,
+        detail=row.detail,
+    )
+
+
+def file_from_row(row: Any) -> ResultFile:
+    """The :class:`ResultFile` for a ``result_files`` row."""
+    return ResultFile(
+        job_id=row.job_id,
+        kind=row.kind,
+        path=row.path,
+        bytes=row.bytes,
+        sha256=row.sha256,
+        lines=row.lines,
+        recorded_at=row.recorded_at,
+    )
