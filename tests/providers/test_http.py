@@ -27,7 +27,7 @@ NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 def _response(status: int, body: object = None, **headers: str) -> httpx.Response:
     if isinstance(body, (dict, list)):
         return httpx.Response(status, json=body, headers=headers)
-    return httpx.Response(status, content=(body or "").encode(), headers=headers)
+    return httpx.Response(status, content=str(body or "").encode(), headers=headers)
 
 
 @pytest.mark.parametrize(
