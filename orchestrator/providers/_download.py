@@ -353,9 +353,9 @@ class ResumableDownload:
                     provider=self._api.provider,
                     content_encoding=encoding,
                 )
-                chunks = response.aiter_bytes(self._chunk_bytes)
+                chunks = response.aiter_bytes()
             else:
-                chunks = response.aiter_raw(self._chunk_bytes)
+                chunks = response.aiter_raw()
             try:
                 await self._consume(chunks, total)
             except Exception:
@@ -365,15 +365,28 @@ class ResumableDownload:
 
     async def _consume(self, chunks: AsyncIterator[bytes], total: int | None) -> None:
         part = self._part
-        async for chunk in chunks:
-            if total is not None and part.size + len(chunk) > total:
-                raise DownloadIntegrityError(
-                    f"{self._api.provider} {self._operation}: body is longer than the "
-                    f"announced {total} bytes (got at least {part.size + len(chunk)})"
-                )
-            await anyio.to_thread.run_sync(part.write, chunk)
-            if part.size - part.checkpointed >= self._checkpoint_bytes:
-                await anyio.to_thread.run_sync(part.checkpoint)
+        # Batch the transport's small reads into large writes ourselves: httpx's own
+        # re-chunking would drop the bytes it holds when the connection breaks, and those
+        # bytes are exactly what a Range resume should not fetch again.
+        pending = bytearray()
+        try:
+            async for chunk in chunks:
+                if total is not None and part.size + len(pending) + len(chunk) > total:
+                    raise DownloadIntegrityError(
+                        f"{self._api.provider} {self._operation}: body is longer than the "
+                        f"announced {total} bytes (got at least "
+                        f"{part.size + len(pending) + len(chunk)})"
+                    )
+                pending += chunk
+                if len(pending) >= self._chunk_bytes:
+                    block = bytes(pending)
+                    pending.clear()
+                    await anyio.to_thread.run_sync(part.write, block)
+                    if part.size - part.checkpointed >= self._checkpoint_bytes:
+                        await anyio.to_thread.run_sync(part.checkpoint)
+        finally:
+            if pending:  # received intact before the fault: keep them (at most one chunk)
+                part.write(bytes(pending))
         if total is not None and part.size < total:
             raise _Truncated(
                 f"{self._api.provider} {self._operation}: body cut short at {part.size} of "
