@@ -1,0 +1,164 @@
+"""Reading ``[[jobs]]`` tables (main config and ``jobs_dir`` files) into :class:`JobSpec`.
+
+A private helper of :mod:`orchestrator.config`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from orchestrator._configread import Section, describe, resolve_path, suggestion
+from orchestrator.errors import ConfigError
+from orchestrator.inputs import ENDPOINTS_BY_PROVIDER
+from orchestrator.model import CLIENT_TOKEN_KEY, JobSpec
+
+NAME_RULE = "1-128 characters of letters, digits, '.', '_' or '-', and not '.' or '..'"
+"""What a safe job or workspace name is (it becomes a directory name)."""
+
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_INT32 = 2**31 - 1  # priorities are stored in a 32-bit integer column
+
+JOB_KEYS = frozenset(
+    {
+        "name",
+        "workspace",
+        "input",
+        "inputs",
+        "model",
+        "endpoint",
+        "metadata",
+        "timeout_hours",
+        "priority",
+    }
+)
+
+_METADATA_LIMITS: Mapping[str, tuple[int, int, int | None]] = {
+    "mistral": (32, 512, None),
+    "openai": (64, 512, 15),  # OpenAI allows 16 pairs; the orchestrator adds one
+}
+"""Per provider: longest metadata key, longest value, most pairs the operator may set."""
+
+
+def check_name(table: Section, name: str, value: str, what: str) -> str:
+    """Refuse a name that is not a safe directory name."""
+    if not _NAME.fullmatch(value) or value in (".", ".."):
+        raise table.error(
+            name,
+            f"{what} {value!r} is not a safe name: it becomes a directory name, so it must be "
+            f"{NAME_RULE}",
+        )
+    return value
+
+
+def parse_job(table: Section, base: Path, providers: Mapping[str, str]) -> JobSpec:
+    """One ``[[jobs]]`` table; ``providers`` maps each workspace name to its provider.
+
+    Raises:
+        ConfigError: the first problem, named by file and ``jobs[i].key``.
+    """
+    table.only(JOB_KEYS)
+    name = check_name(table, "name", table.string("name"), "job name")
+    workspace_name = table.string("workspace")
+    provider = providers.get(workspace_name)
+    if provider is None:
+        raise table.error(
+            "workspace",
+            f"unknown workspace {workspace_name!r}"
+            + suggestion(workspace_name, providers, noun="defined workspaces"),
+        )
+    endpoint = table.string("endpoint")
+    allowed = ENDPOINTS_BY_PROVIDER[provider]
+    if endpoint not in allowed:
+        raise table.error(
+            "endpoint",
+            f"{endpoint!r} is not a {provider} batch endpoint; use one of " + ", ".join(allowed),
+        )
+    return JobSpec(
+        name=name,
+        workspace=workspace_name,
+        model=table.string("model"),
+        endpoint=endpoint,
+        inputs=_inputs(table, base),
+        metadata=_metadata(table, provider),
+        timeout_hours=table.integer("timeout_hours", 24, low=1, high=168),
+        priority=table.integer("priority", 0, low=-_INT32 - 1, high=_INT32),
+    )
+
+
+def _inputs(table: Section, base: Path) -> tuple[str, ...]:
+    if table.has("input") == table.has("inputs"):
+        both = table.has("input")
+        raise table.error(
+            None,
+            ("give input or inputs, not both" if both else "missing required key: input")
+            + ' (input = "file.jsonl", or inputs = ["a.jsonl", "b.jsonl"])',
+        )
+    if table.has("input"):
+        entries = [("input", table.string("input"))]
+    else:
+        entries = [(f"inputs[{i}]", v) for i, v in enumerate(table.strings("inputs"))]
+    paths: dict[str, str] = {}
+    for key, value in entries:
+        path = resolve_path(value, base)
+        where = f"{table.path}.{key}"
+        if str(path) in paths:
+            raise ConfigError(
+                f"{path} is listed twice (also at {paths[str(path)]}); list each file once",
+                file=table.file,
+                key=where,
+            )
+        if not path.exists():
+            problem = f"input file {path} does not exist"
+        elif not path.is_file():
+            problem = f"input {path} is not a file"
+        else:
+            paths[str(path)] = where
+            continue
+        raise ConfigError(problem, file=table.file, key=where)
+    return tuple(paths)
+
+
+def _metadata(table: Section, provider: str) -> dict[str, str]:
+    if not table.has("metadata"):
+        return {}
+    section = table.table("metadata")
+    max_key, max_value, max_pairs = _METADATA_LIMITS[provider]
+    if max_pairs is not None and len(section.data) > max_pairs:
+        raise table.error(
+            "metadata", f"{len(section.data)} entries; {provider} allows at most {max_pairs}"
+        )
+    metadata = {}
+    for key, value in section.data.items():
+        if key == CLIENT_TOKEN_KEY:
+            raise section.error(
+                key,
+                f"{key!r} is reserved: the orchestrator sets it to the ledger's job token "
+                "(crash recovery finds the remote job by it); use another key",
+            )
+        if not 1 <= len(key) <= max_key:
+            raise section.error(
+                key, f"metadata keys must be 1-{max_key} characters for {provider}, got {len(key)}"
+            )
+        if not isinstance(value, str):
+            raise section.error(key, f"expected a string, got {describe(value)}")
+        if not 1 <= len(value) <= max_value:
+            raise section.error(
+                key,
+                f"metadata values must be 1-{max_value} characters for {provider}, "
+                f"got {len(value)}",
+            )
+        metadata[key] = value
+    return metadata
+
+
+def claim_name(spec: JobSpec, table: Section, origins: dict[str, str], here: str) -> None:
+    """Record where ``spec`` is defined; a name defined twice names both places."""
+    first = origins.setdefault(spec.name, here)
+    if first != here:
+        raise table.error(
+            "name",
+            f"job name {spec.name!r} is defined twice: at {first} and at {here}; "
+            "job names must be unique (rename one)",
+        )
