@@ -18,7 +18,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.errors import LedgerError
@@ -102,7 +104,7 @@ async def current_revision(url: str) -> str | None:
 
     Raises:
         ConfigError: the URL is not a SQLite or PostgreSQL URL.
-        sqlalchemy.exc.OperationalError: the database cannot be reached.
+        LedgerError: the database cannot be opened.
     """
     path = sqlite_path(url)
     if path is not None and not path.exists():
@@ -115,10 +117,23 @@ async def current_revision(url: str) -> str | None:
 
 
 async def revision_of(engine: AsyncEngine) -> str | None:
-    """The schema revision of the database behind ``engine`` (None if never migrated)."""
-    async with engine.connect() as conn:
-        await conn.execution_options(**{READ_ONLY: True})
-        return await conn.run_sync(_revision)
+    """The schema revision of the database behind ``engine`` (None if never migrated).
+
+    Raises:
+        LedgerError: the database cannot be opened (server down, no such database, bad
+            credentials, unwritable folder); the message names the URL and the reason.
+    """
+    try:
+        async with engine.connect() as conn:
+            await conn.execution_options(**{READ_ONLY: True})
+            return await conn.run_sync(_revision)
+    except (OSError, DBAPIError) as exc:
+        reason = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        where = engine.url.render_as_string(hide_password=True)
+        raise LedgerError(
+            f"cannot open the ledger {where}: {reason}; "
+            "check the [ledger] url and that the database is reachable"
+        ) from exc
 
 
 def _revision(sync: Connection) -> str | None:
@@ -132,12 +147,15 @@ async def upgrade(url: str, revision: str = "head") -> None:
 
     Raises:
         ConfigError: the URL is not a SQLite or PostgreSQL URL.
-        alembic.util.CommandError: ``revision`` is unknown.
-        sqlalchemy.exc.OperationalError: the database cannot be reached.
+        LedgerError: the database cannot be opened, or ``revision`` (or the ledger's own
+            revision) is unknown to this version of the code.
     """
     path = sqlite_path(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"cannot create the ledger's folder {path.parent}: {exc}") from exc
     await _run(url, "upgrade", revision)
 
 
@@ -146,8 +164,8 @@ async def downgrade(url: str, revision: str = "base") -> None:
 
     Raises:
         ConfigError: the URL is not a SQLite or PostgreSQL URL.
-        alembic.util.CommandError: ``revision`` is unknown.
-        sqlalchemy.exc.OperationalError: the database cannot be reached.
+        LedgerError: the database cannot be opened, or ``revision`` (or the ledger's own
+            revision) is unknown to this version of the code.
     """
     await _run(url, "downgrade", revision)
 
@@ -156,8 +174,9 @@ async def _run(url: str, direction: str, revision: str) -> None:
     """Run ``alembic <direction> <revision>`` on one transaction of a fresh engine."""
     engine = create_engine(url)
     try:
+        # Also turns an unreachable database into a clear LedgerError before any DDL.
+        before = await revision_of(engine)
         async with engine.begin() as conn:
-            before = await conn.run_sync(_revision)
 
             def migrate(sync: Connection) -> None:
                 config = alembic_config(connection=sync)
@@ -166,7 +185,13 @@ async def _run(url: str, direction: str, revision: str) -> None:
                 else:
                     command.downgrade(config, revision)
 
-            await conn.run_sync(migrate)
+            try:
+                await conn.run_sync(migrate)
+            except CommandError as exc:
+                raise LedgerError(
+                    f"cannot migrate the ledger {display_url(url)} {direction} to {revision!r} "
+                    f"from revision {before or 'none'}: {exc}"
+                ) from exc
             after = await conn.run_sync(_revision)
     finally:
         await engine.dispose()

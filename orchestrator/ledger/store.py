@@ -85,7 +85,7 @@ class SqlLedger:
             LedgerNotMigrated: the schema is not at the migration head (a SQLite file that
                 does not exist is not created).
             ConfigError: the URL is not a SQLite or PostgreSQL URL.
-            sqlalchemy.exc.OperationalError: the database cannot be reached.
+            LedgerError: the database cannot be opened (the message says why).
         """
         head = head_revision()
         path = sqlite_path(url)

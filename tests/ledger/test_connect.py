@@ -6,12 +6,13 @@ import sqlite3
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from orchestrator.clock import FakeClock
-from orchestrator.errors import ConfigError, LedgerNotMigrated
+from orchestrator.errors import ConfigError, LedgerError, LedgerNotMigrated
 from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.engine import create_engine, sqlite_path
-from orchestrator.ledger.migrate import head_revision, upgrade
+from orchestrator.ledger.migrate import current_revision, head_revision, upgrade
 
 pytestmark = pytest.mark.anyio
 
@@ -66,3 +67,28 @@ async def test_an_unsupported_url_is_a_config_error() -> None:
     """A URL of another database fails with a configuration error, before connecting."""
     with pytest.raises(ConfigError, match="mysql"):
         await SqlLedger.connect("mysql://u@db/orch")
+
+
+async def test_an_unreachable_server_is_a_clear_ledger_error() -> None:
+    """Nobody listening on the port: LedgerError naming the URL, without the password."""
+    url = "postgresql://orch:s3cret@127.0.0.1:1/orch"
+    for open_ledger in (SqlLedger.connect, upgrade, current_revision):
+        with pytest.raises(LedgerError, match="cannot open the ledger") as info:
+            await open_ledger(url)
+        assert "127.0.0.1:1" in str(info.value)
+        assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.postgres
+async def test_a_missing_postgres_database_is_named(postgres_url: str) -> None:
+    """A database that does not exist is reported as such, not as a bare driver error."""
+    missing = make_url(postgres_url).set(database="orch_no_such_db").render_as_string(False)
+    with pytest.raises(LedgerError, match='"orch_no_such_db" does not exist'):
+        await SqlLedger.connect(missing)
+
+
+async def test_an_unknown_revision_is_a_clear_ledger_error(ledger_url: str) -> None:
+    """Migrating to a revision the code does not know raises LedgerError naming it."""
+    with pytest.raises(LedgerError, match="'f00dfeed'"):
+        await upgrade(ledger_url, "f00dfeed")
+    assert await current_revision(ledger_url) is None
