@@ -1,0 +1,222 @@
+"""The two heavy passes over a job's input, run in worker threads.
+
+- :func:`validate_input` runs once, when the validation delay has passed: it judges every line
+  and keeps a bitmap of the failing ones (one bit per line), so the succeeded/failed split of
+  any prefix of processed lines is a popcount.
+- :func:`write_results` runs once, when the job turns terminal: it streams the processed lines
+  into the output and error files (``.tmp``, fsync, rename), in constant memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+from orchestrator.emulator.lines import SIMULATED_FAILURE, classify
+from orchestrator.emulator.simulation import Phase, clock_at, line_finished_at
+from orchestrator.emulator.store import FileRow, JobRow
+from orchestrator.emulator.synthetic import DEFAULT_MODEL, Synth
+
+BITMAP_NAME = "failures.bin"
+
+_PROBLEMS = {
+    "invalid_json_line": "lines that are not a JSON object",
+    "invalid_custom_id": "lines whose custom_id is not a non-empty string",
+    "duplicate_custom_id": "lines that repeat an earlier custom_id",
+    "invalid_body": "lines without an object `body`",
+    "missing_model": "lines without a model (set `model` on the job or in each body)",
+    "invalid_request_body": "lines whose body lacks what the endpoint needs",
+}
+
+
+def input_paths(job_dir: Path) -> list[Path]:
+    """The job's input files, in order (linked or written at create time)."""
+    return sorted(job_dir.glob("input-*.jsonl"))
+
+
+def _classify(job: JobRow, job_dir: Path) -> Any:
+    return classify(
+        input_paths(job_dir),
+        endpoint=job.endpoint,
+        model=job.model,
+        seed=job.params.seed,
+        failure_fraction=job.params.failure_fraction,
+    )
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def validate_input(job: JobRow, job_dir: Path) -> tuple[bool, int, list[dict[str, Any]]]:
+    """Judge every line of the job's input; store the failure bitmap in ``job_dir``.
+
+    Returns:
+        ``(usable, failed_total, job_errors)``: ``usable`` is false when the input is empty or
+        every line is invalid, and ``job_errors`` then says why (``[{message, count}]``).
+    """
+    bitmap = bytearray((job.requests + 7) // 8)
+    failed = invalid = count = 0
+    problems: Counter[str] = Counter()
+    for line in _classify(job, job_dir):
+        count += 1
+        if line.error is None:
+            continue
+        failed += 1
+        if line.index < job.requests:
+            bitmap[line.index >> 3] |= 1 << (line.index & 7)
+        if line.error is not SIMULATED_FAILURE:
+            invalid += 1
+            problems[line.error.code] += 1
+    if count != job.requests:
+        # The upload counted lines with the same rule; a mismatch means the files changed.
+        raise RuntimeError(f"job {job.id}: input has {count} lines, expected {job.requests}")
+    errors: list[dict[str, Any]] = []
+    usable = count > 0 and invalid < count
+    if count == 0:
+        errors.append({"message": "The input contains no request lines.", "count": 1})
+    elif not usable:
+        errors.extend(
+            {"message": f"Invalid input: {_PROBLEMS.get(code, code)}", "count": n}
+            for code, n in sorted(problems.items())
+        )
+    if 0 < failed < count:
+        _fsync_write(job_dir / BITMAP_NAME, bytes(bitmap))
+    return usable, failed, errors
+
+
+def failed_prefix(bitmap: bytes, processed: int) -> int:
+    """How many of the first ``processed`` lines fail, from the failure bitmap."""
+    full, rest = divmod(processed, 8)
+    count = int.from_bytes(bitmap[:full], "little").bit_count()
+    if rest:
+        count += (bitmap[full] & ((1 << rest) - 1)).bit_count()
+    return count
+
+
+def _line_id(job_id: str, index: int, custom_id: str) -> str:
+    digest = hashlib.blake2b(f"{job_id}\x00{custom_id}".encode(), digest_size=16).digest()
+    return f"batch-{job_id[:8]}-{index}-{uuid.UUID(bytes=digest)}"
+
+
+class _Sink:
+    """One result file being written: ``.tmp`` first, renamed once complete."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.handle: IO[bytes] = self.tmp.open("wb", buffering=1 << 20)
+        self.lines = 0
+        self.bytes = 0
+        self.sha = hashlib.sha256()
+
+    def write(self, record: dict[str, Any]) -> None:
+        data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        self.handle.write(data)
+        self.sha.update(data)
+        self.lines += 1
+        self.bytes += len(data)
+
+    def commit(self) -> bool:
+        """Publish the file if it has lines; drop it otherwise. Returns whether it exists."""
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        if not self.lines:
+            self.tmp.unlink()
+            return False
+        self.tmp.replace(self.path)
+        return True
+
+    def abandon(self) -> None:
+        self.handle.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_results(
+    job: JobRow,
+    phase: Phase,
+    *,
+    job_dir: Path,
+    files_dir: Path,
+    synth: Synth,
+) -> tuple[int, int, list[FileRow]]:
+    """Write the output and error files of a terminal job (processed lines only).
+
+    Returns:
+        ``(succeeded, failed, files)``: the counts over the processed lines and the rows of
+        the files written (none for an empty side).
+    """
+    tl = job.timeline
+    created = int(clock_at(tl, phase.terminal_at or 0.0))
+    out = _Sink(files_dir / str(uuid.uuid4()))
+    err = _Sink(files_dir / str(uuid.uuid4()))
+    try:
+        if phase.processed:
+            for line in _classify(job, job_dir):
+                if line.index >= phase.processed:
+                    break
+                custom_id = line.custom_id if line.custom_id is not None else str(line.index)
+                record_id = _line_id(job.id, line.index, custom_id)
+                if line.error is not None:
+                    err.write(
+                        {
+                            "id": record_id,
+                            "custom_id": line.custom_id,
+                            "response": {
+                                "status_code": line.error.status_code,
+                                "body": line.error.body(),
+                            },
+                            "error": None,
+                        }
+                    )
+                    continue
+                assert line.body is not None
+                model = job.model or line.body.get("model") or DEFAULT_MODEL
+                when = int(line_finished_at(tl, line.index))
+                body = synth.body(job.endpoint, custom_id, line.body, str(model), when)
+                out.write(
+                    {
+                        "id": record_id,
+                        "custom_id": custom_id,
+                        "response": {"status_code": 200, "body": body},
+                        "error": None,
+                    }
+                )
+        files = []
+        for sink, kind, sample_type in (
+            (out, "output", "batch_result"),
+            (err, "error", "batch_error"),
+        ):
+            if sink.commit():
+                files.append(
+                    FileRow(
+                        id=sink.path.name,
+                        workspace=job.workspace,
+                        filename=f"{job.id}_{kind}.jsonl",
+                        purpose="batch",
+                        sample_type=sample_type,
+                        source="mistral",
+                        bytes=sink.bytes,
+                        num_lines=sink.lines,
+                        mimetype="application/jsonl",
+                        signature=sink.sha.hexdigest()[:16],
+                        created_at=created,
+                        visibility="workspace",
+                    )
+                )
+    except BaseException:
+        out.abandon()
+        err.abandon()
+        raise
+    return out.lines, err.lines, files

@@ -1,0 +1,212 @@
+"""The timeline of one emulated batch job: a pure function of the clock.
+
+Nothing runs in the background. Each request reads the clock and asks :func:`phase_at` where
+every job it touches stands at that instant, so a test that moves a ``FakeClock`` sees exactly
+the state the arithmetic says, and a restarted process carries on where the old one was.
+
+In simulated seconds ``s`` since creation (``s = (now - created_at) * time_scale``)::
+
+    0 ........ V ............................ E ..... T
+    QUEUED     RUNNING (throughput req/s)     SUCCESS / FAILED
+    (total 0)                                 (or TIMEOUT_EXCEEDED at T if E > T)
+
+``V`` is the validation delay, ``E = V + n / throughput`` the natural end, ``T`` the timeout.
+A cancel at ``sc`` freezes progress and gives ``CANCELLATION_REQUESTED`` until
+``sc + cancel_seconds``, then ``CANCELLED``. An unusable input (empty, or every line invalid)
+fails at ``V``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+QUEUED = "QUEUED"
+RUNNING = "RUNNING"
+SUCCESS = "SUCCESS"
+FAILED = "FAILED"
+TIMEOUT_EXCEEDED = "TIMEOUT_EXCEEDED"
+CANCELLATION_REQUESTED = "CANCELLATION_REQUESTED"
+CANCELLED = "CANCELLED"
+
+STATUSES: tuple[str, ...] = (
+    QUEUED,
+    RUNNING,
+    SUCCESS,
+    FAILED,
+    TIMEOUT_EXCEEDED,
+    CANCELLATION_REQUESTED,
+    CANCELLED,
+)
+TERMINAL: frozenset[str] = frozenset({SUCCESS, FAILED, TIMEOUT_EXCEEDED, CANCELLED})
+
+# Float products such as 0.3 * 10 land a hair below the integer; never lose a request to it.
+_EPSILON = 1e-9
+
+
+@attrs.frozen(kw_only=True)
+class SimParams:
+    """The simulation knobs a job was created with (stored with the job)."""
+
+    time_scale: float
+    throughput: float
+    validation_seconds: float
+    cancel_seconds: float
+    failure_fraction: float
+    seed: int
+
+
+@attrs.frozen(kw_only=True)
+class Timeline:
+    """What the timeline of a job depends on, besides the validation outcome."""
+
+    created_at: float
+    """Clock seconds at creation."""
+    requests: int
+    """Number of request lines (blank lines excluded), known from the upload."""
+    timeout_hours: int
+    params: SimParams
+    cancel_at: float | None = None
+    """Clock seconds when a cancel was accepted."""
+
+
+@attrs.frozen(kw_only=True)
+class Validation:
+    """The outcome of validating the input lines (known once the validation delay passed)."""
+
+    usable: bool
+    """False when the input is empty or every line is invalid."""
+    failed_total: int
+    """How many lines fail (invalid lines plus simulated failures) if all are processed."""
+
+
+@attrs.frozen(kw_only=True)
+class Phase:
+    """Where a job stands at one instant."""
+
+    status: str
+    total: int
+    """``total_requests`` as reported (0 until validation ends)."""
+    processed: int
+    """Lines processed so far, in input order (``completed_requests``)."""
+    started: bool
+    """Whether validation has ended (``started_at`` is set)."""
+    terminal_at: float | None
+    """Simulated seconds after creation at which the job became terminal, if it is."""
+    needs_validation: bool = False
+    """The answer depends on the validation outcome, which the caller must supply."""
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the status is final."""
+        return self.status in TERMINAL
+
+
+def _processed_at(tl: Timeline, s: float) -> int:
+    """Lines processed by simulated second ``s`` if nothing stops the job."""
+    p = tl.params
+    if s < p.validation_seconds:
+        return 0
+    return min(tl.requests, math.floor((s - p.validation_seconds) * p.throughput + _EPSILON))
+
+
+def sim_seconds(tl: Timeline, clock_seconds: float) -> float:
+    """Simulated seconds elapsed since creation at clock time ``clock_seconds``."""
+    return max(0.0, (clock_seconds - tl.created_at) * tl.params.time_scale)
+
+
+def clock_at(tl: Timeline, sim: float) -> float:
+    """Clock time at which ``sim`` simulated seconds after creation are reached."""
+    return tl.created_at + sim / tl.params.time_scale
+
+
+def phase_at(tl: Timeline, now: float, validation: Validation | None) -> Phase:
+    """Where the job stands at clock time ``now``.
+
+    Args:
+        tl: the job's timeline.
+        now: the clock time of the question.
+        validation: the validation outcome, or ``None`` if it is not known yet. When the
+            answer depends on it, the result has ``needs_validation=True`` and the caller
+            must validate and ask again.
+
+    Returns:
+        The phase; ``processed`` lines are the first ones in input order.
+    """
+    p = tl.params
+    s = sim_seconds(tl, now)
+    v = p.validation_seconds
+    t = tl.timeout_hours * 3600.0
+    if tl.cancel_at is not None:
+        sc = sim_seconds(tl, tl.cancel_at)
+        started = sc >= v
+        if started and validation is None:
+            return _unknown(started=True)
+        done = sc + p.cancel_seconds
+        return Phase(
+            status=CANCELLED if s >= done else CANCELLATION_REQUESTED,
+            total=tl.requests if started else 0,
+            processed=_processed_at(tl, sc),
+            started=started,
+            terminal_at=done if s >= done else None,
+        )
+    if v >= t:
+        # A validation delay longer than the timeout: the job never starts.
+        if s < t:
+            return Phase(status=QUEUED, total=0, processed=0, started=False, terminal_at=None)
+        return Phase(status=TIMEOUT_EXCEEDED, total=0, processed=0, started=False, terminal_at=t)
+    if s < v:
+        return Phase(status=QUEUED, total=0, processed=0, started=False, terminal_at=None)
+    if validation is None:
+        return _unknown(started=True)
+    n = tl.requests
+    if not validation.usable:
+        return Phase(status=FAILED, total=n, processed=n, started=True, terminal_at=v)
+    end = v + n / p.throughput
+    if end <= t:
+        if s >= end:
+            status = FAILED if validation.failed_total >= n else SUCCESS
+            return Phase(status=status, total=n, processed=n, started=True, terminal_at=end)
+    elif s >= t:
+        return Phase(
+            status=TIMEOUT_EXCEEDED,
+            total=n,
+            processed=_processed_at(tl, t),
+            started=True,
+            terminal_at=t,
+        )
+    return Phase(
+        status=RUNNING, total=n, processed=_processed_at(tl, s), started=True, terminal_at=None
+    )
+
+
+def _unknown(*, started: bool) -> Phase:
+    return Phase(
+        status=RUNNING,
+        total=0,
+        processed=0,
+        started=started,
+        terminal_at=None,
+        needs_validation=True,
+    )
+
+
+def pending_at(tl: Timeline, now: float, validation: Validation | None) -> int:
+    """Requests still to be processed at ``now``: what counts against the workspace budget.
+
+    While validating (or when the validation outcome is unknown) this is the job's line count
+    minus what has been processed, as if the input were usable; a terminal job has none.
+    """
+    phase = phase_at(tl, now, validation)
+    if phase.needs_validation:
+        phase = phase_at(tl, now, Validation(usable=True, failed_total=0))
+    if phase.terminal:
+        return 0
+    return tl.requests - phase.processed
+
+
+def line_finished_at(tl: Timeline, index: int) -> float:
+    """Clock time at which line ``index`` (0-based) was processed."""
+    p = tl.params
+    return clock_at(tl, p.validation_seconds + (index + 1) / p.throughput)
