@@ -1,4 +1,4 @@
-"""SqlLedger: the durable truth of every job, and the only SQL in the project.
+"""SqlLedger: the durable truth of every job; with ``_queries`` the only SQL in the project.
 
 Every state change is a compare-and-set: ``UPDATE jobs ... WHERE id = :id AND state =
 :expected``, with the event row in the same transaction. A lost race raises
@@ -14,21 +14,21 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from os import PathLike
 from types import TracebackType
-from typing import Any, NoReturn, Self, Unpack
+from typing import Self, Unpack
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import (
     DefinitionConflict,
     JobNotFound,
     LedgerNotMigrated,
-    StaleTransition,
 )
+from orchestrator.ledger._queries import add_event, job_row, raise_missing_or_stale, require_job
 from orchestrator.ledger.engine import READ_ONLY, create_engine, display_url, sqlite_path
 from orchestrator.ledger.lock import DaemonLock
 from orchestrator.ledger.migrate import head_revision, revision_of
@@ -37,6 +37,7 @@ from orchestrator.ledger.values import (
     FileKind,
     JobEvent,
     ResultFile,
+    definition_differences,
     encode_changes,
     event_from_row,
     file_from_row,
@@ -64,8 +65,10 @@ class SqlLedger:
     """
 
     def __init__(self, engine: AsyncEngine, *, url: str, clock: Clock) -> None:
-        """Wrap an engine of :func:`orchestrator.ledger.engine.create_engine`; prefer
-        :meth:`connect`, which also checks the schema revision."""
+        """Wrap an engine of :func:`~orchestrator.ledger.engine.create_engine` (use connect).
+
+        :meth:`connect` also checks the schema revision; this does not.
+        """
         self._engine = engine
         # Reads start with a deferred BEGIN on SQLite, so they never wait for the write lock.
         self._reader = engine.execution_options(**{READ_ONLY: True})
@@ -94,12 +97,11 @@ class SqlLedger:
         engine = create_engine(url)
         try:
             current = await revision_of(engine)
+            if current != head:
+                raise LedgerNotMigrated(display_url(url), current, head)
         except BaseException:
             await engine.dispose()
             raise
-        if current != head:
-            await engine.dispose()
-            raise LedgerNotMigrated(display_url(url), current, head)
         log.debug("ledger.connected", url=display_url(url), revision=current)
         return cls(engine, url=url, clock=clock or SystemClock())
 
@@ -208,25 +210,25 @@ class SqlLedger:
         }
         try:
             async with self._engine.begin() as conn:
-                existing = await self._job_row(conn, jobs.c.name == spec.name)
+                existing = await job_row(conn, jobs.c.name == spec.name)
                 if existing is None:
                     row = (
                         await conn.execute(jobs.insert().values(values).returning(*jobs.c))
                     ).one()
                     detail = "created" if state is JobState.QUEUED else "rejected at intake"
-                    await self._add_event(conn, row, None, at=at, detail=detail)
+                    await add_event(conn, row, None, at=at, detail=detail)
                     log.debug("ledger.job_added", job=spec.name, job_id=row.id, state=state)
                     return job_from_row(row), True
         except IntegrityError:
             # Another replica inserted the same name between our check and our insert.
             async with self._reader.connect() as conn:
-                existing = await self._job_row(conn, jobs.c.name == spec.name)
+                existing = await job_row(conn, jobs.c.name == spec.name)
             if existing is None:
                 raise
         job = job_from_row(existing)
         if job.definition_hash == definition_hash:
             return job, False
-        raise DefinitionConflict(spec.name, _differences(job, spec))
+        raise DefinitionConflict(spec.name, definition_differences(job, spec))
 
     async def get(self, job_id: int) -> Job:
         """The job with id ``job_id``.
@@ -235,7 +237,7 @@ class SqlLedger:
             JobNotFound: no such job.
         """
         async with self._reader.connect() as conn:
-            row = await self._job_row(conn, jobs.c.id == job_id)
+            row = await job_row(conn, jobs.c.id == job_id)
         if row is None:
             raise JobNotFound(job_id)
         return job_from_row(row)
@@ -247,7 +249,7 @@ class SqlLedger:
             JobNotFound: no such job.
         """
         async with self._reader.connect() as conn:
-            row = await self._job_row(conn, jobs.c.name == name)
+            row = await job_row(conn, jobs.c.name == name)
         if row is None:
             raise JobNotFound(name)
         return job_from_row(row)
@@ -319,14 +321,14 @@ class SqlLedger:
         async with self._engine.begin() as conn:
             row = (await conn.execute(statement)).first()
             if row is None:
-                await self._raise_missing_or_stale(conn, job_id, expected, target)
+                await raise_missing_or_stale(conn, job_id, expected, target)
             job = job_from_row(row)
             if target is JobState.DONE and job.outcome is None:
                 # Raising inside the block rolls the update back.
                 raise ValueError(
                     f"job {job_id}: a job reaches done with an outcome: pass outcome=Outcome.…"
                 )
-            await self._add_event(conn, row, expected, at=now, detail=detail)
+            await add_event(conn, row, expected, at=now, detail=detail)
         log.debug(
             "ledger.transitioned",
             job_id=job_id,
@@ -371,7 +373,7 @@ class SqlLedger:
                 )
             ).first()
             if before is None or before.state != expected.value:
-                await self._raise_missing_or_stale(conn, job_id, expected, expected)
+                await raise_missing_or_stale(conn, job_id, expected, expected)
             row = (
                 await conn.execute(
                     jobs.update()
@@ -384,7 +386,7 @@ class SqlLedger:
             if detail is None and status_changed:
                 detail = f"remote status {before.remote_status or 'none'} -> {row.remote_status}"
             if detail is not None:
-                await self._add_event(conn, row, expected, at=now, detail=detail)
+                await add_event(conn, row, expected, at=now, detail=detail)
         return job_from_row(row)
 
     async def request_cancel(self, name: str) -> Job:
@@ -410,12 +412,10 @@ class SqlLedger:
                 )
             ).first()
             if row is not None:
-                await self._add_event(
-                    conn, row, JobState(row.state), at=now, detail="cancel requested"
-                )
+                await add_event(conn, row, JobState(row.state), at=now, detail="cancel requested")
                 log.info("ledger.cancel_requested", job=name, job_id=row.id, state=row.state)
                 return job_from_row(row)
-            row = await self._job_row(conn, jobs.c.name == name)
+            row = await job_row(conn, jobs.c.name == name)
         if row is None:
             raise JobNotFound(name)
         return job_from_row(row)
@@ -486,7 +486,7 @@ class SqlLedger:
                 await conn.execute(sa.select(result_files).where(result_files.c.job_id == job_id))
             ).all()
             if not rows:
-                await self._require_job(conn, job_id)
+                await require_job(conn, job_id)
         return sorted((file_from_row(row) for row in rows), key=lambda f: FILE_KINDS.index(f.kind))
 
     async def events(self, job_id: int) -> list[JobEvent]:
@@ -504,7 +504,7 @@ class SqlLedger:
                 )
             ).all()
             if not rows:
-                await self._require_job(conn, job_id)
+                await require_job(conn, job_id)
         return [event_from_row(row) for row in rows]
 
     async def counts_by_state(self) -> dict[tuple[str, str | None], int]:
@@ -515,55 +515,3 @@ class SqlLedger:
         async with self._reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         return {(state, outcome): count for state, outcome, count in rows}
-
-    @staticmethod
-    async def _job_row(conn: AsyncConnection, where: sa.ColumnElement[bool]) -> Any:
-        return (await conn.execute(sa.select(jobs).where(where))).first()
-
-    @staticmethod
-    async def _require_job(conn: AsyncConnection, job_id: int) -> None:
-        if await conn.scalar(sa.select(jobs.c.id).where(jobs.c.id == job_id)) is None:
-            raise JobNotFound(job_id)
-
-    async def _raise_missing_or_stale(
-        self, conn: AsyncConnection, job_id: int, expected: JobState, target: JobState
-    ) -> NoReturn:
-        """Raise JobNotFound or StaleTransition for a compare-and-set that matched nothing."""
-        await self._require_job(conn, job_id)
-        raise StaleTransition(job_id, expected.value, target.value)
-
-    @staticmethod
-    async def _add_event(
-        conn: AsyncConnection,
-        row: Any,
-        from_state: JobState | None,
-        *,
-        at: float,
-        detail: str | None,
-    ) -> None:
-        """Append a history entry for ``row`` (the job as it is now) to ``job_events``."""
-        await conn.execute(
-            job_events.insert().values(
-                job_id=row.id,
-                at=at,
-                from_state=None if from_state is None else from_state.value,
-                to_state=row.state,
-                remote_status=row.remote_status,
-                detail=detail,
-            )
-        )
-
-
-def _differences(existing: Job, spec: JobSpec) -> tuple[str, ...]:
-    """Which parts of the definition differ between a recorded job and a new spec."""
-    fields = {
-        "workspace": (existing.workspace, spec.workspace),
-        "model": (existing.model, spec.model),
-        "endpoint": (existing.endpoint, spec.endpoint),
-        "inputs": (tuple(existing.inputs), tuple(spec.inputs)),
-        "metadata": (dict(existing.metadata), dict(spec.metadata)),
-        "timeout_hours": (existing.timeout_hours, spec.timeout_hours),
-    }
-    differences = tuple(name for name, (old, new) in fields.items() if old != new)
-    # The hash also covers the input files' bytes: same paths, other contents.
-    return differences or ("input contents",)

@@ -1,4 +1,4 @@
-"""Values the ledger returns besides :class:`orchestrator.model.Job`, and row conversion."""
+"""Values the ledger returns besides :class:`orchestrator.model.Job`; rows to values; no I/O."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import attrs
 
-from orchestrator.model import Job, JobChanges, JobState, Outcome
+from orchestrator.model import Job, JobChanges, JobSpec, JobState, Outcome
 
 FileKind = Literal["output", "error"]
 """A job's result file: the provider's output file or its error file."""
@@ -130,3 +130,18 @@ def file_from_row(row: Any) -> ResultFile:
         lines=row.lines,
         recorded_at=row.recorded_at,
     )
+
+
+def definition_differences(existing: Job, spec: JobSpec) -> tuple[str, ...]:
+    """Which parts of the definition differ between a recorded job and a new spec."""
+    fields = {
+        "workspace": (existing.workspace, spec.workspace),
+        "model": (existing.model, spec.model),
+        "endpoint": (existing.endpoint, spec.endpoint),
+        "inputs": (tuple(existing.inputs), tuple(spec.inputs)),
+        "metadata": (dict(existing.metadata), dict(spec.metadata)),
+        "timeout_hours": (existing.timeout_hours, spec.timeout_hours),
+    }
+    differences = tuple(name for name, (old, new) in fields.items() if old != new)
+    # The hash also covers the input files' bytes: same paths, other contents.
+    return differences or ("input contents",)

@@ -189,3 +189,17 @@ def test_migrations_are_found_in_the_package_first(
 def test_the_source_tree_migrations_are_used_from_a_checkout() -> None:
     """In a checkout (editable install) the top-level migrations/ folder is the one used."""
     assert migrations_dir() == Path(__file__).resolve().parents[2] / "migrations"
+
+
+@pytest.mark.anyio
+async def test_autogenerate_writes_nothing_when_the_schema_is_at_head() -> None:
+    """With schema.py matching the head, asking for a new revision fails and writes no file."""
+    versions = migrations_dir() / "versions"
+    before = set(versions.iterdir())
+    try:
+        with pytest.raises(LedgerError, match="nothing to write a revision for"):
+            await migrate.autogenerate_revision("no change")
+    finally:
+        for stray in set(versions.iterdir()) - before:
+            stray.unlink()
+    assert set(versions.iterdir()) == before
