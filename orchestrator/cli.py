@@ -7,12 +7,13 @@ Exit codes: 0 success, 2 usage or configuration error (the message names the fil
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
@@ -28,7 +29,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with 2 and one line on stderr, like every other usage error."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         sys.stderr.write(f"orchestrator: error: {message}\n")
         raise SystemExit(EXIT_USAGE)
@@ -105,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return server.run(args)
         config = load_config(Path(args.config))
-        return anyio.run(_dispatch, args, config)
+        code: int = anyio.run(_dispatch, args, config)
+        return code
     except ConfigError as exc:
         sys.stderr.write(f"orchestrator: config error: {exc}\n")
         return EXIT_USAGE
@@ -156,13 +158,23 @@ async def _dispatch(args: argparse.Namespace, config: Config) -> int:
                 "output_file_id": job.output_file_id,
                 "error_file_id": job.error_file_id,
                 "files": [
-                    {"kind": f.kind, "path": f.path, "bytes": f.bytes, "sha256": f.sha256,
-                     "lines": f.lines}
+                    {
+                        "kind": f.kind,
+                        "path": f.path,
+                        "bytes": f.bytes,
+                        "sha256": f.sha256,
+                        "lines": f.lines,
+                    }
                     for f in await ledger.files(job.id)
                 ],
                 "events": [
-                    {"at": e.at, "from": e.from_state, "to": e.to_state,
-                     "remote_status": e.remote_status, "detail": e.detail}
+                    {
+                        "at": e.at,
+                        "from": e.from_state,
+                        "to": e.to_state,
+                        "remote_status": e.remote_status,
+                        "detail": e.detail,
+                    }
                     for e in await ledger.events(job.id)
                 ],
             }
@@ -189,7 +201,7 @@ async def _check_config(config: Config) -> int:
     for spec in config.jobs:
         try:
             summaries = await anyio.to_thread.run_sync(
-                lambda spec=spec: validate_inputs(spec.inputs, endpoint=spec.endpoint)
+                functools.partial(validate_inputs, spec.inputs, endpoint=spec.endpoint)
             )
         except InputError as exc:
             ok = False
@@ -243,8 +255,10 @@ def status_table(jobs: Sequence[Job]) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     errors = [f"  {job.name}: {job.error}" for job in jobs if job.error]
     if errors:
         lines += ["", "errors:", *errors]

@@ -8,6 +8,7 @@ fails the job: it is retried with backoff and the error is visible in ``status``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,14 @@ import structlog
 from orchestrator.daemon.context import Runtime, WorkspaceRuntime, backoff
 from orchestrator.errors import OrchestratorError, StaleTransition
 from orchestrator.fsutil import write_json_atomic
-from orchestrator.ledger import ResultFile
+from orchestrator.ledger import FileKind, ResultFile
 from orchestrator.model import Job, JobState
 
 log = structlog.get_logger(__name__)
 
 IDLE_WAIT = 60.0
 DOWNLOAD_CONCURRENCY = 2
-RESULT_NAMES = {"output": "output.jsonl", "error": "errors.jsonl"}
+RESULT_NAMES: Mapping[FileKind, str] = {"output": "output.jsonl", "error": "errors.jsonl"}
 
 
 def result_dir(results: Path, job: Job) -> Path:
@@ -82,7 +83,11 @@ class Collector:
         folder = result_dir(self._rt.results_dir, job)
         folder.mkdir(parents=True, exist_ok=True)
         recorded = {f.kind: f for f in await ledger.files(job.id)}
-        for kind, file_id in (("output", job.output_file_id), ("error", job.error_file_id)):
+        wanted: tuple[tuple[FileKind, str | None], ...] = (
+            ("output", job.output_file_id),
+            ("error", job.error_file_id),
+        )
+        for kind, file_id in wanted:
             if file_id is None:
                 continue
             dest = folder / RESULT_NAMES[kind]
@@ -90,11 +95,21 @@ class Collector:
                 continue  # downloaded before a restart
             got = await self._ws.provider.download_file(file_id, dest)
             await ledger.record_file(
-                job.id, kind, path=str(got.path), bytes=got.bytes, sha256=got.sha256,
+                job.id,
+                kind,
+                path=str(got.path),
+                bytes=got.bytes,
+                sha256=got.sha256,
                 lines=got.lines,
             )
-            log.info("collect.downloaded", job=job.name, kind=kind, bytes=got.bytes,
-                     lines=got.lines, sha256=got.sha256)
+            log.info(
+                "collect.downloaded",
+                job=job.name,
+                kind=kind,
+                bytes=got.bytes,
+                lines=got.lines,
+                sha256=got.sha256,
+            )
         files = {f.kind: f for f in await ledger.files(job.id)}
         problems = _count_mismatches(job, files)
         for problem in problems:
@@ -108,7 +123,8 @@ class Collector:
             error=error,
             not_before=None,
         )
-        write_json_atomic(folder / "job.json", job_summary(done, files.values()))
+        summary = job_summary(done, files.values())
+        await anyio.to_thread.run_sync(write_json_atomic, folder / "job.json", summary)
         log.info("collect.done", job=job.name, job_id=job.id, outcome=done.outcome)
         self._rt.activity.wake()
         return done
@@ -121,7 +137,7 @@ def _intact(record: ResultFile, dest: Path) -> bool:
         return False
 
 
-def _count_mismatches(job: Job, files: dict[str, ResultFile]) -> list[str]:
+def _count_mismatches(job: Job, files: Mapping[FileKind, ResultFile]) -> list[str]:
     """Line counts of the downloaded files against the provider's counts."""
     problems = []
     output_lines = files["output"].lines if "output" in files else 0

@@ -78,15 +78,25 @@ async def admit_spec(
             spec, definition_hash=raw, request_count=0, state=JobState.REJECTED, error=str(exc)
         )
         if created:
-            log.error("intake.rejected", job=spec.name, job_id=job.id, error=exc.summary,
-                      problems=list(exc.problems))
+            log.error(
+                "intake.rejected",
+                job=spec.name,
+                job_id=job.id,
+                error=exc.summary,
+                problems=list(exc.problems),
+            )
         return job, created
     digest = definition_hash(spec, summaries)
     requests = sum(s.requests for s in summaries)
     job, created = await ledger.add_job(spec, definition_hash=digest, request_count=requests)
     if created:
-        log.info("intake.queued", job=spec.name, job_id=job.id, requests=requests,
-                 workspace=spec.workspace)
+        log.info(
+            "intake.queued",
+            job=spec.name,
+            job_id=job.id,
+            requests=requests,
+            workspace=spec.workspace,
+        )
     return job, created
 
 

@@ -14,7 +14,6 @@ from orchestrator.errors import PermanentProviderError, StaleTransition, Transie
 from orchestrator.model import (
     CLIENT_TOKEN_KEY,
     Job,
-    JobChanges,
     JobState,
     RemotePhase,
     outcome_for,
@@ -113,16 +112,21 @@ class Poller:
         changed = False
         for job in running:
             assert job.remote_id is not None  # running implies a remote id
-            remote = active.get(job.remote_id)
-            if remote is None:
+            listed = active.get(job.remote_id)
+            if listed is not None:
+                remote = listed
+            else:
                 try:
                     remote = await provider.get_job(job.remote_id)
                 except PermanentProviderError as exc:
-                    log.error("poll.job_missing", job=job.name, remote_id=job.remote_id,
-                              error=str(exc))
+                    log.error(
+                        "poll.job_missing", job=job.name, remote_id=job.remote_id, error=str(exc)
+                    )
                     continue
-            if job.cancel_requested and not remote.phase.terminal and (
-                remote.phase is not RemotePhase.CANCELLING
+            if (
+                job.cancel_requested
+                and not remote.phase.terminal
+                and (remote.phase is not RemotePhase.CANCELLING)
             ):
                 remote = await provider.cancel_job(job.remote_id)
                 log.info("poll.cancel_sent", job=job.name, remote_id=job.remote_id)
@@ -135,12 +139,6 @@ class Poller:
     async def _apply(self, job: Job, remote: RemoteJob) -> bool:
         """Store what the provider said; return True if the job changed state or status."""
         ledger, now = self._rt.ledger, self._rt.clock.now()
-        counts: JobChanges = {
-            "total": remote.total,
-            "completed": remote.completed,
-            "succeeded": remote.succeeded,
-            "failed": remote.failed,
-        }
         if remote.phase.terminal:
             outcome = outcome_for(remote.phase, succeeded=remote.succeeded, failed=remote.failed)
             await ledger.transition(
@@ -152,7 +150,10 @@ class Poller:
                 output_file_id=remote.output_file,
                 error_file_id=remote.error_file,
                 outcome=outcome,
-                **counts,
+                total=remote.total,
+                completed=remote.completed,
+                succeeded=remote.succeeded,
+                failed=remote.failed,
             )
             self._observed.pop(job.id, None)
             log.info(
@@ -171,7 +172,15 @@ class Poller:
         status_changed = remote.status != job.remote_status
         progressed = (remote.total, remote.completed) != (job.total, job.completed)
         if status_changed or progressed:
-            await ledger.update(job.id, JobState.RUNNING, remote_status=remote.status, **counts)
+            await ledger.update(
+                job.id,
+                JobState.RUNNING,
+                remote_status=remote.status,
+                total=remote.total,
+                completed=remote.completed,
+                succeeded=remote.succeeded,
+                failed=remote.failed,
+            )
             # Released budget may let a queued job in.
             self._ws.admission.wake()
         return status_changed

@@ -126,9 +126,7 @@ class Submitter:
                 path = Path(job.inputs[index])
                 file_id = await provider.upload_file(path, filename=f"{job.name}-{index}.jsonl")
                 file_ids.append(file_id)
-                job = await ledger.update(
-                    job.id, JobState.ADMITTED, input_file_ids=tuple(file_ids)
-                )
+                job = await ledger.update(job.id, JobState.ADMITTED, input_file_ids=tuple(file_ids))
                 log.info("submit.uploaded", job=job.name, job_id=job.id, file_id=file_id)
         except TransientProviderError as exc:
             await self._retry_later(job, f"upload failed, will retry: {exc}")
@@ -236,13 +234,16 @@ class Submitter:
         log.warning("submit.retry_later", job=job.name, job_id=job.id, reason=reason)
 
     async def _cancel_locally(self, job: Job) -> None:
-        await self._move(job, JobState.DONE, detail="cancelled before submission",
-                         outcome=Outcome.CANCELLED)
+        await self._move(
+            job, JobState.DONE, detail="cancelled before submission", outcome=Outcome.CANCELLED
+        )
         log.info("submit.cancelled_locally", job=job.name, job_id=job.id)
 
     async def _move(
         self, job: Job, target: JobState, *, detail: str, **changes: Unpack[JobChanges]
     ) -> Job:
-        moved = await self._rt.ledger.transition(job.id, job.state, target, detail=detail, **changes)
+        moved = await self._rt.ledger.transition(
+            job.id, job.state, target, detail=detail, **changes
+        )
         self._rt.activity.wake()
         return moved

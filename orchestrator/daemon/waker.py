@@ -22,13 +22,13 @@ class Waker:
         """Cut the current (or next) wait short."""
         self._event.set()
 
-    async def wait(self, timeout: float) -> bool:
-        """Wait until woken or ``timeout`` seconds pass; return True if woken."""
+    async def wait(self, seconds: float) -> bool:
+        """Wait until woken or ``seconds`` pass on the clock; return True if woken."""
         if not self._event.is_set():
             async with anyio.create_task_group() as tg:
 
                 async def sleeper() -> None:
-                    await self._clock.sleep(timeout)
+                    await self._clock.sleep(seconds)
                     tg.cancel_scope.cancel()
 
                 async def waiter() -> None:

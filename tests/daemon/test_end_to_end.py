@@ -51,9 +51,7 @@ async def test_demo_runs_to_done_with_verified_results(demo_config: Path) -> Non
     config = load_config(demo_config)
     clock = FakeClock(autojump=True)
     with _emulator(clock) as emulator:
-        await Daemon(config, clock=clock, emulator=emulator).run(
-            exit_when_idle=True, migrate=True
-        )
+        await Daemon(config, clock=clock, emulator=emulator).run(exit_when_idle=True, migrate=True)
         stats = emulator.stats()
 
     ledger = await SqlLedger.connect(config.ledger.url, clock=clock)
@@ -90,9 +88,7 @@ async def test_restart_after_done_submits_nothing(demo_config: Path) -> None:
     config = load_config(demo_config)
     clock = FakeClock(autojump=True)
     with _emulator(clock) as emulator:
-        await Daemon(config, clock=clock, emulator=emulator).run(
-            exit_when_idle=True, migrate=True
-        )
+        await Daemon(config, clock=clock, emulator=emulator).run(exit_when_idle=True, migrate=True)
         created = sum(w["jobs_created"] for w in emulator.stats()["workspaces"].values())
         await Daemon(config, clock=clock, emulator=emulator).run(exit_when_idle=True)
         again = sum(w["jobs_created"] for w in emulator.stats()["workspaces"].values())
@@ -118,8 +114,18 @@ def test_status_json_reports_every_job(
     rows = json.loads(capsys.readouterr().out)
     assert {row["name"] for row in rows} == {"cheese-survey", "region-embeddings", "wine-pairings"}
     for row in rows:
-        assert {"name", "state", "outcome", "remote_id", "remote_status", "total", "succeeded",
-                "failed", "pending", "error"} <= set(row)
+        assert {
+            "name",
+            "state",
+            "outcome",
+            "remote_id",
+            "remote_status",
+            "total",
+            "succeeded",
+            "failed",
+            "pending",
+            "error",
+        } <= set(row)
         assert row["state"] == "done"
         assert row["outcome"] == "succeeded"
         assert row["pending"] == 0
