@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import structlog
 
 from orchestrator.daemon.context import Runtime, WorkspaceRuntime, backoff
@@ -115,6 +116,10 @@ class Collector:
         for problem in problems:
             log.warning("collect.count_mismatch", job=job.name, job_id=job.id, problem=problem)
         error = "; ".join(problems) or None
+        # job.json first: a crash before the transition re-collects and rewrites it, while a
+        # crash after a transition-first order would leave a done job without its summary.
+        summary = job_summary(attrs.evolve(job, state=JobState.DONE, error=error), files.values())
+        await anyio.to_thread.run_sync(write_json_atomic, folder / "job.json", summary)
         done = await ledger.transition(
             job.id,
             JobState.COLLECTING,
@@ -123,8 +128,6 @@ class Collector:
             error=error,
             not_before=None,
         )
-        summary = job_summary(done, files.values())
-        await anyio.to_thread.run_sync(write_json_atomic, folder / "job.json", summary)
         log.info("collect.done", job=job.name, job_id=job.id, outcome=done.outcome)
         self._rt.activity.wake()
         return done
