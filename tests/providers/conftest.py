@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from orchestrator.clock import FakeClock
 from orchestrator.emulator import Emulator, EmulatorSettings, FaultSettings
@@ -95,3 +99,50 @@ async def make_mistral(emulator: Emulator, clock: FakeClock) -> AsyncIterator[Ma
 async def mistral(make_mistral: MakeProvider) -> MistralProvider:
     """One provider over the in-process emulator."""
     return make_mistral()
+
+
+@pytest.fixture
+def emulator_url(emulator: Emulator) -> Iterator[str]:
+    """The emulator served by uvicorn on a free port of 127.0.0.1, in a thread.
+
+    Real sockets: bodies stream (no ASGITransport buffering), and a cut or dropped connection
+    is a real one. The server is stopped and its thread joined (bounded) at teardown.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        emulator.app, log_level="critical", lifespan="off", access_log=False, timeout_keep_alive=1
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="emulator-uvicorn", daemon=True
+    )
+    thread.start()
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            if not thread.is_alive():
+                raise RuntimeError("the emulator's uvicorn thread died while starting")
+            time.sleep(0.01)  # waiting for a real server thread, not simulated time
+        else:
+            raise RuntimeError("the emulator's uvicorn server did not start within 5 s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        if thread.is_alive():
+            raise RuntimeError("the emulator's uvicorn thread did not stop within 10 s")
+
+
+@pytest.fixture
+async def socket_mistral(emulator_url: str, clock: FakeClock) -> AsyncIterator[MistralProvider]:
+    """A provider talking to the emulator over a real socket."""
+    provider = MistralProvider(emulator_url, API_KEY, clock=clock, timeout=10.0)
+    try:
+        yield provider
+    finally:
+        await provider.aclose()
