@@ -222,7 +222,7 @@ class Section:
             raise self.error(name, f"must be more than {_num(above)}, got {describe(value)}")
         if below is not None and not number < below:
             raise self.error(name, f"must be less than {_num(below)}, got {describe(value)}")
-        _check_range(self, name, number, low, high)
+        _check_range(self, name, value, low, high)
         return number
 
     def boolean(self, name: str, default: bool | _Missing = MISSING) -> bool:
@@ -287,11 +287,11 @@ def _check_range(
     section: Section, name: str, value: float, low: float | None, high: float | None
 ) -> None:
     if low is not None and high is not None and not low <= value <= high:
-        raise section.error(name, f"must be between {_num(low)} and {_num(high)}, got {value!r}")
+        raise section.error(name, f"must be between {_num(low)} and {_num(high)}, got {value}")
     if low is not None and value < low:
-        raise section.error(name, f"must be at least {_num(low)}, got {value!r}")
+        raise section.error(name, f"must be at least {_num(low)}, got {value}")
     if high is not None and value > high:
-        raise section.error(name, f"must be at most {_num(high)}, got {value!r}")
+        raise section.error(name, f"must be at most {_num(high)}, got {value}")
 
 
 def _num(value: float) -> str:
@@ -332,14 +332,9 @@ def resolve_path(value: str, base: Path) -> Path:
 
 
 def check_dir(path: Path, *, file: str, key: str) -> None:
-    """Refuse a folder setting that names nothing, or a file."""
-    if not path.exists():
-        problem = f"folder {path} does not exist: create it, or remove the setting"
-    elif not path.is_dir():
-        problem = f"{path} is not a folder"
-    else:
-        return
-    raise ConfigError(problem, file=file, key=key)
+    """Refuse a folder setting that names a file (a missing folder may be created later)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} is not a folder", file=file, key=key)
 
 
 def resolve_url(url: str, base: Path, *, file: str | None, key: str | None, in_file: bool) -> str:

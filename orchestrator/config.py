@@ -355,10 +355,19 @@ def load_jobs_dir(config: Config) -> JobsDirScan:
     folder = config.intake.jobs_dir
     if folder is None:
         return JobsDirScan()
+    if not folder.is_dir():
+        error = ConfigError(
+            f"jobs folder {folder} does not exist (or is not a folder): create it",
+            file=str(config.path),
+            key="intake.jobs_dir",
+        )
+        return JobsDirScan(errors=(error,))
     try:
         files = sorted(p for p in folder.glob("*.toml") if not p.name.startswith("."))
     except OSError as exc:
-        error = ConfigError(f"cannot list {folder}: {exc.strerror}", key="intake.jobs_dir")
+        error = ConfigError(
+            f"cannot list {folder}: {exc.strerror}", file=str(config.path), key="intake.jobs_dir"
+        )
         return JobsDirScan(errors=(error,))
     origins = {
         spec.name: config.job_origins.get(spec.name, f"{config.path}: [[jobs]]")
