@@ -14,6 +14,8 @@ from orchestrator.emulator import Emulator, EmulatorSettings
 
 KEY = "test-key"
 
+MakeEmulator = Callable[..., Emulator]
+
 
 def jsonl(n: int, *, prefix: str = "r", max_tokens: int | None = None) -> bytes:
     """``n`` chat requests as JSONL, custom ids ``{prefix}{i}``."""
