@@ -14,7 +14,7 @@ import json
 import math
 import secrets as _secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -545,7 +545,7 @@ class MultipartUpload:
             "Content-Length": str(len(self._head()) + size + len(self._tail())),
         }
 
-    async def stream(self, size: int) -> AsyncIterator[bytes]:
+    async def stream(self, size: int) -> AsyncGenerator[bytes, None]:
         """Yield the body; exactly ``size`` file bytes, or an OSError if the file shrank."""
         yield self._head()
         sent = 0

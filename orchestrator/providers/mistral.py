@@ -266,13 +266,13 @@ class MistralProvider(Provider):
 
         async def once() -> str:
             size = path.stat().st_size
-            response = await self._api.send(
-                "upload_file",
-                "POST",
-                "/v1/files",
-                headers=form.headers(size),
-                content=form.stream(size),
-            )
+            body = form.stream(size)
+            try:
+                response = await self._api.send(
+                    "upload_file", "POST", "/v1/files", headers=form.headers(size), content=body
+                )
+            finally:
+                await body.aclose()  # a server may answer before reading it all: close the file
             data = decode_json(response, provider=self.name, operation="upload_file")
             file_id = data.get("id") if isinstance(data, Mapping) else None
             if not isinstance(file_id, str) or not file_id:
