@@ -26,12 +26,12 @@ from orchestrator.providers._download import ResumableDownload
 from orchestrator.providers._http import (
     ApiClient,
     CallCounter,
-    MultipartUpload,
     RetryPolicy,
     decode_json,
     parse_error_body,
     with_unknown_outcome,
 )
+from orchestrator.providers._upload import MultipartUpload
 from orchestrator.providers.base import DownloadedFile, Provider, RemoteJob
 
 log = structlog.get_logger(__name__)

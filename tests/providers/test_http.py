@@ -11,7 +11,6 @@ from starlette.requests import Request
 from orchestrator.errors import PermanentProviderError, RateLimited, TransientProviderError
 from orchestrator.providers._download import parse_content_range
 from orchestrator.providers._http import (
-    MultipartUpload,
     RetryPolicy,
     map_http_error,
     map_transport_error,
@@ -20,6 +19,7 @@ from orchestrator.providers._http import (
     redact,
     with_unknown_outcome,
 )
+from orchestrator.providers._upload import MultipartUpload
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
