@@ -30,6 +30,11 @@ them resolve against the current directory, like any path typed in a shell):
 Secrets never come from the file: a workspace names an environment variable
 (``api_key_env``) or a file (``api_key_file``) and :meth:`WorkspaceConfig.api_key` reads it
 when the provider is built.
+
+More jobs come from ``intake.jobs_dir``: :func:`load_jobs_file` reads one ``*.toml`` file of
+``[[jobs]]`` tables, :func:`load_jobs_dir` the whole folder (one error per bad file, job names
+unique across all files). The folder may be missing when the config is loaded (it can be
+created or mounted later); :func:`load_jobs_dir` reports it while it is.
 """
 
 from __future__ import annotations
@@ -350,7 +355,8 @@ def load_jobs_dir(config: Config) -> JobsDirScan:
     file that repeats a name is an error naming both places.
 
     Returns:
-        The jobs and errors; empty when ``jobs_dir`` is not set.
+        The jobs and errors; empty when ``jobs_dir`` is not set, one error when the folder
+        does not exist or cannot be listed.
     """
     folder = config.intake.jobs_dir
     if folder is None:
