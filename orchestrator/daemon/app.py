@@ -138,10 +138,11 @@ class Daemon:
                 base_url="http://embedded",
                 api_key=f"embedded-{ws.name}",
                 transport=httpx.ASGITransport(app=emulator.app),
+                clock=self.clock,
             )
         api_key = ws.api_key(self._environ)
         redactor.add([api_key])
-        return MistralProvider(base_url=ws.base_url, api_key=api_key)
+        return MistralProvider(base_url=ws.base_url, api_key=api_key, clock=self.clock)
 
     def _embedded_emulator(self, stack: AsyncExitStack) -> Emulator:
         if self._emulator is None:

@@ -17,9 +17,9 @@ import anyio
 import structlog
 
 from orchestrator.clock import Clock
-from orchestrator.config import Config, load_jobs_file
+from orchestrator.config import Config, load_jobs_dir
 from orchestrator.daemon.waker import Waker
-from orchestrator.errors import ConfigError, DefinitionConflict, InputError
+from orchestrator.errors import DefinitionConflict, InputError
 from orchestrator.inputs import InputLimits, definition_hash, validate_inputs
 from orchestrator.ledger import SqlLedger
 from orchestrator.model import Job, JobSpec, JobState
@@ -129,15 +129,10 @@ class Intake:
 
     def specs(self) -> list[JobSpec]:
         """Every job definition: the main config's, then each ``jobs_dir/*.toml`` in name order."""
-        specs = list(self._config.jobs)
-        jobs_dir = self._config.intake.jobs_dir
-        if jobs_dir is not None and jobs_dir.is_dir():
-            for path in sorted(jobs_dir.glob("*.toml")):
-                try:
-                    specs.extend(load_jobs_file(path, self._config))
-                except ConfigError as exc:
-                    self._report_once("intake.jobs_file_invalid", str(path), str(exc))
-        return specs
+        scan = load_jobs_dir(self._config)
+        for error in scan.errors:
+            self._report_once("intake.jobs_file_invalid", error.file or "", str(error))
+        return [*self._config.jobs, *scan.jobs]
 
     async def scan(self) -> int:
         """One pass over every definition; returns how many jobs were added."""
