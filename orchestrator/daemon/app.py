@@ -26,6 +26,7 @@ from orchestrator.daemon.waker import Waker
 from orchestrator.emulator import Emulator, EmulatorSettings
 from orchestrator.errors import ConfigError
 from orchestrator.ledger import SqlLedger
+from orchestrator.ledger.engine import display_url
 from orchestrator.ledger.migrate import upgrade
 from orchestrator.logging import redactor
 from orchestrator.model import FINAL_STATES, Job
@@ -55,6 +56,8 @@ class Daemon:
         self._emulator = emulator
         self.workspaces: dict[str, WorkspaceRuntime] = {}
         self.pollers: dict[str, Poller] = {}
+        self.runtime: Runtime | None = None
+        """Set while :meth:`run` runs (health and metrics read it)."""
 
     async def run(self, *, exit_when_idle: bool = False, migrate: bool = False) -> None:
         """Run until cancelled, a signal, or (with ``exit_when_idle``) every job is final."""
@@ -96,25 +99,31 @@ class Daemon:
                 waker=Waker(self.clock),
                 on_new_job=self._on_new_job,
             )
+            runtime.wakers.append(intake.waker)
+            for ws in self.workspaces.values():
+                runtime.wakers.extend((ws.admission, ws.poll, ws.collect))
+            self.runtime = runtime
             log.info(
                 "daemon.started",
-                ledger=config.ledger.url,
+                ledger=display_url(config.ledger.url),
                 workspaces=sorted(self.workspaces),
                 results=str(config.results.dir),
             )
             try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._signals, tg.cancel_scope, intake)
-                    await intake.scan()  # the first pass before anything else looks
-                    tg.start_soon(intake.run)
-                    for ws in self.workspaces.values():
-                        poller = Poller(runtime, ws)
-                        self.pollers[ws.name] = poller
-                        tg.start_soon(Submitter(runtime, ws).run)
-                        tg.start_soon(poller.run)
-                        tg.start_soon(Collector(runtime, ws).run)
-                    if exit_when_idle:
-                        tg.start_soon(self._exit_when_idle, runtime, tg.cancel_scope)
+                async with anyio.create_task_group() as outer:
+                    async with anyio.create_task_group() as loops:
+                        outer.start_soon(self._signals, runtime, intake, loops.cancel_scope)
+                        await intake.scan()  # the first pass before anything else looks
+                        loops.start_soon(intake.run, runtime.stopping)
+                        for ws in self.workspaces.values():
+                            poller = Poller(runtime, ws)
+                            self.pollers[ws.name] = poller
+                            loops.start_soon(Submitter(runtime, ws).run)
+                            loops.start_soon(poller.run)
+                            loops.start_soon(Collector(runtime, ws).run)
+                        if exit_when_idle:
+                            loops.start_soon(self._exit_when_idle, runtime)
+                    outer.cancel_scope.cancel()  # every loop has returned: stop listening
             except BaseException:
                 log.exception("daemon.crashed")
                 raise
@@ -160,23 +169,36 @@ class Daemon:
             stack.callback(self._emulator.close)
         return self._emulator
 
-    async def _exit_when_idle(self, runtime: Runtime, scope: anyio.CancelScope) -> None:
+    async def _exit_when_idle(self, runtime: Runtime) -> None:
         """Stop once every known job is done or rejected (what the demo and tests use)."""
-        while True:
+        while not runtime.stopping.is_set():
             jobs = await runtime.ledger.list_jobs()
             if all(job.state in FINAL_STATES for job in jobs):
                 log.info("daemon.idle", jobs=len(jobs))
-                scope.cancel()
+                runtime.stop()
                 return
             await runtime.activity.wait(5.0)
 
-    async def _signals(self, scope: anyio.CancelScope, intake: Intake) -> None:
+    async def _signals(self, runtime: Runtime, intake: Intake, loops: anyio.CancelScope) -> None:
+        """SIGHUP rescans; SIGTERM/SIGINT drain within the grace period; a second one cuts."""
+        grace = self.config.daemon.grace_period
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.info("daemon.reload", signal="SIGHUP")
                     intake.waker.wake()
                     continue
-                log.info("daemon.stopping", signal=signal.Signals(signum).name)
-                scope.cancel()
-                return
+                name = signal.Signals(signum).name
+                if runtime.stopping.is_set():
+                    log.warning("daemon.stop_now", signal=name)
+                    loops.cancel()
+                    return
+                log.info("daemon.stopping", signal=name, grace_period=grace)
+                runtime.stop()
+                break
+        # Drain: loops finish the uploads, creates and downloads they hold, then return. A
+        # step still running after the grace period is cancelled; each step is safe to cut
+        # (intent is in the ledger, downloads resume from their .part).
+        await self.clock.sleep(grace)
+        log.warning("daemon.grace_expired", grace_period=grace)
+        loops.cancel()

@@ -44,8 +44,9 @@ class Collector:
 
     async def run(self) -> None:
         """Loop forever: collect every job whose remote job has ended."""
-        while True:
+        while not self._rt.stopping.is_set():
             wait = await self.cycle()
+            self._rt.beat(f"collect:{self._ws.name}")
             await self._ws.collect.wait(wait)
 
     async def cycle(self) -> float:
@@ -55,6 +56,8 @@ class Collector:
             states=(JobState.COLLECTING,), workspace=self._ws.name
         )
         due = [j for j in jobs if j.not_before is None or j.not_before <= now]
+        if self._rt.stopping.is_set():
+            due = []  # stopping: start no download
         waits = [j.not_before - now for j in jobs if j.not_before and j.not_before > now]
         async with anyio.create_task_group() as tg:
             for job in due:
@@ -95,6 +98,7 @@ class Collector:
             if kind in recorded and _intact(recorded[kind], dest):
                 continue  # downloaded before a restart
             got = await self._ws.provider.download_file(file_id, dest)
+            self._rt.bytes_downloaded += got.bytes
             await ledger.record_file(
                 job.id,
                 kind,

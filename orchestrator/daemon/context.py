@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import anyio
 import attrs
 
 from orchestrator.clock import Clock
@@ -34,6 +35,23 @@ class Runtime:
     activity: Waker
     """Nudged whenever any job changes state (the idle watcher listens)."""
     rng: random.Random = attrs.field(factory=random.Random)
+    stopping: anyio.Event = attrs.field(factory=anyio.Event)
+    """Set on SIGTERM: loops start no new work, finish what they hold, and return."""
+    heartbeats: dict[str, float] = attrs.field(factory=dict)
+    """Loop name -> time its last cycle ended (health checks read it)."""
+    wakers: list[Waker] = attrs.field(factory=list)
+    """Every loop's waker, so a stop can wake them all."""
+    bytes_downloaded: int = 0
+
+    def beat(self, loop: str) -> None:
+        """Record that ``loop`` finished a cycle now."""
+        self.heartbeats[loop] = self.clock.now()
+
+    def stop(self) -> None:
+        """Ask every loop to wind down."""
+        self.stopping.set()
+        for waker in (self.activity, *self.wakers):
+            waker.wake()
 
 
 @attrs.define(kw_only=True)

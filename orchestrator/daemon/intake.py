@@ -121,11 +121,12 @@ class Intake:
         self._reported: set[tuple[str, str]] = set()
         self.passes = 0
 
-    async def run(self) -> None:
-        """Loop forever."""
-        while True:
-            await self.scan()
+    async def run(self, stopping: anyio.Event) -> None:
+        """Rescan until ``stopping`` is set."""
+        while not stopping.is_set():
             await self.waker.wait(self._config.intake.rescan_interval)
+            if not stopping.is_set():
+                await self.scan()
 
     def specs(self) -> list[JobSpec]:
         """Every job definition: the main config's, then each ``jobs_dir/*.toml`` in name order."""

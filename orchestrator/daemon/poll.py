@@ -61,8 +61,9 @@ class Poller:
 
     async def run(self) -> None:
         """Loop forever: poll while jobs run, sleep on the schedule, wake on submissions."""
-        while True:
+        while not self._rt.stopping.is_set():
             delay = await self.cycle()
+            self._rt.beat(f"poll:{self._ws.name}")
             if await self._ws.poll.wait(delay):
                 self._base = None  # a submission or cancel: look again soon
 

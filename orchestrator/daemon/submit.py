@@ -45,8 +45,9 @@ class Submitter:
 
     async def run(self) -> None:
         """Loop forever: admit what fits, submit what is admitted, reconcile the uncertain."""
-        while True:
+        while not self._rt.stopping.is_set():
             wait = await self.cycle()
+            self._rt.beat(f"submit:{self._ws.name}")
             await self._ws.admission.wait(wait)
 
     async def cycle(self) -> float:
@@ -82,6 +83,8 @@ class Submitter:
                 budget=self._ws.pending_budget,
             )
 
+        if self._rt.stopping.is_set():
+            return 0.0  # stopping: start no upload or create
         due: list[Job] = []
         next_wake = IDLE_WAIT
         for job in await ledger.list_jobs(
