@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 
 import anyio
@@ -38,6 +38,14 @@ log = structlog.get_logger(__name__)
 
 EMBEDDED = "embedded"
 
+TransportWrapper = Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport]
+"""Wraps each provider's HTTP transport: the seam where tests inject faults and crashes."""
+
+
+def embedded_api_key(workspace: str) -> str:
+    """The API key an embedded workspace uses with the in-process emulator."""
+    return f"embedded-{workspace}"
+
 
 class Daemon:
     """The orchestrator daemon for one config."""
@@ -49,11 +57,13 @@ class Daemon:
         clock: Clock | None = None,
         environ: Mapping[str, str] | None = None,
         emulator: Emulator | None = None,
+        wrap_transport: TransportWrapper | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self._environ = os.environ if environ is None else environ
         self._emulator = emulator
+        self._wrap_transport = wrap_transport
         self.workspaces: dict[str, WorkspaceRuntime] = {}
         self.pollers: dict[str, Poller] = {}
         self.runtime: Runtime | None = None
@@ -145,13 +155,19 @@ class Daemon:
             emulator = self._embedded_emulator(stack)
             return MistralProvider(
                 base_url="http://embedded",
-                api_key=f"embedded-{ws.name}",
-                transport=httpx.ASGITransport(app=emulator.app),
+                api_key=embedded_api_key(ws.name),
+                transport=self._transport(httpx.ASGITransport(app=emulator.app)),
                 clock=self.clock,
             )
         api_key = ws.api_key(self._environ)
         redactor.add([api_key])
-        return MistralProvider(base_url=ws.base_url, api_key=api_key, clock=self.clock)
+        transport = self._transport(httpx.AsyncHTTPTransport()) if self._wrap_transport else None
+        return MistralProvider(
+            base_url=ws.base_url, api_key=api_key, transport=transport, clock=self.clock
+        )
+
+    def _transport(self, transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        return self._wrap_transport(transport) if self._wrap_transport else transport
 
     def _embedded_emulator(self, stack: AsyncExitStack) -> Emulator:
         if self._emulator is None:
