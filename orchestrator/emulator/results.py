@@ -105,8 +105,12 @@ def failed_prefix(bitmap: bytes, processed: int) -> int:
 
 
 def _line_id(job_id: str, index: int, custom_id: str) -> str:
-    digest = hashlib.blake2b(f"{job_id}\x00{custom_id}".encode(), digest_size=16).digest()
-    return f"batch-{job_id[:8]}-{index}-{uuid.UUID(bytes=digest)}"
+    h = hashlib.blake2b(f"{job_id}\x00{custom_id}".encode(), digest_size=16).hexdigest()
+    return f"batch-{job_id[:8]}-{index}-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# One encoder for every line: json.dumps with options builds a new encoder per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class _Sink:
@@ -121,7 +125,7 @@ class _Sink:
         self.sha = hashlib.sha256()
 
     def write(self, record: dict[str, Any]) -> None:
-        data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        data = _encode(record).encode() + b"\n"
         self.handle.write(data)
         self.sha.update(data)
         self.lines += 1

@@ -49,6 +49,36 @@ _CLASSIFIER_LABELS = ("positive", "neutral", "negative")
 DEFAULT_MODEL = "mistral-small-latest"
 
 
+class _Draws:
+    """Seeded draws: the first few come straight from a digest (cheap, most bodies need no
+    more); beyond them a ``random.Random`` seeded from the same digest takes over."""
+
+    def __init__(self, digest: bytes) -> None:
+        self._digest = digest
+        self._used = 0
+        self._rng: random.Random | None = None
+
+    def random(self) -> float:
+        if self._used < 4:
+            start = self._used * 8
+            self._used += 1
+            return int.from_bytes(self._digest[start : start + 8], "big") / 2**64
+        if self._rng is None:
+            self._rng = random.Random(self._digest)  # noqa: S311 (simulation only)
+        return self._rng.random()
+
+    def randint(self, low: int, high: int) -> int:
+        return low + min(high - low, int(self.random() * (high - low + 1)))
+
+    def randrange(self, stop: int) -> int:
+        return min(stop - 1, int(self.random() * stop))
+
+    def gauss(self, mu: float, sigma: float) -> float:
+        if self._rng is None:
+            self._rng = random.Random(self._digest)  # noqa: S311 (simulation only)
+        return self._rng.gauss(mu, sigma)
+
+
 class Synth:
     """Builds the synthetic response body of one request line.
 
@@ -65,11 +95,11 @@ class Synth:
         self._dims = embedding_dimensions
         self._tokens = completion_tokens
 
-    def _rng(self, custom_id: str, salt: str = "") -> random.Random:
+    def _rng(self, custom_id: str, salt: str = "") -> _Draws:
         digest = hashlib.blake2b(
-            f"{self._seed}\x00{custom_id}\x00{salt}".encode(), digest_size=8
+            f"{self._seed}\x00{custom_id}\x00{salt}".encode(), digest_size=32
         ).digest()
-        return random.Random(int.from_bytes(digest, "big"))  # noqa: S311 (simulation only)
+        return _Draws(digest)
 
     def _hex_id(self, custom_id: str, salt: str) -> str:
         return hashlib.blake2b(
@@ -77,7 +107,7 @@ class Synth:
         ).hexdigest()
 
     @staticmethod
-    def _text(rng: random.Random, tokens: int) -> str:
+    def _text(rng: _Draws, tokens: int) -> str:
         # About four characters per token, cut from a fixed corpus at a seeded offset.
         length = min(tokens * 4, _CORPUS_HALF)
         start = rng.randrange(_CORPUS_HALF)
@@ -88,7 +118,7 @@ class Synth:
         # A rough count, stable for a given body: a token per four characters of its text.
         return max(1, len(repr(value)) // 4)
 
-    def _completion(self, rng: random.Random, body: dict[str, Any]) -> tuple[int, str, str]:
+    def _completion(self, rng: _Draws, body: dict[str, Any]) -> tuple[int, str, str]:
         low, high = self._tokens
         natural = rng.randint(low, high)
         raw = body.get("max_tokens")
@@ -125,7 +155,7 @@ class Synth:
         return handler(rng, custom_id, body, model, created)
 
     def _chat(
-        self, rng: random.Random, custom_id: str, body: dict[str, Any], model: str, created: int
+        self, rng: _Draws, custom_id: str, body: dict[str, Any], model: str, created: int
     ) -> dict[str, Any]:
         prompt = self._prompt_tokens(body.get("messages", body.get("prompt")))
         tokens, finish, text = self._completion(rng, body)
@@ -149,7 +179,7 @@ class Synth:
         }
 
     def _embeddings(
-        self, rng: random.Random, custom_id: str, body: dict[str, Any], model: str, created: int
+        self, rng: _Draws, custom_id: str, body: dict[str, Any], model: str, created: int
     ) -> dict[str, Any]:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [
@@ -170,7 +200,7 @@ class Synth:
         }
 
     def _moderations(
-        self, rng: random.Random, custom_id: str, body: dict[str, Any], model: str, created: int
+        self, rng: _Draws, custom_id: str, body: dict[str, Any], model: str, created: int
     ) -> dict[str, Any]:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         results = []
@@ -191,7 +221,7 @@ class Synth:
         }
 
     def _ocr(
-        self, rng: random.Random, custom_id: str, body: dict[str, Any], model: str, created: int
+        self, rng: _Draws, custom_id: str, body: dict[str, Any], model: str, created: int
     ) -> dict[str, Any]:
         pages = [
             {
@@ -210,7 +240,7 @@ class Synth:
         }
 
     def _classifications(
-        self, rng: random.Random, custom_id: str, body: dict[str, Any], model: str, created: int
+        self, rng: _Draws, custom_id: str, body: dict[str, Any], model: str, created: int
     ) -> dict[str, Any]:
         raw = body["input"]
         inputs = raw if isinstance(raw, list) else [raw]
@@ -226,7 +256,7 @@ class Synth:
         return {"id": self._hex_id(custom_id, "cls"), "model": model, "results": results}
 
     def _conversations(
-        self, rng: random.Random, custom_id: str, body: dict[str, Any], model: str, created: int
+        self, rng: _Draws, custom_id: str, body: dict[str, Any], model: str, created: int
     ) -> dict[str, Any]:
         prompt = self._prompt_tokens(body.get("inputs"))
         tokens, _, text = self._completion(rng, body.get("completion_args") or {})
@@ -257,7 +287,7 @@ class Synth:
         }
 
     def _transcription(
-        self, rng: random.Random, custom_id: str, body: dict[str, Any], model: str, created: int
+        self, rng: _Draws, custom_id: str, body: dict[str, Any], model: str, created: int
     ) -> dict[str, Any]:
         tokens, _, text = self._completion(rng, {})
         seconds = round(tokens * 0.4, 1)
