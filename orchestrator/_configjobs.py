@@ -6,8 +6,10 @@ A private helper of :mod:`orchestrator.config`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import attrs
 
 from orchestrator._configread import Section, describe, resolve_path, suggestion
 from orchestrator.errors import ConfigError
@@ -88,19 +90,14 @@ def parse_job(table: Section, base: Path, providers: Mapping[str, str]) -> JobSp
 
 
 def _inputs(table: Section, base: Path) -> tuple[str, ...]:
-    if table.has("input") == table.has("inputs"):
-        both = table.has("input")
-        raise table.error(
-            None,
-            ("give input or inputs, not both" if both else "missing required key: input")
-            + ' (input = "file.jsonl", or inputs = ["a.jsonl", "b.jsonl"])',
-        )
-    if table.has("input"):
-        entries = [("input", table.string("input"))]
-    else:
-        entries = [(f"inputs[{i}]", v) for i, v in enumerate(table.strings("inputs"))]
+    """The job's input paths, absolute; each file listed once.
+
+    Whether the files exist is not checked here: a missing input must not stop the daemon
+    from starting. Intake rejects that one job (see :func:`missing_inputs`), and
+    ``check-config`` reports it.
+    """
     paths: dict[str, str] = {}
-    for key, value in entries:
+    for key, value in _input_entries(table):
         path = resolve_path(value, base)
         where = f"{table.path}.{key}"
         if str(path) in paths:
@@ -109,15 +106,80 @@ def _inputs(table: Section, base: Path) -> tuple[str, ...]:
                 file=table.file,
                 key=where,
             )
-        if not path.exists():
+        paths[str(path)] = where
+    return tuple(paths)
+
+
+def _input_entries(table: Section) -> list[tuple[str, str]]:
+    """``(key, value)`` of each input as written: ``input`` or ``inputs[i]``."""
+    if table.has("input") == table.has("inputs"):
+        both = table.has("input")
+        raise table.error(
+            None,
+            ("give input or inputs, not both" if both else "missing required key: input")
+            + ' (input = "file.jsonl", or inputs = ["a.jsonl", "b.jsonl"])',
+        )
+    if table.has("input"):
+        return [("input", table.string("input"))]
+    return [(f"inputs[{i}]", v) for i, v in enumerate(table.strings("inputs"))]
+
+
+@attrs.frozen(kw_only=True)
+class InputOrigin:
+    """Where one input of a job is written: the file and the dotted key."""
+
+    file: str | None
+    key: str | None
+    """``jobs[2].input`` or ``jobs[2].inputs[1]``; for ``submit``, ``--input``."""
+
+
+def input_origins(table: Section) -> tuple[InputOrigin, ...]:
+    """The origin of each input of a ``[[jobs]]`` table (already read by :func:`parse_job`)."""
+    return tuple(
+        InputOrigin(file=table.file, key=f"{table.path}.{key}" if table.path else key)
+        for key, _ in _input_entries(table)
+    )
+
+
+def missing_inputs(spec: JobSpec, origins: Sequence[InputOrigin] = ()) -> tuple[ConfigError, ...]:
+    """The inputs of ``spec`` that do not exist now, or are not files.
+
+    Checked when it matters (intake, ``check-config``), not when the config is loaded: the
+    file may be created after the daemon starts.
+
+    Args:
+        spec: The job.
+        origins: Where each input is written, aligned with ``spec.inputs``; without them the
+            errors name only the path.
+
+    Returns:
+        One :class:`ConfigError` per bad input, naming the file and key where it is written
+        and the path, e.g. ``config.toml: jobs[0].input: input file /data/x.jsonl does not
+        exist``; empty when every input is a file.
+    """
+    problems = []
+    for index, path in enumerate(spec.inputs):
+        origin = (
+            origins[index] if len(origins) == len(spec.inputs) else InputOrigin(file=None, key=None)
+        )
+        try:
+            is_file = Path(path).is_file()
+            exists = is_file or Path(path).exists()
+        except OSError as exc:  # e.g. a path through a file, or too long
+            problems.append(
+                ConfigError(
+                    f"cannot use input {path}: {exc.strerror}", file=origin.file, key=origin.key
+                )
+            )
+            continue
+        if not exists:
             problem = f"input file {path} does not exist"
-        elif not path.is_file():
+        elif not is_file:
             problem = f"input {path} is not a file"
         else:
-            paths[str(path)] = where
             continue
-        raise ConfigError(problem, file=table.file, key=where)
-    return tuple(paths)
+        problems.append(ConfigError(problem, file=origin.file, key=origin.key))
+    return tuple(problems)
 
 
 def _metadata(table: Section, provider: str) -> dict[str, str]:

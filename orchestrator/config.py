@@ -3,9 +3,13 @@
 The format is the operator's contract (design.md §9); ``config/example.toml`` documents every
 key. Loading checks everything it can without reading the JSONL inputs (that is intake's job):
 types, ranges, unknown keys (with the closest known key as a hint), safe job names, known
-workspaces, providers and endpoints, metadata, and that input files exist. Every error is a
+workspaces, providers and endpoints, metadata. Every error is a
 :class:`~orchestrator.errors.ConfigError` naming the file and the dotted key, e.g.
 ``config.toml: jobs[2].metadata.team: expected a string, got 5``.
+
+Input files are not required to exist at load time: one job with a missing input must not stop
+the daemon and every other job. Intake rejects that job with an error naming the file and key
+(:func:`missing_inputs`), and ``orchestrator check-config`` reports it (exit code 2).
 
 Paths: relative paths in a file (the SQLite ledger file, ``results.dir``, ``intake.jobs_dir``,
 job inputs, ``api_key_file``) resolve against the folder of the file they are written in (for a
@@ -45,7 +49,13 @@ from pathlib import Path
 
 import attrs
 
-from orchestrator._configjobs import check_name, claim_name, parse_job
+from orchestrator._configjobs import InputOrigin as InputOrigin
+from orchestrator._configjobs import check_name, claim_name, input_origins, parse_job
+from orchestrator._configjobs import missing_inputs as missing_inputs
+from orchestrator._configjobsdir import TOP_KEYS
+from orchestrator._configjobsdir import JobsDirScan as JobsDirScan
+from orchestrator._configjobsdir import load_jobs_dir as load_jobs_dir
+from orchestrator._configjobsdir import load_jobs_file as load_jobs_file
 from orchestrator._configread import (
     EnvOverrides,
     Section,
@@ -66,7 +76,6 @@ from orchestrator._configworkspace import (
     read_api_key,
     refuse_secrets,
 )
-from orchestrator.errors import ConfigError
 from orchestrator.model import JobSpec
 
 __all__ = [
@@ -76,6 +85,7 @@ __all__ = [
     "DaemonConfig",
     "EmulatorConfig",
     "HttpConfig",
+    "InputOrigin",
     "IntakeConfig",
     "JobsDirScan",
     "LedgerConfig",
@@ -85,6 +95,7 @@ __all__ = [
     "load_config",
     "load_jobs_dir",
     "load_jobs_file",
+    "missing_inputs",
     "parse_duration",
 ]
 
@@ -231,6 +242,8 @@ class Config:
     """The ``[[jobs]]`` of the main file, in order."""
     job_origins: Mapping[str, str] = attrs.field(factory=dict)
     """Where each of ``jobs`` is defined (``file: jobs[i]``), for duplicate-name errors."""
+    input_origins: Mapping[str, tuple[InputOrigin, ...]] = attrs.field(factory=dict)
+    """Job name -> where each of its inputs is written (for errors about a missing file)."""
 
 
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -253,7 +266,7 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
     file = str(path)
     root = Section(read_toml(path), file=file)
     refuse_secrets(root, "mistral")
-    root.only(_TOP_KEYS, elsewhere=_ELSEWHERE)
+    root.only(TOP_KEYS, elsewhere=_ELSEWHERE)
     base = path.parent
 
     ledger = root.table("ledger")
@@ -291,10 +304,12 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
     providers = {name: ws.provider for name, ws in workspaces.items()}
     jobs: list[JobSpec] = []
     origins: dict[str, str] = {}
+    inputs: dict[str, tuple[InputOrigin, ...]] = {}
     for index, table in root.tables("jobs"):
         spec = parse_job(table, base, providers)
         claim_name(spec, table, origins, f"{file}: jobs[{index}]")
         jobs.append(spec)
+        inputs[spec.name] = input_origins(table)
     return Config(
         path=path,
         ledger=LedgerConfig(url=url),
@@ -307,114 +322,10 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
         daemon=_daemon(root.table("daemon")),
         jobs=tuple(jobs),
         job_origins=origins,
+        input_origins=inputs,
     )
 
 
-def load_jobs_file(path: Path, config: Config) -> tuple[JobSpec, ...]:
-    """Read one ``jobs_dir/*.toml`` file: ``[[jobs]]`` tables and nothing else.
-
-    Relative input paths resolve against this file's folder. Names must be unique within the
-    file and must not repeat a job of the main config.
-
-    Args:
-        path: The jobs file.
-        config: The loaded configuration (its workspaces and jobs).
-
-    Returns:
-        The file's jobs, in order (possibly none).
-
-    Raises:
-        ConfigError: as for :func:`load_config`, named by this file and ``jobs[i]`` keys.
-    """
-    path = Path(os.path.abspath(Path(path).expanduser()))
-    file = str(path)
-    root = Section(read_toml(path), file=file)
-    origins = {
-        spec.name: config.job_origins.get(spec.name, f"{config.path}: [[jobs]]")
-        for spec in config.jobs
-    }
-    return _jobs_of(root, config, origins)
-
-
-@attrs.frozen(kw_only=True)
-class JobsDirScan:
-    """What :func:`load_jobs_dir` found: the good files' jobs and the bad files' errors."""
-
-    jobs: tuple[JobSpec, ...] = ()
-    errors: tuple[ConfigError, ...] = ()
-    files: tuple[Path, ...] = ()
-    """The files read, in order (including those with errors)."""
-
-
-def load_jobs_dir(config: Config) -> JobsDirScan:
-    """Read every ``intake.jobs_dir/*.toml`` file, in name order.
-
-    Hidden files (``.name.toml``, e.g. editor locks) are skipped. A file with any error adds
-    no job, so a half-edited file never submits half its jobs; its error is listed and the
-    other files still count. Names must be unique over the main config and all the files: a
-    file that repeats a name is an error naming both places.
-
-    Returns:
-        The jobs and errors; empty when ``jobs_dir`` is not set, one error when the folder
-        does not exist or cannot be listed.
-    """
-    folder = config.intake.jobs_dir
-    if folder is None:
-        return JobsDirScan()
-    if not folder.is_dir():
-        error = ConfigError(
-            f"jobs folder {folder} does not exist (or is not a folder): create it",
-            file=str(config.path),
-            key="intake.jobs_dir",
-        )
-        return JobsDirScan(errors=(error,))
-    try:
-        files = sorted(p for p in folder.glob("*.toml") if not p.name.startswith("."))
-    except OSError as exc:
-        error = ConfigError(
-            f"cannot list {folder}: {exc.strerror}", file=str(config.path), key="intake.jobs_dir"
-        )
-        return JobsDirScan(errors=(error,))
-    origins = {
-        spec.name: config.job_origins.get(spec.name, f"{config.path}: [[jobs]]")
-        for spec in config.jobs
-    }
-    jobs: list[JobSpec] = []
-    errors: list[ConfigError] = []
-    for path in files:
-        claimed = dict(origins)
-        try:
-            jobs.extend(_jobs_of(Section(read_toml(path), file=str(path)), config, claimed))
-        except ConfigError as exc:
-            errors.append(exc)
-        else:
-            origins = claimed
-    return JobsDirScan(jobs=tuple(jobs), errors=tuple(errors), files=tuple(files))
-
-
-def _jobs_of(root: Section, config: Config, origins: dict[str, str]) -> tuple[JobSpec, ...]:
-    """The ``[[jobs]]`` of a jobs file, claiming their names in ``origins``."""
-    for name in root.data:
-        if name != "jobs":
-            where = (
-                f"it belongs in the main config {config.path}"
-                if name in _TOP_KEYS
-                else "a jobs file holds only [[jobs]] tables"
-            )
-            raise root.error(name, f"unknown key {name!r}: {where}")
-    providers = {name: ws.provider for name, ws in config.workspaces.items()}
-    base = Path(root.file).parent
-    jobs = []
-    for index, table in root.tables("jobs"):
-        spec = parse_job(table, base, providers)
-        claim_name(spec, table, origins, f"{root.file}: jobs[{index}]")
-        jobs.append(spec)
-    return tuple(jobs)
-
-
-_TOP_KEYS = frozenset(
-    {"ledger", "results", "polling", "workspaces", "intake", "http", "emulator", "daemon", "jobs"}
-)
 _WORKSPACE_KEYS = frozenset(
     {"provider", "base_url", "api_key_env", "api_key_file", "pending_budget", "count_external"}
 )

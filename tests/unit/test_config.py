@@ -12,11 +12,13 @@ from orchestrator.config import (
     EMBEDDED,
     Config,
     HttpConfig,
+    InputOrigin,
     PollingConfig,
     WorkspaceConfig,
     load_config,
     load_jobs_dir,
     load_jobs_file,
+    missing_inputs,
     parse_duration,
 )
 from orchestrator.errors import ConfigError
@@ -558,10 +560,6 @@ def test_input_and_inputs(folder: Path) -> None:
         f"{file}: jobs[0]: missing required key: input "
         '(input = "file.jsonl", or inputs = ["a.jsonl", "b.jsonl"])'
     )
-    error = error_of(folder, WORKSPACE + job(**without("input", input="nope.jsonl")))
-    assert str(error) == f"{file}: jobs[0].input: input file {folder}/nope.jsonl does not exist"
-    error = error_of(folder, WORKSPACE + job(**without("input", inputs=["in.jsonl", "x.jsonl"])))
-    assert str(error) == (f"{file}: jobs[0].inputs[1]: input file {folder}/x.jsonl does not exist")
     error = error_of(folder, WORKSPACE + job(**without("input", inputs=["in.jsonl", "./in.jsonl"])))
     assert str(error) == (
         f"{file}: jobs[0].inputs[1]: {folder}/in.jsonl is listed twice (also at "
@@ -569,8 +567,33 @@ def test_input_and_inputs(folder: Path) -> None:
     )
     error = error_of(folder, WORKSPACE + job(**without("input", inputs=[])))
     assert str(error) == f"{file}: jobs[0].inputs: must not be an empty array"
-    error = error_of(folder, WORKSPACE + job(**without("input", input=".")))
-    assert str(error) == f"{file}: jobs[0].input: input {folder} is not a file"
+
+
+def test_missing_input_loads_and_is_reported_with_file_and_key(folder: Path) -> None:
+    """A missing input does not fail the load; missing_inputs names file, key and path."""
+    file = folder / "config.toml"
+    text = WORKSPACE + job(**without("input", inputs=["in.jsonl", "x.jsonl", "."])) + JOB.replace(
+        "cheese", "good"
+    )
+    config = load(folder, text)
+    assert [spec.name for spec in config.jobs] == ["cheese", "good"]
+    bad, good = config.jobs
+    assert bad.inputs == (str(folder / "in.jsonl"), str(folder / "x.jsonl"), str(folder))
+    errors = missing_inputs(bad, config.input_origins["cheese"])
+    assert [str(e) for e in errors] == [
+        f"{file}: jobs[0].inputs[1]: input file {folder}/x.jsonl does not exist",
+        f"{file}: jobs[0].inputs[2]: input {folder} is not a file",
+    ]
+    assert missing_inputs(good, config.input_origins["good"]) == ()
+    assert config.input_origins["good"] == (InputOrigin(file=str(file), key="jobs[1].input"),)
+    # Without origins (a job from `submit`), the path alone is named.
+    assert [str(e) for e in missing_inputs(bad)] == [
+        f"input file {folder}/x.jsonl does not exist",
+        f"input {folder} is not a file",
+    ]
+    # Created later: no longer missing (checked when it matters, not at load time).
+    (folder / "x.jsonl").write_text("{}\n")
+    assert len(missing_inputs(bad, config.input_origins["cheese"])) == 1
 
 
 def test_duplicate_job_names_name_both_places(folder: Path) -> None:
@@ -808,7 +831,11 @@ def test_load_jobs_dir_skips_bad_files_and_catches_cross_file_duplicates(folder:
     assert scan.files == (first, second, jobs_dir / "3.toml")
     (error,) = scan.errors
     assert error.file == str(second)
-    assert error.key == "jobs[1].input"  # the name is claimed after the job is checked
+    assert error.key == "jobs[1].name"  # a missing input ("x") is intake's business
+    assert scan.input_origins == {
+        "a": (InputOrigin(file=str(first), key="jobs[0].input"),),
+        "c": (InputOrigin(file=str(jobs_dir / "3.toml"), key="jobs[0].input"),),
+    }
     write(jobs_dir, JOBS_FILE.format(name="a", input="../in.jsonl"), "2.toml")
     (error,) = load_jobs_dir(config).errors
     assert str(error) == (
