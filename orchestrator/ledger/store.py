@@ -16,11 +16,12 @@ from os import PathLike
 from types import TracebackType
 from typing import Self, Unpack
 
+import anyio
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import (
@@ -75,6 +76,26 @@ class SqlLedger:
         self._url = url
         self._clock = clock
         self._locks: list[DaemonLock] = []
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction that cancellation cannot cut in half.
+
+        Cancelling a task mid-transaction would leave its connection inside ``BEGIN
+        IMMEDIATE`` in aiosqlite's thread, holding the write lock until the busy timeout of
+        whoever comes next; transactions here are short, so they always run to commit or
+        rollback, and the cancellation lands right after.
+        """
+        with anyio.CancelScope(shield=True):
+            async with self._engine.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only connection, shielded for the same reason as :meth:`_write`."""
+        with anyio.CancelScope(shield=True):
+            async with self._reader.connect() as conn:
+                yield conn
 
     @classmethod
     async def connect(cls, url: str, *, clock: Clock | None = None) -> SqlLedger:
@@ -209,7 +230,7 @@ class SqlLedger:
             "finished_at": at if state is JobState.REJECTED else None,
         }
         try:
-            async with self._engine.begin() as conn:
+            async with self._write() as conn:
                 existing = await job_row(conn, jobs.c.name == spec.name)
                 if existing is None:
                     row = (
@@ -221,7 +242,7 @@ class SqlLedger:
                     return job_from_row(row), True
         except IntegrityError:
             # Another replica inserted the same name between our check and our insert.
-            async with self._reader.connect() as conn:
+            async with self._read() as conn:
                 existing = await job_row(conn, jobs.c.name == spec.name)
             if existing is None:
                 raise
@@ -236,7 +257,7 @@ class SqlLedger:
         Raises:
             JobNotFound: no such job.
         """
-        async with self._reader.connect() as conn:
+        async with self._read() as conn:
             row = await job_row(conn, jobs.c.id == job_id)
         if row is None:
             raise JobNotFound(job_id)
@@ -248,7 +269,7 @@ class SqlLedger:
         Raises:
             JobNotFound: no such job.
         """
-        async with self._reader.connect() as conn:
+        async with self._read() as conn:
             row = await job_row(conn, jobs.c.name == name)
         if row is None:
             raise JobNotFound(name)
@@ -266,7 +287,7 @@ class SqlLedger:
             query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
         if workspace is not None:
             query = query.where(jobs.c.workspace == workspace)
-        async with self._reader.connect() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [job_from_row(row) for row in rows]
 
@@ -318,7 +339,7 @@ class SqlLedger:
             .values(values)
             .returning(*jobs.c)
         )
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             row = (await conn.execute(statement)).first()
             if row is None:
                 await raise_missing_or_stale(conn, job_id, expected, target)
@@ -362,7 +383,7 @@ class SqlLedger:
         values = encode_changes(changes)
         now = self._clock.now()
         values["updated_at"] = now
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             # FOR UPDATE holds the row on PostgreSQL until commit, so the status comparison
             # below cannot be overtaken (SQLite already holds its write lock).
             before = (
@@ -398,7 +419,7 @@ class SqlLedger:
             JobNotFound: no such job.
         """
         now = self._clock.now()
-        async with self._engine.begin() as conn:
+        async with self._write() as conn:
             row = (
                 await conn.execute(
                     jobs.update()
@@ -468,7 +489,7 @@ class SqlLedger:
             .on_conflict_do_update(index_elements=["job_id", "kind"], set_=fields)
         )
         try:
-            async with self._engine.begin() as conn:
+            async with self._write() as conn:
                 await conn.execute(statement)
         except IntegrityError:
             await self.get(job_id)  # JobNotFound when the foreign key is what failed
@@ -481,7 +502,7 @@ class SqlLedger:
         Raises:
             JobNotFound: no such job.
         """
-        async with self._reader.connect() as conn:
+        async with self._read() as conn:
             rows = (
                 await conn.execute(sa.select(result_files).where(result_files.c.job_id == job_id))
             ).all()
@@ -495,7 +516,7 @@ class SqlLedger:
         Raises:
             JobNotFound: no such job.
         """
-        async with self._reader.connect() as conn:
+        async with self._read() as conn:
             rows = (
                 await conn.execute(
                     sa.select(job_events)
@@ -512,6 +533,6 @@ class SqlLedger:
         query = sa.select(jobs.c.state, jobs.c.outcome, sa.func.count()).group_by(
             jobs.c.state, jobs.c.outcome
         )
-        async with self._reader.connect() as conn:
+        async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return {(state, outcome): count for state, outcome, count in rows}
