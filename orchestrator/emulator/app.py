@@ -144,6 +144,7 @@ class EmulatorApp:
                 faults=False,
             ),
         ]
+        self._known: set[str] = set()
         self.stats_provider: Callable[[str | None], dict[str, Any]] = lambda _ws: {}
 
     # dispatch --------------------------------------------------------------------------------
@@ -185,7 +186,9 @@ class EmulatorApp:
                     await unauthorized_response()(scope, receive, recording_send)
                     return
                 workspace = workspace_id(key)
-                self.service.store.touch_workspace(workspace, self.clock.now())
+                if workspace not in self._known:
+                    self.service.store.touch_workspace(workspace, self.clock.now())
+                    self._known.add(workspace)
             call = Call(request=request, workspace=workspace, params=match.groupdict())
             if route.faults:
                 await self._with_faults(route, call, scope, receive, recording_send)

@@ -41,7 +41,7 @@ from orchestrator.emulator.simulation import (
     pending_at,
     phase_at,
 )
-from orchestrator.emulator.store import FileRow, JobRow, Store
+from orchestrator.emulator.store import FileRow, JobIndex, JobRow, Store
 from orchestrator.emulator.synthetic import Synth
 from orchestrator.emulator.upload import receive_upload
 from orchestrator.emulator.validation import (
@@ -251,16 +251,12 @@ class Service:
         files = [self.live_file(workspace, fid) for fid in req.input_files]
         requests = sum(f.num_lines or 0 for f in files) if files else len(req.requests or [])
         now = self.clock.now()
-        # Bring every unfinished job up to date first, so validations that are due are known.
-        for job in self.store.jobs(workspace, unfinished_only=True):
-            await self.current(job, now)
+        await self._settle(workspace, now)
         job_id = str(uuid.uuid4())
         job_dir = self.store.job_dir(job_id)
         with self._create_lock:
-            pending = sum(
-                pending_at(j.timeline, now, j.validation)
-                for j in self.store.jobs(workspace, unfinished_only=True)
-            )
+            # Re-read under the lock: a concurrent create may have landed meanwhile.
+            pending = self._pending(self.store.job_index(workspace, unfinished_only=True), now)
             budget = self.settings.pending_budget
             if pending + requests > budget:
                 self.store.count(
@@ -474,28 +470,45 @@ class Service:
     async def list_jobs(self, workspace: str, query: JobsQuery) -> dict[str, Any]:
         """``GET /v1/batch/jobs``: filter, order, page; ``total`` counts every match."""
         now = self.clock.now()
-        rows = [
-            job
-            for job in self.store.jobs(
-                workspace,
-                model=query.model,
-                agent_id=query.agent_id,
-                created_after=query.created_after,
-            )
-            if all((job.metadata or {}).get(k) == v for k, v in query.metadata.items())
-        ]
+        index = self.store.job_index(
+            workspace,
+            model=query.model,
+            agent_id=query.agent_id,
+            created_after=query.created_after,
+            metadata=query.metadata,
+        )
         if query.descending:
-            rows.reverse()
-        start = query.page * query.page_size
+            index.reverse()
         if query.statuses:
-            current = [await self.current(job, now) for job in rows]
-            matches = [(j, s) for j, s in current if s.status in query.statuses]
-            page = matches[start : start + query.page_size]
-            total = len(matches)
-        else:
-            page = [await self.current(job, now) for job in rows[start : start + query.page_size]]
-            total = len(rows)
-        return {"data": [job_json(j, s) for j, s in page], "object": "list", "total": total}
+            wanted = set(query.statuses)
+            index = [j for j in index if await self._status(workspace, j, now) in wanted]
+        start = query.page * query.page_size
+        data = []
+        for entry in index[start : start + query.page_size]:
+            row = self.store.get_job(workspace, entry.id)
+            if row is not None:  # deleted meanwhile
+                data.append(job_json(*await self.current(row, now)))
+        return {"data": data, "object": "list", "total": len(index)}
+
+    async def _status(self, workspace: str, entry: JobIndex, now: float) -> str:
+        """A job's status at ``now`` from its light row (validating it if that is due)."""
+        if entry.final_status is not None:
+            return entry.final_status
+        phase = phase_at(entry.timeline, now, entry.validation)
+        if phase.needs_validation:
+            job = await anyio.to_thread.run_sync(self._validate, self._job(workspace, entry.id))
+            phase = phase_at(job.timeline, now, job.validation)
+        return phase.status
+
+    async def _settle(self, workspace: str, now: float) -> None:
+        """Validate every unfinished job whose validation is due, so pending is exact."""
+        for entry in self.store.job_index(workspace, unvalidated_only=True):
+            if phase_at(entry.timeline, now, entry.validation).needs_validation:
+                await anyio.to_thread.run_sync(self._validate, self._job(workspace, entry.id))
+
+    @staticmethod
+    def _pending(index: list[JobIndex], now: float) -> int:
+        return sum(pending_at(j.timeline, now, j.validation) for j in index)
 
     async def cancel_job(self, workspace: str, job_id: str) -> dict[str, Any]:
         """``POST /v1/batch/jobs/{id}/cancel``: idempotent; a finished job is left as it is."""
@@ -529,8 +542,6 @@ class Service:
 
     def pending(self, workspace: str) -> int:
         """Pending requests of the workspace now (unknown validations count as usable)."""
-        now = self.clock.now()
-        return sum(
-            pending_at(j.timeline, now, j.validation)
-            for j in self.store.jobs(workspace, unfinished_only=True)
+        return self._pending(
+            self.store.job_index(workspace, unfinished_only=True), self.clock.now()
         )

@@ -7,10 +7,11 @@ The connection is shared by the event loop and worker threads, under one lock.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     failed_total INTEGER,
     job_errors TEXT,
     final TEXT,
+    final_status TEXT,
     deleted INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_workspace ON jobs (workspace, created_at);
@@ -134,6 +136,48 @@ class JobRow:
         )
 
 
+@attrs.frozen(kw_only=True)
+class JobIndex:
+    """The light form of a job: enough to place it on its timeline, without its payload."""
+
+    id: str
+    timeline: Timeline
+    validation: Validation | None
+    final_status: str | None
+
+
+_INDEX_COLUMNS = (
+    "id, created_at, requests, timeout_hours, params, cancel_at, usable, failed_total, final_status"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _params(text: str) -> SimParams:
+    # Jobs created under the same settings share one JSON text: parse it once.
+    return SimParams(**json.loads(text))
+
+
+def _validation(row: sqlite3.Row) -> Validation | None:
+    if row["usable"] is None:
+        return None
+    return Validation(usable=bool(row["usable"]), failed_total=row["failed_total"])
+
+
+def _index_from(row: sqlite3.Row) -> JobIndex:
+    return JobIndex(
+        id=row["id"],
+        timeline=Timeline(
+            created_at=row["created_at"],
+            requests=row["requests"],
+            timeout_hours=row["timeout_hours"],
+            params=_params(row["params"]),
+            cancel_at=row["cancel_at"],
+        ),
+        validation=_validation(row),
+        final_status=row["final_status"],
+    )
+
+
 def _file_from(row: sqlite3.Row) -> FileRow:
     return FileRow(
         id=row["id"],
@@ -154,9 +198,6 @@ def _file_from(row: sqlite3.Row) -> FileRow:
 
 
 def _job_from(row: sqlite3.Row) -> JobRow:
-    validation = None
-    if row["usable"] is not None:
-        validation = Validation(usable=bool(row["usable"]), failed_total=row["failed_total"])
     return JobRow(
         id=row["id"],
         workspace=row["workspace"],
@@ -168,9 +209,9 @@ def _job_from(row: sqlite3.Row) -> JobRow:
         input_files=json.loads(row["input_files"]),
         created_at=row["created_at"],
         requests=row["requests"],
-        params=SimParams(**json.loads(row["params"])),
+        params=_params(row["params"]),
         cancel_at=row["cancel_at"],
-        validation=validation,
+        validation=_validation(row),
         job_errors=json.loads(row["job_errors"]) if row["job_errors"] else [],
         final=json.loads(row["final"]) if row["final"] else None,
         deleted=bool(row["deleted"]),
@@ -429,20 +470,24 @@ class Store:
         )
         return _job_from(rows[0]) if rows else None
 
-    def jobs(
+    def job_index(
         self,
         workspace: str,
         *,
         unfinished_only: bool = False,
+        unvalidated_only: bool = False,
         model: str | None = None,
         agent_id: str | None = None,
         created_after: float | None = None,
-    ) -> list[JobRow]:
-        """The workspace's live jobs, oldest first, pre-filtered on stored columns."""
+        metadata: Mapping[str, str] | None = None,
+    ) -> list[JobIndex]:
+        """The workspace's live jobs, oldest first, as light rows (filters run in SQL)."""
         where = ["workspace = ?", "deleted = 0"]
         args: list[Any] = [workspace]
-        if unfinished_only:
+        if unfinished_only or unvalidated_only:
             where.append("final IS NULL")
+        if unvalidated_only:
+            where.append("usable IS NULL")
         if model is not None:
             where.append("model = ?")
             args.append(model)
@@ -452,11 +497,18 @@ class Store:
         if created_after is not None:
             where.append("created_at > ?")
             args.append(created_after)
+        for key, value in (metadata or {}).items():
+            where.append(
+                "EXISTS (SELECT 1 FROM json_each(jobs.metadata) AS m "
+                "WHERE m.key = ? AND m.type = 'text' AND m.value = ?)"
+            )
+            args.extend((key, value))
         rows = self._query(
-            f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY created_at, rowid",  # noqa: S608
+            f"SELECT {_INDEX_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "  # noqa: S608
+            "ORDER BY created_at, rowid",
             args,
         )
-        return [_job_from(r) for r in rows]
+        return [_index_from(r) for r in rows]
 
     def set_cancel(self, job_id: str, at: float) -> bool:
         """Record a cancel request; ``False`` if the job was already cancelled or final."""
@@ -486,8 +538,8 @@ class Store:
         """
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE jobs SET final = ? WHERE id = ? AND final IS NULL",
-                (json.dumps(final), job_id),
+                "UPDATE jobs SET final = ?, final_status = ? WHERE id = ? AND final IS NULL",
+                (json.dumps(final), final["status"], job_id),
             )
             if cur.rowcount != 1:
                 return False
