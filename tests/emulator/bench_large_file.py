@@ -1,3 +1,4 @@
+# ruff: noqa: T201 (a benchmark script reports on stdout)
 """Benchmark: serve a >1 GiB result file over a real socket, measured with curl.
 
 Not a test (pytest does not collect it). Run it from the repository root::
@@ -56,10 +57,10 @@ def main() -> int:
             url = ready.read_text().strip()
             headers = {"Authorization": "Bearer bench"}
             data = root / "in.jsonl"
-            with data.open("w") as handle:
+            with data.open("w") as out:
                 for i in range(args.lines):
                     body = {"messages": [{"role": "user", "content": f"question {i}"}]}
-                    handle.write(json.dumps({"custom_id": str(i), "body": body}) + "\n")
+                    out.write(json.dumps({"custom_id": str(i), "body": body}) + "\n")
             with httpx.Client(base_url=url, headers=headers, timeout=900) as client:
                 with data.open("rb") as handle:
                     file_id = client.post(
@@ -67,7 +68,11 @@ def main() -> int:
                     ).json()["id"]
                 job = client.post(
                     "/v1/batch/jobs",
-                    json={"input_files": [file_id], "model": "m", "endpoint": "/v1/chat/completions"},
+                    json={
+                        "input_files": [file_id],
+                        "model": "m",
+                        "endpoint": "/v1/chat/completions",
+                    },
                 ).json()
                 started = time.perf_counter()
                 job = client.get(f"/v1/batch/jobs/{job['id']}").json()
