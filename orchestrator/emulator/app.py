@@ -172,7 +172,8 @@ class EmulatorApp:
         route, match = allowed[0]
         request = Request(scope, receive)
         workspace = UNAUTHENTICATED
-        status: list[str] = ["dropped"]
+        # Replaced by the status actually sent; a drop marks itself; anything else is a crash.
+        status: list[str] = ["error"]
 
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -191,7 +192,7 @@ class EmulatorApp:
                     self._known.add(workspace)
             call = Call(request=request, workspace=workspace, params=match.groupdict())
             if route.faults:
-                await self._with_faults(route, call, scope, receive, recording_send)
+                await self._with_faults(route, call, scope, receive, recording_send, status)
             else:
                 await self._respond(route, call, scope, receive, recording_send)
         finally:
@@ -222,7 +223,13 @@ class EmulatorApp:
         await response(scope, receive, send)
 
     async def _with_faults(
-        self, route: Route, call: Call, scope: Scope, receive: Receive, send: Send
+        self,
+        route: Route,
+        call: Call,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: list[str],
     ) -> None:
         decision = self.injector.decide(route.name)
         if decision.latency > 0:
@@ -242,6 +249,7 @@ class EmulatorApp:
                 scope, receive, send
             )
         elif kind == f.DROP_BEFORE:
+            status[0] = "dropped"
             await f.close_connection(
                 scope, graceful=False, reason="Server disconnected without sending a response."
             )
@@ -251,6 +259,7 @@ class EmulatorApp:
                 return None
 
             await self._respond(route, call, scope, receive, swallow)
+            status[0] = "dropped"
             await f.close_connection(
                 scope, graceful=False, reason="Server disconnected without sending a response."
             )
