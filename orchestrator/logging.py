@@ -1,8 +1,13 @@
 """The one structlog configuration, and the redaction of secrets.
 
-JSON lines on stdout when it is not a terminal (what a container log collector wants), console
-rendering on a terminal. Secrets are redacted twice: by key name (``api_key``, ``authorization``
-...) and by exact value, because a key can also hide inside an exception's text.
+Every line goes to **stdout**: JSON lines when stdout is not a terminal (what a container log
+collector wants), console rendering on a terminal. The orchestrator's own events
+(``component.event`` names with key/value fields) and the records of libraries that log through
+the standard library (uvicorn, alembic, httpx at WARNING and above) share one handler, one
+timestamp format and one renderer, so a log collector sees one uniform stream.
+
+Secrets are redacted twice: by key name (``api_key``, ``authorization`` ...) and by exact
+value, because a key can also hide inside an exception's text or a library's message.
 """
 
 from __future__ import annotations
@@ -18,6 +23,19 @@ REDACTED = "[REDACTED]"
 _SECRET_KEYS = frozenset(
     {"api_key", "apikey", "authorization", "x-api-key", "api-key", "token", "password", "secret"}
 )
+QUIET_LIBRARIES = (
+    "httpx",
+    "httpcore",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "aiosqlite",
+    "asyncio",
+    "sqlalchemy",
+    "alembic",
+)
+"""Libraries kept at WARNING: httpx logs whole URLs at INFO, uvicorn its banner, alembic each
+step (the orchestrator logs its own ``component.event`` lines for all of these)."""
 
 
 class SecretRedactor:
@@ -65,35 +83,90 @@ redactor = SecretRedactor()
 """The process-wide redactor; the daemon registers every API key it loads."""
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that, unless given a stream, writes to whatever ``sys.stdout`` is now.
+
+    Resolving stdout at each record (not once at configuration) keeps logging correct when
+    stdout is swapped after configuration (test capture, a supervisor re-opening it).
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__(stream or sys.stdout)
+        self._follow_stdout = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follow_stdout:
+            # Not setStream(): it flushes the previous stream, which may be closed by now.
+            self.stream = sys.stdout
+        super().emit(record)
+
+
+def _renderer(json: bool, colors: bool) -> Any:
+    if json:
+        return structlog.processors.JSONRenderer()
+    # Exceptions arrive already formatted (and scrubbed) as text: a "pretty" formatter would
+    # warn and render the unscrubbed traceback.
+    return structlog.dev.ConsoleRenderer(
+        colors=colors, exception_formatter=structlog.dev.plain_traceback
+    )
+
+
 def configure_logging(
     *, level: str = "INFO", json: bool | None = None, stream: TextIO | None = None
 ) -> None:
-    """Configure structlog (and the stdlib loggers of libraries) once, from the CLI."""
-    stream = stream or sys.stderr
+    """Configure structlog and the standard library's loggers once, from the CLI.
+
+    Calling it again replaces the previous configuration (no duplicated lines).
+
+    Args:
+        level: the lowest level logged: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``
+            (anything else means ``INFO``). Libraries in :data:`QUIET_LIBRARIES` stay at
+            WARNING whatever this is.
+        json: JSON lines (True) or console rendering (False); None picks JSON unless the
+            stream is a terminal.
+        stream: where lines go; None means ``sys.stdout`` (looked up at each line).
+    """
+    target = stream or sys.stdout
     if json is None:
-        json = not stream.isatty()
+        json = not _isatty(target)
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             # Tracebacks become text before redaction, so a key inside one is scrubbed too.
             structlog.processors.format_exc_info,
             redactor,
-            renderer,
+            _renderer(json, colors=_isatty(target)),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
     )
-    # httpx logs whole URLs at INFO; keep library chatter out of the operator's log.
-    for name in ("httpx", "httpcore", "uvicorn.access", "aiosqlite", "sqlalchemy", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    handler = _Handler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or file-like stream without a terminal
+        return False

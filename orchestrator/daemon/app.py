@@ -10,6 +10,7 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
@@ -33,6 +34,9 @@ from orchestrator.model import FINAL_STATES, Job
 from orchestrator.polling import PollPolicy
 from orchestrator.providers.base import Provider
 from orchestrator.providers.mistral import MistralProvider
+
+if TYPE_CHECKING:  # the service reads the daemon's modules: imported lazily in run()
+    from orchestrator.service.http import HttpService
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +72,8 @@ class Daemon:
         self.pollers: dict[str, Poller] = {}
         self.runtime: Runtime | None = None
         """Set while :meth:`run` runs (health and metrics read it)."""
+        self.http: HttpService | None = None
+        """The health and metrics endpoint, while :meth:`run` runs with ``[http] listen``."""
 
     async def run(self, *, exit_when_idle: bool = False, migrate: bool = False) -> None:
         """Run until cancelled, a signal, or (with ``exit_when_idle``) every job is final."""
@@ -113,6 +119,17 @@ class Daemon:
             for ws in self.workspaces.values():
                 runtime.wakers.extend((ws.admission, ws.poll, ws.collect))
             self.runtime = runtime
+            # Service endpoint (issue 6): bound before the loops start, so a taken port is a
+            # config error at start; served in the outer group, stopped after the loops.
+            from orchestrator.service.http import HttpService
+            from orchestrator.service.metrics import TimedPoller
+
+            address = config.http.address()
+            if address is not None:
+                self.http = HttpService(self, host=address[0], port=address[1])
+                self.http.bind()
+                stack.callback(self.http.close)
+            # End of the service endpoint set-up.
             log.info(
                 "daemon.started",
                 ledger=display_url(config.ledger.url),
@@ -123,10 +140,12 @@ class Daemon:
                 async with anyio.create_task_group() as outer:
                     async with anyio.create_task_group() as loops:
                         outer.start_soon(self._signals, runtime, intake, loops.cancel_scope)
+                        if self.http is not None:
+                            await outer.start(self.http.serve)
                         await intake.scan()  # the first pass before anything else looks
                         loops.start_soon(intake.run, runtime.stopping)
                         for ws in self.workspaces.values():
-                            poller = Poller(runtime, ws)
+                            poller = TimedPoller(runtime, ws)  # times cycles for /metrics
                             self.pollers[ws.name] = poller
                             loops.start_soon(Submitter(runtime, ws).run)
                             loops.start_soon(poller.run)
