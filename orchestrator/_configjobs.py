@@ -224,3 +224,98 @@ def claim_name(spec: JobSpec, table: Section, origins: dict[str, str], here: str
             f"job name {spec.name!r} is defined twice: at {first} and at {here}; "
             "job names must be unique (rename one)",
         )
+
+
+SUBMIT = "orchestrator submit"
+"""The ``file`` named in errors about ``submit``'s flags."""
+
+_FLAGS = {
+    "name": "--name",
+    "workspace": "--workspace",
+    "inputs": "--input",
+    "model": "--model",
+    "endpoint": "--endpoint",
+    "metadata": "--metadata",
+    "timeout_hours": "--timeout-hours",
+    "priority": "--priority",
+}
+
+
+def job_from_flags(
+    *,
+    name: str,
+    workspace: str | None,
+    inputs: Sequence[str],
+    model: str,
+    endpoint: str,
+    metadata: Sequence[str],
+    timeout_hours: int,
+    priority: int,
+    base: Path,
+    providers: Mapping[str, str],
+) -> JobSpec:
+    """The job ``orchestrator submit`` describes, checked exactly like a ``[[jobs]]`` table.
+
+    Args:
+        name, workspace, model, endpoint, timeout_hours, priority: The flags' values;
+            ``workspace`` may be None when the config defines exactly one.
+        inputs: The ``--input`` paths; relative ones resolve against ``base``.
+        metadata: ``KEY=VALUE`` strings.
+        base: The current directory.
+        providers: Each workspace of the config and its provider.
+
+    Raises:
+        ConfigError: the first bad flag, named as ``orchestrator submit: --flag: ...``.
+    """
+    if workspace is None:
+        if len(providers) != 1:
+            raise ConfigError(
+                "required: the config defines several workspaces ("
+                + ", ".join(sorted(providers))
+                + "): say which one runs the job",
+                file=SUBMIT,
+                key="--workspace",
+            )
+        workspace = next(iter(providers))
+    labels: dict[str, str] = {}
+    for item in metadata:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"expected KEY=VALUE, got {describe(item)}", file=SUBMIT, key="--metadata"
+            )
+        key = key.strip()
+        if key in labels:
+            raise ConfigError(
+                f"key {key!r} is given twice; give each key once", file=SUBMIT, key="--metadata"
+            )
+        labels[key] = value
+    table: dict[str, object] = {
+        "name": name,
+        "workspace": workspace,
+        "inputs": list(inputs),
+        "model": model,
+        "endpoint": endpoint,
+        "timeout_hours": timeout_hours,
+        "priority": priority,
+    }
+    if labels:
+        table["metadata"] = labels
+    try:
+        return parse_job(Section(table, file=SUBMIT), base, providers)
+    except ConfigError as exc:
+        raise _as_flag_error(exc) from None
+
+
+def _as_flag_error(exc: ConfigError) -> ConfigError:
+    """``exc`` with its TOML key replaced by the flag it came from."""
+    key = exc.key or ""
+    head = re.split(r"[.\[]", key, maxsplit=1)[0]
+    flag = _FLAGS.get(head)
+    if flag is None:
+        return exc
+    prefix = ": ".join(part for part in (exc.file, exc.key) if part) + ": "
+    message = str(exc).removeprefix(prefix)
+    if head == "metadata" and "." in key:
+        message = f"{key.split('.', 1)[1]}: {message}"
+    return ConfigError(message, file=SUBMIT, key=flag)

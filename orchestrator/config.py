@@ -51,6 +51,7 @@ import attrs
 
 from orchestrator._configjobs import InputOrigin as InputOrigin
 from orchestrator._configjobs import check_name, claim_name, input_origins, parse_job
+from orchestrator._configjobs import job_from_flags as job_from_flags
 from orchestrator._configjobs import missing_inputs as missing_inputs
 from orchestrator._configjobsdir import TOP_KEYS
 from orchestrator._configjobsdir import JobsDirScan as JobsDirScan
@@ -92,6 +93,7 @@ __all__ = [
     "PollingConfig",
     "ResultsConfig",
     "WorkspaceConfig",
+    "job_from_flags",
     "load_config",
     "load_jobs_dir",
     "load_jobs_file",

@@ -1,0 +1,449 @@
+"""Human output of the read commands: rich and coloured on a terminal, plain when piped.
+
+Plain output is for scripts and logs: aligned columns, no colour, no box drawing, one line per
+row whatever the width. On a terminal the same values become rich tables with progress bars.
+``NO_COLOR`` turns colour off everywhere; ``FORCE_COLOR`` (or ``TTY_COMPATIBLE=1``) asks for
+the terminal rendering when stdout is not one.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.cli._rows import (
+    WorkspaceBudget,
+    duration,
+    first_line,
+    progress,
+    state_counts,
+    timestamp,
+    total,
+)
+from orchestrator.ledger import JobEvent, ResultFile
+from orchestrator.model import Job, JobState, pending
+
+STATE_STYLES = {
+    JobState.QUEUED: "yellow",
+    JobState.ADMITTED: "cyan",
+    JobState.SUBMITTING: "cyan",
+    JobState.RUNNING: "bold blue",
+    JobState.COLLECTING: "magenta",
+    JobState.DONE: "green",
+    JobState.REJECTED: "bold red",
+}
+OUTCOME_STYLES = {
+    "succeeded": "green",
+    "partial": "yellow",
+    "failed": "bold red",
+    "expired": "red",
+    "cancelled": "dim",
+}
+_BAR = 12
+
+
+class Output:
+    """Where a command writes its result (stdout), knowing whether it is a terminal."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.console = Console(
+            file=self.stream, highlight=False, soft_wrap=True, emoji=False, markup=False
+        )
+
+    @property
+    def rich(self) -> bool:
+        """Whether to render for a terminal (colour, bars, boxes)."""
+        return self.console.is_terminal
+
+    def write(self, text: str) -> None:
+        """Write plain text as it is."""
+        self.stream.write(text)
+
+    def line(self, text: str = "", style: str | None = None) -> None:
+        """One line: styled on a terminal, plain otherwise."""
+        if self.rich:
+            self.console.print(Text(text, style=style or ""))
+        else:
+            self.stream.write(text + "\n")
+
+    def show(self, renderable: RenderableType) -> None:
+        """A rich renderable (terminal mode only)."""
+        self.console.print(renderable, soft_wrap=False)
+
+
+def plain_table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()
+) -> str:
+    """Aligned columns separated by two spaces; ``right`` columns are right-aligned."""
+    table = [list(header), *(list(row) for row in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    right = set(right)
+    lines = []
+    for row in table:
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def plain_bar(share: float | None, width: int = _BAR) -> str:
+    """``#####.......`` for a share of 0 to 1; blanks when unknown."""
+    if share is None:
+        return " " * width
+    filled = round(share * width)
+    return "#" * filled + "." * (width - filled)
+
+
+def percent(share: float | None) -> str:
+    """``42%`` (floored, so 100% means all done), or ``-``."""
+    if share is None:
+        return "-"
+    return f"{int(share * 100)}%"
+
+
+def outcome_text(job: Job) -> str:
+    """The outcome, or what is about to happen to an unfinished job."""
+    if job.outcome is not None:
+        return job.outcome.value
+    if job.cancel_requested and job.state not in (JobState.DONE, JobState.REJECTED):
+        return "cancel requested"
+    return "-"
+
+
+_STATUS_HEADER = (
+    "NAME",
+    "STATE",
+    "REMOTE",
+    "PROGRESS",
+    "",
+    "DONE",
+    "FAILED",
+    "PENDING",
+    "AGE",
+    "OUTCOME",
+)
+
+
+def _status_cells(job: Job, now: float) -> list[str]:
+    share = progress(job)
+    done = job.completed or (job.succeeded + job.failed if job.state is JobState.DONE else 0)
+    return [
+        job.name,
+        job.state.value,
+        job.remote_status or "-",
+        plain_bar(share),
+        percent(share),
+        f"{done:,}/{total(job):,}",
+        f"{job.failed:,}",
+        f"{pending(job):,}",
+        duration(now - job.created_at),
+        outcome_text(job),
+    ]
+
+
+def status_plain(jobs: Sequence[Job], *, now: float) -> str:
+    """The ``status`` table for a pipe: one row per job, then any errors."""
+    text = plain_table(_STATUS_HEADER, (_status_cells(j, now) for j in jobs), right=(4, 5, 6, 7, 8))
+    errors = [f"  {job.name}: {first_line(job.error)}" for job in jobs if job.error]
+    text += "\n" + state_counts(jobs) + "\n"
+    if errors:
+        text += (
+            "errors (`orchestrator show NAME` has the full report):\n" + "\n".join(errors) + "\n"
+        )
+    return text
+
+
+def status_table(jobs: Sequence[Job], *, now: float, title: str | None = None) -> Table:
+    """The ``status`` table for a terminal: coloured states and progress bars."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
+    for header in _STATUS_HEADER:
+        numeric = header in ("DONE", "FAILED", "PENDING", "AGE", "")
+        table.add_column(
+            header,
+            justify="right" if numeric else "left",
+            no_wrap=header != "NAME",
+            overflow="fold" if header == "NAME" else "ellipsis",
+        )
+    for job in jobs:
+        cells = _status_cells(job, now)
+        share = progress(job)
+        bar: RenderableType = (
+            ProgressBar(total=1.0, completed=share, width=_BAR) if share is not None else Text("")
+        )
+        outcome = outcome_text(job)
+        table.add_row(
+            Text(job.name, style="bold"),
+            Text(job.state.value, style=STATE_STYLES[job.state]),
+            Text(cells[2], style="dim" if cells[2] == "-" else ""),
+            bar,
+            cells[4],
+            cells[5],
+            Text(cells[6], style="red" if job.failed else "dim"),
+            cells[7],
+            cells[8],
+            Text(outcome, style=OUTCOME_STYLES.get(outcome, "dim" if outcome == "-" else "yellow")),
+        )
+    return table
+
+
+def status_rich(jobs: Sequence[Job], *, now: float) -> RenderableType:
+    """The whole ``status`` view for a terminal: the table, the counts, the errors."""
+    parts: list[RenderableType] = [status_table(jobs, now=now), Text(state_counts(jobs))]
+    errors = [job for job in jobs if job.error]
+    if errors:
+        parts.append(Text("errors (`orchestrator show NAME` has the full report):", style="bold"))
+        parts.extend(
+            Text.assemble(("  " + job.name, "bold"), ": ", (first_line(job.error), "red"))
+            for job in errors
+        )
+    return Group(*parts)
+
+
+def show_lines(
+    job: Job, files: Sequence[ResultFile], events: Sequence[JobEvent], *, now: float
+) -> list[tuple[str, str]]:
+    """``show`` as (label, value) pairs: definition, remote side, counts, times."""
+    share = progress(job)
+    state = job.state.value + (f" (remote {job.remote_status})" if job.remote_status else "")
+    metadata = ", ".join(f"{k}={v}" for k, v in sorted(job.metadata.items())) or "-"
+    counts = (
+        f"{plain_bar(share)} {percent(share)}  {job.completed:,}/{total(job):,} processed: "
+        f"{job.succeeded:,} succeeded, {job.failed:,} failed; {pending(job):,} pending"
+    )
+
+    def when(at: float | None) -> str:
+        return "-" if at is None else f"{timestamp(at)} ({duration(now - at)} ago)"
+
+    rows = [
+        ("job", f"{job.name} (ledger id {job.id})"),
+        ("state", state),
+        ("outcome", outcome_text(job)),
+        ("workspace", job.workspace),
+        ("model", job.model),
+        ("endpoint", job.endpoint),
+        *(("input" if i == 0 else "", path) for i, path in enumerate(job.inputs)),
+        ("metadata", metadata),
+        ("timeout", f"{job.timeout_hours} h"),
+        ("priority", str(job.priority)),
+        ("requests", f"{job.request_count:,} (counted at intake)"),
+        ("definition", job.definition_hash),
+        ("remote id", job.remote_id or "-"),
+        ("input files", ", ".join(job.input_file_ids) or "-"),
+        ("output file", job.output_file_id or "-"),
+        ("error file", job.error_file_id or "-"),
+        ("progress", counts),
+        ("created", when(job.created_at)),
+        ("submitted", when(job.submitted_at)),
+        ("finished", when(job.finished_at)),
+    ]
+    if job.attempts:
+        rows.append(("attempts", f"{job.attempts} (next not before {timestamp(job.not_before)})"))
+    return rows
+
+
+def show_plain(
+    job: Job, files: Sequence[ResultFile], events: Sequence[JobEvent], *, now: float
+) -> str:
+    """``show NAME`` for a pipe: fields, error, files, then the full event history."""
+    pairs = show_lines(job, files, events, now=now)
+    width = max(len(label) for label, _ in pairs)
+    out = [f"{label.ljust(width)}  {value}".rstrip() for label, value in pairs]
+    if job.error:
+        out += ["", "error:", *(f"  {line}" for line in job.error.splitlines())]
+    out += ["", "files:" if files else "files: none downloaded yet"]
+    out += [
+        f"  {f.kind:<6}  {f.path}  {f.bytes:,} bytes  {f.lines:,} lines  sha256 {f.sha256}"
+        for f in files
+    ]
+    out += ["", f"history ({len(events)} events):"]
+    out += ["  " + "  ".join(_event_cells(e)).rstrip() for e in events]
+    return "\n".join(out) + "\n"
+
+
+def _event_cells(event: JobEvent) -> list[str]:
+    move = (
+        f"{event.from_state.value} -> {event.to_state.value}"
+        if event.from_state and event.from_state is not event.to_state
+        else (event.to_state.value if event.from_state else f"new -> {event.to_state.value}")
+    )
+    return [
+        timestamp(event.at) or "",
+        move.ljust(24),
+        (event.remote_status or "").ljust(10),
+        event.detail or "",
+    ]
+
+
+def show_rich(
+    job: Job, files: Sequence[ResultFile], events: Sequence[JobEvent], *, now: float
+) -> RenderableType:
+    """``show NAME`` for a terminal."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    for label, value in show_lines(job, files, events, now=now):
+        style = ""
+        if label == "state":
+            style = STATE_STYLES[job.state]
+        elif label == "outcome":
+            style = OUTCOME_STYLES.get(value, "")
+        grid.add_row(label, Text(value, style=style))
+    parts: list[RenderableType] = [grid]
+    if job.error:
+        parts += [Text("\nerror:", style="bold red"), Text(job.error, style="red")]
+    files_table = Table(box=box.SIMPLE_HEAD, title="files", title_justify="left", pad_edge=False)
+    for header in ("KIND", "PATH", "BYTES", "LINES", "SHA256"):
+        # Paths and digests are copied from here: fold them, never cut them short.
+        files_table.add_column(
+            header,
+            justify="right" if header in ("BYTES", "LINES") else "left",
+            overflow="fold",
+        )
+    for f in files:
+        files_table.add_row(f.kind, f.path, f"{f.bytes:,}", f"{f.lines:,}", f.sha256)
+    parts.append(files_table if files else Text("\nfiles: none downloaded yet", style="dim"))
+    history = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"history ({len(events)} events)",
+        title_justify="left",
+        pad_edge=False,
+    )
+    for header in ("AT", "MOVE", "REMOTE", "DETAIL"):
+        history.add_column(header)
+    for event in events:
+        at, move, remote, detail = _event_cells(event)
+        history.add_row(
+            at, Text(move.strip(), style=STATE_STYLES[event.to_state]), remote.strip(), detail
+        )
+    parts.append(history)
+    return Group(*parts)
+
+
+def results_lines(detail: dict[str, Any]) -> list[str]:
+    """``results NAME`` as plain lines (the terminal rendering colours the same lines)."""
+    head = f"{detail['name']}: {detail['state']}"
+    if detail["outcome"]:
+        head += f", {detail['outcome']}"
+    head += (
+        f": {detail['succeeded']:,} succeeded, {detail['failed']:,} failed "
+        f"of {detail['total']:,} requests"
+    )
+    lines = [head, f"  folder   {detail['folder']}"]
+    for f in detail["files"]:
+        missing = "" if f["exists"] else "  (MISSING on disk)"
+        lines.append(
+            f"  {f['kind']:<7}  {f['path']}  {f['lines']:,} lines  {f['bytes']:,} bytes  "
+            f"sha256 {f['sha256']}{missing}"
+        )
+    if detail["summary"]:
+        lines.append(f"  summary  {detail['summary']}")
+    if not detail["files"]:
+        if detail["state"] in ("done", "rejected"):
+            lines.append("  no result files (nothing was downloaded)")
+        else:
+            lines.append(
+                "  no results yet: they are downloaded here when the job is done "
+                "(output.jsonl, errors.jsonl, job.json)"
+            )
+    return lines
+
+
+def budget_plain(rows: Sequence[WorkspaceBudget]) -> str:
+    """``budget`` for a pipe: one row per workspace, then notes."""
+    header = (
+        "WORKSPACE",
+        "BUDGET",
+        "IN FLIGHT",
+        "JOBS",
+        "FREE",
+        "QUEUED",
+        "JOBS",
+        "EXTERNAL",
+        "NEXT",
+    )
+    cells = [_budget_cells(row) for row in rows]
+    text = plain_table(header, cells, right=(1, 2, 3, 4, 5, 6, 7))
+    return text + "".join(f"{note}\n" for note in budget_notes(rows))
+
+
+def _budget_cells(row: WorkspaceBudget) -> list[str]:
+    if row.external is not None:
+        external = f"{row.external:,}"
+    else:
+        external = "daemon only" if row.count_external else "not counted"
+    following = "-"
+    if row.next_job:
+        fits = row.free is not None and row.next_requests <= row.free
+        following = f"{row.next_job} ({row.next_requests:,}: {'fits now' if fits else 'waits'})"
+    return [
+        row.name,
+        "-" if row.budget is None else f"{row.budget:,}",
+        f"{row.in_flight:,}",
+        str(row.in_flight_jobs),
+        "-" if row.free is None else f"{row.free:,}",
+        f"{row.queued:,}",
+        str(row.queued_jobs),
+        external,
+        following,
+    ]
+
+
+def budget_notes(rows: Sequence[WorkspaceBudget]) -> list[str]:
+    """What the budget table cannot say in a cell."""
+    notes = []
+    if any(row.count_external and row.external is None for row in rows):
+        notes.append(
+            "external: jobs of the workspace that this ledger did not create; only a running "
+            "daemon counts them (count_external = true), so they are not in FREE here."
+        )
+    for row in rows:
+        if row.budget is None:
+            notes.append(f"workspace {row.name!r} has jobs in the ledger but is not in the config")
+        notes.extend(
+            f"job {name!r} needs more than the whole budget of {row.name!r}: the daemon rejects it"
+            for name in row.never_fits
+        )
+    return notes
+
+
+def budget_rich(rows: Sequence[WorkspaceBudget]) -> RenderableType:
+    """``budget`` for a terminal: a bar of the budget held per workspace."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in (
+        "WORKSPACE",
+        "USED",
+        "BUDGET",
+        "IN FLIGHT",
+        "JOBS",
+        "FREE",
+        "QUEUED",
+        "JOBS",
+        "EXTERNAL",
+        "NEXT",
+    ):
+        table.add_column(
+            header,
+            justify="left" if header in ("WORKSPACE", "USED", "NEXT", "EXTERNAL") else "right",
+            no_wrap=True,
+        )
+    for row in rows:
+        cells = _budget_cells(row)
+        used = row.in_flight + (row.external or 0)
+        bar: RenderableType = (
+            ProgressBar(total=float(row.budget), completed=float(min(used, row.budget)), width=16)
+            if row.budget
+            else Text("")
+        )
+        table.add_row(Text(cells[0], style="bold"), bar, *cells[1:])
+    notes = [Text(note, style="dim") for note in budget_notes(rows)]
+    return Group(table, *notes)

@@ -1,0 +1,281 @@
+"""What the read commands report, as plain values: the ``--json`` objects and their sums.
+
+Pure: no I/O and no clock (``now`` is passed in). The human renderings in
+:mod:`orchestrator.cli._render` are built from the same values, so the table and the JSON never
+disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from orchestrator.config import WorkspaceConfig
+from orchestrator.ledger import JobEvent, ResultFile
+from orchestrator.model import IN_FLIGHT_STATES, Job, JobState, pending
+
+STATE_ORDER = (
+    JobState.COLLECTING,
+    JobState.RUNNING,
+    JobState.SUBMITTING,
+    JobState.ADMITTED,
+    JobState.QUEUED,
+    JobState.DONE,
+    JobState.REJECTED,
+)
+"""The order the live view lists jobs in: the ones that move first."""
+
+
+def timestamp(at: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC (``2026-01-31T12:00:00Z``), or None."""
+    if at is None:
+        return None
+    moment = datetime.fromtimestamp(at, tz=UTC)
+    text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: ``45s``, ``12m``, ``3h05m``, ``2d04h``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, _ = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def total(job: Job) -> int:
+    """Requests in the job: the provider's count once known, else the local count."""
+    return job.total or job.request_count
+
+
+def progress(job: Job) -> float | None:
+    """Share of the job's requests processed (0 to 1), or None when it has none."""
+    n = total(job)
+    if n <= 0:
+        return None
+    done = job.completed
+    if job.state is JobState.DONE and not done:
+        done = job.succeeded + job.failed
+    return min(1.0, done / n)
+
+
+def status_row(job: Job, *, now: float) -> dict[str, Any]:
+    """The ``status --json`` object of one job (design.md §9, plus a few more fields)."""
+    share = progress(job)
+    return {
+        "name": job.name,
+        "state": job.state.value,
+        "outcome": job.outcome.value if job.outcome else None,
+        "remote_id": job.remote_id,
+        "remote_status": job.remote_status,
+        "total": total(job),
+        "completed": job.completed,
+        "succeeded": job.succeeded,
+        "failed": job.failed,
+        "pending": pending(job),
+        "error": job.error,
+        "progress": None if share is None else round(share, 4),
+        "workspace": job.workspace,
+        "requests": job.request_count,
+        "priority": job.priority,
+        "cancel_requested": job.cancel_requested,
+        "created_at": timestamp(job.created_at),
+        "updated_at": timestamp(job.updated_at),
+        "age_seconds": round(max(0.0, now - job.created_at), 3),
+    }
+
+
+def show_detail(
+    job: Job, files: Sequence[ResultFile], events: Sequence[JobEvent], *, now: float
+) -> dict[str, Any]:
+    """The ``show --json`` object: the status row, the definition, remote ids, files, history."""
+    return {
+        **status_row(job, now=now),
+        "id": job.id,
+        "model": job.model,
+        "endpoint": job.endpoint,
+        "inputs": list(job.inputs),
+        "metadata": dict(job.metadata),
+        "timeout_hours": job.timeout_hours,
+        "definition_hash": job.definition_hash,
+        "input_file_ids": list(job.input_file_ids),
+        "output_file_id": job.output_file_id,
+        "error_file_id": job.error_file_id,
+        "attempts": job.attempts,
+        "not_before": timestamp(job.not_before),
+        "submitted_at": timestamp(job.submitted_at),
+        "finished_at": timestamp(job.finished_at),
+        "files": [file_row(f) for f in files],
+        "events": [
+            {
+                "at": timestamp(e.at),
+                "from": e.from_state.value if e.from_state else None,
+                "to": e.to_state.value,
+                "remote_status": e.remote_status,
+                "detail": e.detail,
+            }
+            for e in events
+        ],
+    }
+
+
+def file_row(record: ResultFile) -> dict[str, Any]:
+    """One downloaded file as the ledger recorded it, and whether it is still on disk."""
+    return {
+        "kind": record.kind,
+        "path": record.path,
+        "bytes": record.bytes,
+        "sha256": record.sha256,
+        "lines": record.lines,
+        "exists": Path(record.path).is_file(),
+    }
+
+
+def results_detail(job: Job, files: Sequence[ResultFile], results_dir: Path) -> dict[str, Any]:
+    """The ``results --json`` object: where the job's results are, and their counts."""
+    folder = results_dir / job.name
+    summary = folder / "job.json"
+    return {
+        "name": job.name,
+        "state": job.state.value,
+        "outcome": job.outcome.value if job.outcome else None,
+        "folder": str(folder),
+        "total": total(job),
+        "succeeded": job.succeeded,
+        "failed": job.failed,
+        "files": [file_row(f) for f in files],
+        "summary": str(summary) if summary.is_file() else None,
+    }
+
+
+@attrs.frozen(kw_only=True)
+class WorkspaceBudget:
+    """One workspace's budget as the ledger sees it."""
+
+    name: str
+    budget: int | None
+    """None for a workspace that is in the ledger but no longer in the config."""
+    in_flight: int
+    """Σpending of its admitted, submitting and running jobs."""
+    in_flight_jobs: int
+    queued: int
+    """Requests of its queued jobs (the demand waiting for room)."""
+    queued_jobs: int
+    count_external: bool
+    external: int | None = None
+    """Pending requests of jobs this ledger did not create: only a running daemon knows."""
+    next_job: str | None = None
+    """The head of the queue (priority, then FIFO)."""
+    next_requests: int = 0
+    never_fits: tuple[str, ...] = ()
+    """Queued jobs larger than the whole budget (the daemon rejects them)."""
+
+    @property
+    def free(self) -> int | None:
+        """Budget not held by in-flight jobs (or external ones, when known)."""
+        if self.budget is None:
+            return None
+        return max(0, self.budget - self.in_flight - (self.external or 0))
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``budget --json`` object."""
+        return {
+            "workspace": self.name,
+            "budget": self.budget,
+            "in_flight": self.in_flight,
+            "in_flight_jobs": self.in_flight_jobs,
+            "free": self.free,
+            "queued": self.queued,
+            "queued_jobs": self.queued_jobs,
+            "count_external": self.count_external,
+            "external": self.external,
+            "next_job": self.next_job,
+            "next_requests": self.next_requests if self.next_job else None,
+            "never_fits": list(self.never_fits),
+            "in_config": self.budget is not None,
+        }
+
+
+def budgets(
+    workspaces: Mapping[str, WorkspaceConfig],
+    jobs: Iterable[Job],
+    *,
+    external: Mapping[str, int] | None = None,
+) -> list[WorkspaceBudget]:
+    """Each workspace's budget, in-flight and queued sums: the config's, then any other.
+
+    Args:
+        workspaces: The config's workspaces.
+        jobs: Every job of the ledger.
+        external: Per workspace, the external pending a running daemon measured (the live
+            view passes it; the ``budget`` command cannot know it).
+    """
+    by_workspace: dict[str, list[Job]] = {name: [] for name in workspaces}
+    for job in jobs:
+        by_workspace.setdefault(job.workspace, []).append(job)
+    rows = []
+    for name, members in by_workspace.items():
+        ws = workspaces.get(name)
+        flying = [j for j in members if j.state in IN_FLIGHT_STATES]
+        queued = sorted(
+            (j for j in members if j.state is JobState.QUEUED and not j.cancel_requested),
+            key=lambda j: (-j.priority, j.id),
+        )
+        budget = ws.pending_budget if ws else None
+        counted = bool(ws and ws.count_external)
+        rows.append(
+            WorkspaceBudget(
+                name=name,
+                budget=budget,
+                in_flight=sum(pending(j) for j in flying),
+                in_flight_jobs=len(flying),
+                queued=sum(j.request_count for j in queued),
+                queued_jobs=len(queued),
+                count_external=counted,
+                external=(external or {}).get(name) if counted else None,
+                next_job=queued[0].name if queued else None,
+                next_requests=queued[0].request_count if queued else 0,
+                never_fits=tuple(
+                    j.name for j in queued if budget is not None and j.request_count > budget
+                ),
+            )
+        )
+    return rows
+
+
+def state_counts(jobs: Iterable[Job]) -> str:
+    """``3 jobs: 1 running, 2 done (1 succeeded, 1 partial)``."""
+    jobs = list(jobs)
+    if not jobs:
+        return "no jobs"
+    states: dict[JobState, int] = {}
+    outcomes: dict[str, int] = {}
+    for job in jobs:
+        states[job.state] = states.get(job.state, 0) + 1
+        if job.outcome is not None:
+            outcomes[job.outcome.value] = outcomes.get(job.outcome.value, 0) + 1
+    parts = []
+    for state in (*reversed(STATE_ORDER[:5]), JobState.DONE, JobState.REJECTED):
+        if state in states:
+            text = f"{states[state]} {state.value}"
+            if state is JobState.DONE and outcomes:
+                text += " (" + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) + ")"
+            parts.append(text)
+    noun = "job" if len(jobs) == 1 else "jobs"
+    return f"{len(jobs)} {noun}: " + ", ".join(parts)
+
+
+def first_line(text: str | None) -> str:
+    """The first line of a (possibly multi-line) message."""
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
