@@ -22,8 +22,10 @@ from starlette.types import Message, Receive, Scope, Send
 from orchestrator.clock import Clock
 from orchestrator.emulator import faults as f
 from orchestrator.emulator.content import FileBody
-from orchestrator.emulator.service import Service
+from orchestrator.emulator.files import Files
+from orchestrator.emulator.jobs import Jobs
 from orchestrator.emulator.settings import EmulatorSettings, FaultSettings
+from orchestrator.emulator.store import Store
 from orchestrator.emulator.validation import (
     Checker,
     parse_create,
@@ -79,12 +81,17 @@ class EmulatorApp:
 
     def __init__(
         self,
-        service: Service,
+        *,
+        files: Files,
+        jobs: Jobs,
+        store: Store,
         settings: EmulatorSettings,
         clock: Clock,
         injector: f.FaultInjector,
     ) -> None:
-        self.service = service
+        self.files = files
+        self.jobs = jobs
+        self.store = store
         self.settings = settings
         self.clock = clock
         self.injector = injector
@@ -188,7 +195,7 @@ class EmulatorApp:
                     return
                 workspace = workspace_id(key)
                 if workspace not in self._known:
-                    self.service.store.touch_workspace(workspace, self.clock.now())
+                    self.store.touch_workspace(workspace, self.clock.now())
                     self._known.add(workspace)
             call = Call(request=request, workspace=workspace, params=match.groupdict())
             if route.faults:
@@ -197,7 +204,7 @@ class EmulatorApp:
                 await self._respond(route, call, scope, receive, recording_send)
         finally:
             if route.faults:
-                self.service.store.count(workspace, "requests", route.name, status[0])
+                self.store.count(workspace, "requests", route.name, status[0])
 
     def _bearer(self, request: Request) -> str | None:
         header = request.headers.get("authorization", "")
@@ -281,7 +288,7 @@ class EmulatorApp:
             await self._respond(route, call, scope, receive, send)
 
     def _count_fault(self, workspace: str, route: str, kind: str) -> None:
-        self.service.store.count(workspace, "faults", route, kind)
+        self.store.count(workspace, "faults", route, kind)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -295,28 +302,28 @@ class EmulatorApp:
     # handlers --------------------------------------------------------------------------------
 
     async def _upload(self, call: Call) -> Response:
-        return json_response(await self.service.upload(call.workspace, call.request))
+        return json_response(await self.files.upload(call.workspace, call.request))
 
     async def _list_files(self, call: Call) -> Response:
         query = parse_files_query(call.request.query_params.multi_items())
-        return json_response(self.service.list_files(call.workspace, query))
+        return json_response(self.files.list_files(call.workspace, query))
 
     async def _retrieve_file(self, call: Call) -> Response:
         file_id = path_id(call.params["id"], "file_id")
-        return json_response(self.service.retrieve_file(call.workspace, file_id))
+        return json_response(self.files.retrieve_file(call.workspace, file_id))
 
     async def _delete_file(self, call: Call) -> Response:
         file_id = path_id(call.params["id"], "file_id")
-        return json_response(self.service.delete_file(call.workspace, file_id))
+        return json_response(self.files.delete_file(call.workspace, file_id))
 
     async def _content(self, call: Call) -> FileBody:
         file_id = path_id(call.params["id"], "file_id")
-        row = self.service.live_file(call.workspace, file_id)
+        row = self.files.live_file(call.workspace, file_id)
         return self._file_body(call, row.id, row.bytes, row.filename)
 
     def _file_body(self, call: Call, file_id: str, size: int, filename: str) -> FileBody:
         return FileBody(
-            self.service.store.blob_path(file_id),
+            self.store.blob_path(file_id),
             size=size,
             filename=filename,
             range_header=call.request.headers.get("range"),
@@ -332,22 +339,22 @@ class EmulatorApp:
         check.raise_if_any()
         assert hours is not None
         base = str(call.request.base_url)
-        return json_response({"url": self.service.signed_url(call.workspace, file_id, base, hours)})
+        return json_response({"url": self.files.signed_url(call.workspace, file_id, base, hours)})
 
     async def _signed(self, call: Call) -> FileBody:
         file_id = path_id(call.params["id"], "file_id")
         query = call.request.query_params
-        row = self.service.signed_file(file_id, query.get("se", ""), query.get("sig", ""))
+        row = self.files.signed_file(file_id, query.get("se", ""), query.get("sig", ""))
         return self._file_body(call, row.id, row.bytes, row.filename)
 
     async def _create_job(self, call: Call) -> Response:
         body = await call.request.body()
         req = parse_create(body, max_inline=self.settings.max_inline_requests)
-        return json_response(await self.service.create_job(call.workspace, req))
+        return json_response(await self.jobs.create_job(call.workspace, req))
 
     async def _list_jobs(self, call: Call) -> Response:
         query = parse_jobs_query(call.request.query_params.multi_items())
-        return json_response(await self.service.list_jobs(call.workspace, query))
+        return json_response(await self.jobs.list_jobs(call.workspace, query))
 
     async def _get_job(self, call: Call) -> Response:
         job_id = path_id(call.params["id"], "job_id")
@@ -357,15 +364,15 @@ class EmulatorApp:
             check = Checker()
             inline = bool(check.boolean(raw, ("query", "inline")))
             check.raise_if_any()
-        return json_response(await self.service.get_job(call.workspace, job_id, inline=inline))
+        return json_response(await self.jobs.get_job(call.workspace, job_id, inline=inline))
 
     async def _cancel_job(self, call: Call) -> Response:
         job_id = path_id(call.params["id"], "job_id")
-        return json_response(await self.service.cancel_job(call.workspace, job_id))
+        return json_response(await self.jobs.cancel_job(call.workspace, job_id))
 
     async def _delete_job(self, call: Call) -> Response:
         job_id = path_id(call.params["id"], "job_id")
-        return json_response(await self.service.delete_job(call.workspace, job_id))
+        return json_response(await self.jobs.delete_job(call.workspace, job_id))
 
     # introspection ---------------------------------------------------------------------------
 

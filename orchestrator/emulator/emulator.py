@@ -12,7 +12,8 @@ import httpx
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.emulator.app import UNAUTHENTICATED, EmulatorApp, workspace_id
 from orchestrator.emulator.faults import FaultInjector
-from orchestrator.emulator.service import Service
+from orchestrator.emulator.files import Files
+from orchestrator.emulator.jobs import Jobs
 from orchestrator.emulator.settings import EmulatorSettings, FaultSettings
 from orchestrator.emulator.store import Store
 
@@ -55,8 +56,16 @@ class Emulator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._store = Store(self.state_dir)
         self._injector = FaultInjector(self.settings.faults)
-        self._service = Service(self.settings, self.clock, self._store)
-        self._app = EmulatorApp(self._service, self.settings, self.clock, self._injector)
+        files = Files(self.settings, self.clock, self._store)
+        self._jobs = Jobs(self.settings, self.clock, self._store, files)
+        self._app = EmulatorApp(
+            files=files,
+            jobs=self._jobs,
+            store=self._store,
+            settings=self.settings,
+            clock=self.clock,
+            injector=self._injector,
+        )
         self._app.stats_provider = self._stats_for
         self._closed = False
 
@@ -120,7 +129,7 @@ class Emulator:
             "jobs_deleted": deleted,
             "jobs_by_orchestrator_job_id": tags,
             "files_uploaded": store.file_count(ws, "upload"),
-            "pending": self._service.pending(ws),
+            "pending": self._jobs.pending(ws),
             "max_pending": store.max_pending(ws),
             "pending_budget": self.settings.pending_budget,
             "refused_creates": refusals.get("pending_requests_limit_exceeded", 0),

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from orchestrator.emulator.lines import SIMULATED_FAILURE, classify
+from orchestrator.emulator.rows import FileRow, JobRow
 from orchestrator.emulator.simulation import Phase, clock_at, line_finished_at
-from orchestrator.emulator.store import FileRow, JobRow
 from orchestrator.emulator.synthetic import DEFAULT_MODEL, Synth
 
 BITMAP_NAME = "failures.bin"

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 from starlette.responses import Response
 
-from orchestrator.emulator.store import FileRow, JobRow
+from orchestrator.emulator.rows import FileRow, JobRow
 
 JSON_TYPE = "application/json"
 

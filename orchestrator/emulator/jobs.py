@@ -1,6 +1,6 @@
-"""The emulated Files and Batch service: what each route does, over the store and the clock.
+"""The emulated Batch API: what each job route does, over the store and the clock.
 
-Job state is computed when a request looks at a job: :meth:`Service.current` reads the clock,
+Job state is computed when a request looks at a job: :meth:`Jobs.current` reads the clock,
 asks :func:`~orchestrator.emulator.simulation.phase_at` where the job stands, validates its input
 the first time the validation delay has passed, and writes its result files the first time it
 is terminal (both once, in a worker thread, guarded per job).
@@ -8,11 +8,8 @@ is terminal (both once, in a worker thread, guarded per job).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
-import secrets
 import shutil
 import threading
 import uuid
@@ -22,15 +19,16 @@ from typing import Any
 
 import anyio.to_thread
 import structlog
-from starlette.requests import Request
 
 from orchestrator.clock import Clock
+from orchestrator.emulator.files import Files
 from orchestrator.emulator.results import (
     BITMAP_NAME,
     failed_prefix,
     validate_input,
     write_results,
 )
+from orchestrator.emulator.rows import FileRow, JobIndex, JobRow
 from orchestrator.emulator.settings import EmulatorSettings
 from orchestrator.emulator.simulation import (
     TERMINAL,
@@ -41,27 +39,14 @@ from orchestrator.emulator.simulation import (
     pending_at,
     phase_at,
 )
-from orchestrator.emulator.store import FileRow, JobIndex, JobRow, Store
+from orchestrator.emulator.store import Store
 from orchestrator.emulator.synthetic import Synth
-from orchestrator.emulator.upload import receive_upload
-from orchestrator.emulator.validation import (
-    PURPOSES,
-    VISIBILITIES,
-    Checker,
-    CreateRequest,
-    FilesQuery,
-    JobsQuery,
-)
-from orchestrator.emulator.wire import ApiError, Snapshot, file_json, job_json
+from orchestrator.emulator.validation import CreateRequest, JobsQuery
+from orchestrator.emulator.wire import ApiError, Snapshot, job_json
 
 log = structlog.get_logger(__name__)
 
 _BITMAP_CACHE_SIZE = 32
-
-
-def file_not_found(file_id: str) -> ApiError:
-    """The 404 for an unknown (or deleted, or another workspace's) file."""
-    return ApiError(404, f"File {file_id} not found.", code="file_not_found", param="file_id")
 
 
 def job_not_found(job_id: str) -> ApiError:
@@ -69,169 +54,32 @@ def job_not_found(job_id: str) -> ApiError:
     return ApiError(404, f"Batch job {job_id} not found.", code="job_not_found", param="job_id")
 
 
-class Service:
-    """The behaviour behind the routes.
+class Jobs:
+    """The behaviour behind the ``/v1/batch/jobs`` routes.
 
     Args:
         settings: simulation settings (new jobs take a copy of the knobs).
         clock: the time source.
         store: the persistent state.
+        files: the Files service (input files are checked there).
     """
 
-    def __init__(self, settings: EmulatorSettings, clock: Clock, store: Store) -> None:
+    def __init__(
+        self, settings: EmulatorSettings, clock: Clock, store: Store, files: Files
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store
+        self.files = files
         self.synth = Synth(
             seed=settings.seed,
             embedding_dimensions=settings.embedding_dimensions,
             completion_tokens=settings.completion_tokens,
         )
-        key = store.get_meta("signing_key")
-        if key is None:
-            key = secrets.token_hex(32)
-            store.set_meta("signing_key", key)
-        self._signing_key = bytes.fromhex(key)
         self._locks_guard = threading.Lock()
         self._job_locks: dict[str, threading.Lock] = {}
         self._create_lock = threading.Lock()
         self._bitmaps: OrderedDict[str, bytes] = OrderedDict()
-
-    # files -----------------------------------------------------------------------------------
-
-    async def upload(self, workspace: str, request: Request) -> dict[str, Any]:
-        """``POST /v1/files``: stream the file part to disk and record it."""
-        limit = self.settings.max_file_bytes
-        upload = await receive_upload(request, self.store.files_dir, limit)
-        check = Checker()
-        if upload.tmp_path is None and not upload.too_large:
-            check.fail("missing", ("body", "file"), "Field required", None)
-        purpose = upload.fields.get("purpose") or "fine-tune"
-        check.enum(purpose, PURPOSES, ("body", "purpose"))
-        visibility = upload.fields.get("visibility") or "workspace"
-        check.enum(visibility, VISIBILITIES, ("body", "visibility"))
-        expiry = None
-        if upload.fields.get("expiry") not in (None, "", "null"):
-            expiry = check.integer(upload.fields["expiry"], ("body", "expiry"), ge=1)
-        try:
-            check.raise_if_any()
-        except Exception:
-            if upload.tmp_path is not None:
-                upload.tmp_path.unlink(missing_ok=True)
-            raise
-        if upload.too_large:
-            raise ApiError(
-                400,
-                f"File too large: the limit is {limit:,} bytes ({limit // (1 << 20)} MB); "
-                "split the input into several files.",
-                code="file_too_large",
-                param="file",
-            )
-        assert upload.tmp_path is not None and upload.filename is not None
-        file_id = str(uuid.uuid4())
-        created = int(self.clock.now())
-        name = upload.filename
-        mimetype = "application/jsonl" if name.endswith(".jsonl") else upload.content_type
-        row = FileRow(
-            id=file_id,
-            workspace=workspace,
-            filename=name,
-            purpose=purpose,
-            sample_type="batch_request" if purpose == "batch" else "instruct",
-            source="upload",
-            bytes=upload.bytes,
-            num_lines=upload.lines,
-            mimetype=mimetype,
-            signature=upload.sha256[:16],
-            created_at=created,
-            expires_at=created + expiry * 3600 if expiry is not None else None,
-            visibility=visibility,
-        )
-        upload.tmp_path.replace(self.store.blob_path(file_id))
-        self.store.insert_file(row)
-        log.info("emulator.file_uploaded", file_id=file_id, bytes=row.bytes, lines=row.num_lines)
-        return file_json(row)
-
-    def live_file(self, workspace: str, file_id: str) -> FileRow:
-        """A file of the workspace that is not deleted.
-
-        Raises:
-            ApiError: 404 otherwise.
-        """
-        row = self.store.get_file(workspace, file_id)
-        if row is None or row.deleted:
-            raise file_not_found(file_id)
-        return row
-
-    def retrieve_file(self, workspace: str, file_id: str) -> dict[str, Any]:
-        """``GET /v1/files/{id}``: a deleted file is still described, with ``deleted: true``."""
-        row = self.store.get_file(workspace, file_id)
-        if row is None:
-            raise file_not_found(file_id)
-        return file_json(row, with_deleted=True)
-
-    def list_files(self, workspace: str, query: FilesQuery) -> dict[str, Any]:
-        """``GET /v1/files``: live files, newest first."""
-        rows, total = self.store.list_files(
-            workspace,
-            sample_types=query.sample_types,
-            sources=query.sources,
-            search=query.search,
-            purpose=query.purpose,
-            mimetypes=query.mimetypes,
-            limit=query.page_size,
-            offset=query.page * query.page_size,
-        )
-        return {
-            "data": [file_json(r) for r in rows],
-            "object": "list",
-            "total": total if query.include_total else None,
-        }
-
-    def delete_file(self, workspace: str, file_id: str) -> dict[str, Any]:
-        """``DELETE /v1/files/{id}``: jobs already created keep their own link to the content."""
-        if not self.store.delete_file(workspace, file_id):
-            raise file_not_found(file_id)
-        self.store.blob_path(file_id).unlink(missing_ok=True)
-        return {"id": file_id, "object": "file", "deleted": True}
-
-    def signed_url(self, workspace: str, file_id: str, base_url: str, hours: int) -> str:
-        """``GET /v1/files/{id}/url``: a URL that serves the content without the bearer key."""
-        self.live_file(workspace, file_id)
-        expires = int(self.clock.now()) + hours * 3600
-        signature = self._sign(file_id, expires)
-        return f"{base_url.rstrip('/')}/signed/files/{file_id}?se={expires}&sig={signature}"
-
-    def _sign(self, file_id: str, expires: int) -> str:
-        message = f"{file_id}:{expires}".encode()
-        return hmac.new(self._signing_key, message, hashlib.sha256).hexdigest()
-
-    def signed_file(self, file_id: str, expires: str, signature: str) -> FileRow:
-        """The file a signed URL names, if its signature is good and it has not expired.
-
-        Raises:
-            ApiError: 403 for a bad or expired signature, 404 for a deleted file.
-        """
-        try:
-            when = int(expires)
-        except ValueError:
-            when = -1
-        if when < 0 or not hmac.compare_digest(self._sign(file_id, when), signature):
-            raise ApiError(
-                403,
-                "The signature of this URL is not valid; ask for a new signed URL.",
-                code="invalid_signature",
-            )
-        if when < self.clock.now():
-            raise ApiError(
-                403, "This signed URL has expired; ask for a new one.", code="signed_url_expired"
-            )
-        row = self.store.get_file_any(file_id)
-        if row is None or row.deleted:
-            raise file_not_found(file_id)
-        return row
-
-    # jobs: creation --------------------------------------------------------------------------
 
     async def create_job(self, workspace: str, req: CreateRequest) -> dict[str, Any]:
         """``POST /v1/batch/jobs``: check inputs and the pending budget, then queue the job.
@@ -248,7 +96,7 @@ class Service:
                 code="invalid_batch_input",
                 param="input_files",
             )
-        files = [self.live_file(workspace, fid) for fid in req.input_files]
+        files = [self.files.live_file(workspace, fid) for fid in req.input_files]
         requests = sum(f.num_lines or 0 for f in files) if files else len(req.requests or [])
         now = self.clock.now()
         await self._settle(workspace, now)

@@ -1,0 +1,148 @@
+"""The rows the emulator stores: files, jobs, and the light index of jobs, with their readers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+from typing import Any
+
+import attrs
+
+from orchestrator.emulator.simulation import SimParams, Timeline, Validation
+
+
+@attrs.frozen(kw_only=True)
+class FileRow:
+    """A stored file (uploaded input, or a generated result)."""
+
+    id: str
+    workspace: str
+    filename: str
+    purpose: str
+    sample_type: str
+    source: str
+    bytes: int
+    num_lines: int | None
+    mimetype: str | None
+    signature: str | None
+    created_at: int
+    expires_at: int | None = None
+    visibility: str | None = None
+    deleted: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class JobRow:
+    """A stored batch job: what it was created with and what is known so far."""
+
+    id: str
+    workspace: str
+    endpoint: str
+    model: str | None
+    agent_id: str | None
+    metadata: dict[str, str] | None
+    timeout_hours: int
+    input_files: list[str]
+    created_at: float
+    requests: int
+    params: SimParams
+    cancel_at: float | None = None
+    validation: Validation | None = None
+    job_errors: list[dict[str, Any]] = attrs.field(factory=list)
+    final: dict[str, Any] | None = None
+    """The frozen outcome once the job is terminal and its result files exist."""
+    deleted: bool = False
+
+    @property
+    def timeline(self) -> Timeline:
+        """The inputs of :func:`~orchestrator.emulator.simulation.phase_at`."""
+        return Timeline(
+            created_at=self.created_at,
+            requests=self.requests,
+            timeout_hours=self.timeout_hours,
+            params=self.params,
+            cancel_at=self.cancel_at,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class JobIndex:
+    """The light form of a job: enough to place it on its timeline, without its payload."""
+
+    id: str
+    timeline: Timeline
+    validation: Validation | None
+    final_status: str | None
+
+
+INDEX_COLUMNS = (
+    "id, created_at, requests, timeout_hours, params, cancel_at, usable, failed_total, final_status"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _params(text: str) -> SimParams:
+    # Jobs created under the same settings share one JSON text: parse it once.
+    return SimParams(**json.loads(text))
+
+
+def _validation(row: sqlite3.Row) -> Validation | None:
+    if row["usable"] is None:
+        return None
+    return Validation(usable=bool(row["usable"]), failed_total=row["failed_total"])
+
+
+def index_from(row: sqlite3.Row) -> JobIndex:
+    return JobIndex(
+        id=row["id"],
+        timeline=Timeline(
+            created_at=row["created_at"],
+            requests=row["requests"],
+            timeout_hours=row["timeout_hours"],
+            params=_params(row["params"]),
+            cancel_at=row["cancel_at"],
+        ),
+        validation=_validation(row),
+        final_status=row["final_status"],
+    )
+
+
+def file_from(row: sqlite3.Row) -> FileRow:
+    return FileRow(
+        id=row["id"],
+        workspace=row["workspace"],
+        filename=row["filename"],
+        purpose=row["purpose"],
+        sample_type=row["sample_type"],
+        source=row["source"],
+        bytes=row["bytes"],
+        num_lines=row["num_lines"],
+        mimetype=row["mimetype"],
+        signature=row["signature"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        visibility=row["visibility"],
+        deleted=bool(row["deleted"]),
+    )
+
+
+def job_from(row: sqlite3.Row) -> JobRow:
+    return JobRow(
+        id=row["id"],
+        workspace=row["workspace"],
+        endpoint=row["endpoint"],
+        model=row["model"],
+        agent_id=row["agent_id"],
+        metadata=json.loads(row["metadata"]) if row["metadata"] is not None else None,
+        timeout_hours=row["timeout_hours"],
+        input_files=json.loads(row["input_files"]),
+        created_at=row["created_at"],
+        requests=row["requests"],
+        params=_params(row["params"]),
+        cancel_at=row["cancel_at"],
+        validation=_validation(row),
+        job_errors=json.loads(row["job_errors"]) if row["job_errors"] else [],
+        final=json.loads(row["final"]) if row["final"] else None,
+        deleted=bool(row["deleted"]),
+    )
