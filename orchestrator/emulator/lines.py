@@ -82,21 +82,12 @@ def iter_raw_lines(paths: Iterable[Path]) -> Iterator[bytes]:
                     yield line
 
 
-def count_lines(chunks: Iterable[bytes]) -> int:
-    """Count the non-blank lines of a byte stream given in chunks (for ``num_lines``)."""
-    count = 0
-    carry = b""
-    for chunk in chunks:
-        parts = (carry + chunk).split(b"\n")
-        carry = parts.pop()
-        count += sum(1 for part in parts if part.strip())
-    if carry.strip():
-        count += 1
-    return count
-
-
 class LineCounter:
-    """Incremental :func:`count_lines` for a stream written chunk by chunk."""
+    """Counts the non-blank lines of a byte stream fed chunk by chunk (for ``num_lines``).
+
+    Uses the same rule as :func:`iter_raw_lines`, so a job's line count from the upload always
+    matches what validation reads.
+    """
 
     def __init__(self) -> None:
         self.count = 0
