@@ -29,7 +29,7 @@ def emulator_process(
     command = [
         sys.executable, "-m", "orchestrator.emulator",
         "--port", "0", "--state-dir", str(state_dir), "--ready-file", str(ready),
-        "--validation-seconds", "0.5", "--throughput", "40", "--failure-fraction", "0.1",
+        "--validation-seconds", "0.5", "--throughput", "30", "--failure-fraction", "0.1",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
