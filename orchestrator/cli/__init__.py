@@ -3,8 +3,10 @@ migrate|emulate``.
 
 Exit codes (design.md §9): 0 success, 2 usage or configuration error (the message names the
 file and key), 1 anything else. Errors go to stderr in one readable line, never a traceback
-(``--log-level DEBUG`` adds the traceback of an unexpected error). Results go to stdout; logs
-go to stderr (JSON lines unless stderr is a terminal).
+(``--log-level DEBUG`` adds the traceback of an unexpected error). Results go to stdout and
+the commands' logs to stderr. ``run`` and ``emulate`` are services: their logs are JSON lines on
+stdout (console lines on a terminal), except under ``run``'s live view, which takes stdout and
+sends the logs to stderr.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 import anyio
 
@@ -57,7 +60,11 @@ def main(
         sys.stderr.write(f"orchestrator: {exc}\n")
         return EXIT_USAGE
     args.resolved_log_level = level
-    configure_logging(level=level)
+    # stdout carries the results of the commands (tables, JSON): their logs go to stderr. The
+    # daemon and the emulator are services whose stdout is free: logs go there as JSON lines
+    # (what a container runtime collects), except under the live view (see _live).
+    service = args.command in ("run", "emulate")
+    configure_logging(level=level, stream=None if service else STDERR)
     try:
         if args.command == "emulate":
             from orchestrator.emulator import server
@@ -90,6 +97,27 @@ def main(
             "(a bug: please report it; --log-level DEBUG shows the traceback)\n"
         )
         return EXIT_FAILURE
+
+
+class _Stderr:
+    """A stream that writes to whatever ``sys.stderr`` is at each write.
+
+    Logging keeps its stream for the life of the process; following ``sys.stderr`` keeps it
+    right when stderr is swapped afterwards (test capture, a live view's redirection).
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+STDERR: TextIO = _Stderr()  # type: ignore[assignment]  # the part of TextIO logging uses
+"""Where the CLI's logs go."""
 
 
 def _one_line(exc: BaseException) -> str:

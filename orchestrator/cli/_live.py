@@ -133,8 +133,11 @@ async def run_daemon(
     if console is None:
         await daemon.run(exit_when_idle=exit_when_idle, migrate=migrate)
         return
+    from orchestrator.cli import STDERR
+
     view = LiveView(daemon, console, clock=clock, interval=interval)
-    # Logs on the same terminal go through the live display, above the view.
+    # The view owns stdout: logs go to stderr, and when stderr is the same terminal, through
+    # the live display (printed above the view instead of tearing it).
     redirect = sys.stderr.isatty()
     with Live(
         console=console,
@@ -143,8 +146,8 @@ async def run_daemon(
         redirect_stderr=redirect,
         transient=False,
     ) as live:
-        if redirect:
-            configure_logging(level=log_level, stream=sys.stderr)
+        # Under redirect, sys.stderr is now the display's proxy: STDERR follows it.
+        configure_logging(level=log_level, stream=STDERR)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(view.run, live)
@@ -154,8 +157,6 @@ async def run_daemon(
                     tg.cancel_scope.cancel()
         finally:
             await view.close(live)
-    if redirect:
-        configure_logging(level=log_level, stream=sys.stderr)
 
 
 async def run(args: argparse.Namespace, daemon: Daemon, clock: Clock, out: Output) -> int:

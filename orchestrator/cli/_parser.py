@@ -30,7 +30,8 @@ environment:
 
 EXIT_CODES = """\
 exit codes: 0 success, 2 usage or configuration error (the message names the file and key),
-1 anything else. Errors go to stderr in one line; logs go to stderr, results to stdout."""
+1 anything else. Errors go to stderr in one line. Results go to stdout, logs to stderr; `run`
+and `emulate` log to stdout (JSON lines), or to stderr under `run`'s live view."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         "run the daemon",
         "Run the daemon: intake, admission within each workspace's budget, submission, polling "
-        "and collection. On a terminal stdout shows a live view of jobs and budget (logs go to "
-        "stderr); otherwise the logs are JSON lines. SIGHUP rescans the job definitions; "
-        "SIGTERM or SIGINT stop it cleanly.",
+        "and collection. On a terminal, stdout shows a live view of jobs and budget and the "
+        "logs go to stderr; otherwise (or with --no-live) the logs go to stdout, as JSON lines "
+        "when it is not a terminal. SIGHUP rescans the job definitions; SIGTERM or SIGINT stop "
+        "it cleanly.",
     )
     _add_common(run)
     run.add_argument(
