@@ -44,16 +44,16 @@ def test_submit_queues_then_a_daemon_run_completes_it(
     assert result.code == 0, result.err
     assert "queued job 'extra': 7 requests for workspace 'main' (ledger id 1)" in result.out
     assert "if none runs, `orchestrator run` will" in result.out
-    (row,) = cli("status", "--config", migrated.config, "--json").json()  # type: ignore[misc]
+    (row,) = cli("status", "--config", migrated.config, "--json").json()
     assert (row["name"], row["state"], row["total"], row["pending"]) == ("extra", "queued", 7, 0)
 
     created = run_daemon(migrated.config)
     assert sum(created.values()) == 1
-    (row,) = cli("status", "--config", migrated.config, "--json").json()  # type: ignore[misc]
+    (row,) = cli("status", "--config", migrated.config, "--json").json()
     assert (row["state"], row["outcome"], row["succeeded"]) == ("done", "succeeded", 7)
     detail = cli("show", "extra", "--config", migrated.config, "--json").json()
-    assert detail["metadata"] == {"team": "research", "run": "3"}  # type: ignore[index]
-    assert detail["inputs"] == [str(data)]  # type: ignore[index]
+    assert detail["metadata"] == {"team": "research", "run": "3"}
+    assert detail["inputs"] == [str(data)]
 
 
 def test_submit_twice_is_a_no_op_and_a_changed_definition_is_refused(
@@ -78,7 +78,7 @@ def test_submit_twice_is_a_no_op_and_a_changed_definition_is_refused(
     changed = cli(*submit(migrated, "a", data))
     assert changed.code == 1
     assert "(input contents changed)" in changed.err
-    (row,) = cli("status", "--config", migrated.config, "--json").json()  # type: ignore[misc]
+    (row,) = cli("status", "--config", migrated.config, "--json").json()
     assert (row["name"], row["requests"], row["state"]) == ("a", 3, "queued")
 
 
@@ -87,8 +87,8 @@ def test_submit_json_reports_created(cli: CliRunner, migrated: Project) -> None:
     data = write_input(migrated.root / "a.jsonl", 2)
     first = cli(*submit(migrated, "a", data), "--json").json()
     second = cli(*submit(migrated, "a", data), "--json").json()
-    assert first["created"] is True and second["created"] is False  # type: ignore[index]
-    assert first["state"] == "queued" and first["requests"] == 2  # type: ignore[index]
+    assert first["created"] is True and second["created"] is False
+    assert first["state"] == "queued" and first["requests"] == 2
 
 
 @pytest.mark.parametrize(
