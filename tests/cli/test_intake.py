@@ -271,3 +271,85 @@ async def test_jobs_added_to_the_main_config_are_read_on_sighup(project: Project
 
 async def _has(project: Project, name: str) -> bool:
     return await _state(project, name) is not None
+
+
+@pytest.mark.anyio
+async def test_intake_announces_jobs_and_cancels_written_by_another_process(
+    project: Project,
+) -> None:
+    """Queued jobs it did not add and fresh cancel requests wake the loops, each once."""
+    from orchestrator.daemon.intake import Intake, admit_spec
+    from orchestrator.daemon.waker import Waker
+    from orchestrator.ledger.migrate import upgrade
+    from orchestrator.model import JobSpec
+
+    project.add_job("own", 2)
+    config = load_config(project.config)
+    await upgrade(config.ledger.url)
+    clock = FakeClock(start=START)
+    new: list[str] = []
+    cancels: list[str] = []
+    async with await SqlLedger.connect(config.ledger.url, clock=clock) as ledger:
+        intake = Intake(
+            config=config,
+            ledger=ledger,
+            clock=clock,
+            waker=Waker(clock),
+            on_new_job=lambda job: new.append(job.name),
+            on_cancel=lambda job: cancels.append(job.name),
+        )
+        assert await intake.scan() == 1
+        assert new == ["own"]
+        spec = JobSpec(
+            name="submitted",
+            workspace="main",
+            model="m",
+            endpoint="/v1/chat/completions",
+            inputs=(str(write_input(project.root / "s.jsonl", 1)),),
+        )
+        await admit_spec(ledger, spec)  # as `orchestrator submit` does, from elsewhere
+        assert await intake.scan() == 0
+        assert new == ["own", "submitted"]
+        await ledger.request_cancel("own")
+        await intake.scan()
+        await intake.scan()
+        assert cancels == ["own"]
+        assert new == ["own", "submitted", "own"], "a queued cancel wakes admission"
+
+
+@pytest.mark.anyio
+async def test_intake_rereads_the_main_config_and_survives_a_bad_edit(project: Project) -> None:
+    """A broken edit is reported once, the last good jobs stay; a new workspace needs a restart."""
+    from orchestrator.daemon.intake import Intake
+    from orchestrator.daemon.waker import Waker
+    from orchestrator.ledger.migrate import upgrade
+
+    project.add_job("first", 1)
+    config = load_config(project.config)
+    await upgrade(config.ledger.url)
+    clock = FakeClock(start=START)
+    async with await SqlLedger.connect(config.ledger.url, clock=clock) as ledger:
+        intake = Intake(
+            config=config, ledger=ledger, clock=clock, waker=Waker(clock), on_new_job=print
+        )
+        with capture_logs() as logs:
+            assert await intake.scan() == 1
+            good = project.config.read_text()
+            project.config.write_text(good + "\n[[jobs]]\nname = 'half-written'\n")
+            assert await intake.scan() == 0
+            assert await intake.scan() == 0
+            assert [spec.name for spec in intake.specs()] == ["first"]
+            project.extra = '[workspaces.later]\nbase_url = "embedded"\n'
+            project.jobs.append(job_table("elsewhere", input="data/first.jsonl", workspace="later"))
+            project.add_job("second", 1)
+            assert await intake.scan() == 1
+        (invalid,) = [e for e in logs if e["event"] == "intake.config_invalid"]
+        assert invalid["error"].endswith("jobs[1].workspace: missing required key")
+        (late,) = [e for e in logs if e["event"] == "intake.unknown_workspace"]
+        assert late["error"] == (
+            "job 'elsewhere': workspace 'later' was added to the config after the daemon "
+            "started: restart the daemon to use it"
+        )
+        assert [e["jobs"] for e in logs if e["event"] == "intake.config_reread"] == [3]
+        names = {job.name for job in await ledger.list_jobs()}
+    assert names == {"first", "second"}

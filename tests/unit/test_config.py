@@ -572,8 +572,10 @@ def test_input_and_inputs(folder: Path) -> None:
 def test_missing_input_loads_and_is_reported_with_file_and_key(folder: Path) -> None:
     """A missing input does not fail the load; missing_inputs names file, key and path."""
     file = folder / "config.toml"
-    text = WORKSPACE + job(**without("input", inputs=["in.jsonl", "x.jsonl", "."])) + JOB.replace(
-        "cheese", "good"
+    text = (
+        WORKSPACE
+        + job(**without("input", inputs=["in.jsonl", "x.jsonl", "."]))
+        + JOB.replace("cheese", "good")
     )
     config = load(folder, text)
     assert [spec.name for spec in config.jobs] == ["cheese", "good"]
