@@ -97,8 +97,9 @@ async def check_config(args: argparse.Namespace, config: Config, clock: Clock, o
         held = f"{flying:,} in flight and {queued:,} queued in the ledger"
         total = flying + queued + sum(demand)
         if not demand:
-            verdict = "nothing new"
-        elif total <= ws.pending_budget:
+            report.ok(f"  {name}: nothing new; {held}; budget {ws.pending_budget:,}")
+            continue
+        if total <= ws.pending_budget:
             verdict = "fits at once"
         else:
             verdict = "more than the budget at once: jobs wait in the queue and run as room frees"
