@@ -1,14 +1,16 @@
 """``orchestrator run`` in the foreground, with a live view of jobs and budget on a terminal.
 
 The view is drawn on stdout and refreshed every second from the ledger (its own read-only use
-of it, beside the daemon's); the logs stay on stderr. When stderr is the same terminal, log lines
-are printed above the view instead of tearing it. When stdout is not a terminal (a pipe, a
-container log, ``--no-live``) there is no view: the logs are all there is, as JSON lines.
+of it, beside the daemon's); the logs go to stderr. When stderr is the same terminal, log lines
+are printed above the view instead of tearing it, from WARNING up unless a level is asked for.
+When stdout is not a terminal (a pipe, a container log) or with ``--no-live`` there is no
+view: the logs are all there is, on stdout (JSON lines when it is not a terminal).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -160,14 +162,23 @@ async def run_daemon(
 
 
 async def run(args: argparse.Namespace, daemon: Daemon, clock: Clock, out: Output) -> int:
-    """``run``: the daemon in the foreground until a signal or, with the flag, until idle."""
+    """``run``: the daemon in the foreground until a signal or, with the flag, until idle.
+
+    Under the live view on the terminal the view says what INFO lines would, so unless a level
+    is asked for (``--log-level``, ``ORCH_LOG_LEVEL``) only warnings and errors are printed
+    above it.
+    """
     console = out.console if out.rich and not args.no_live else None
+    level = args.resolved_log_level
+    explicit = args.log_level is not None or bool(os.environ.get("ORCH_LOG_LEVEL", "").strip())
+    if console is not None and sys.stderr.isatty() and not explicit:
+        level = "WARNING"
     await run_daemon(
         daemon,
         exit_when_idle=args.exit_when_idle,
         migrate=args.migrate,
         console=console,
         clock=clock,
-        log_level=args.resolved_log_level,
+        log_level=level,
     )
     return EXIT_OK

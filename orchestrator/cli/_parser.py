@@ -118,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run the daemon",
         "Run the daemon: intake, admission within each workspace's budget, submission, polling "
         "and collection. On a terminal, stdout shows a live view of jobs and budget and the "
-        "logs go to stderr; otherwise (or with --no-live) the logs go to stdout, as JSON lines "
-        "when it is not a terminal. SIGHUP rescans the job definitions; SIGTERM or SIGINT stop "
-        "it cleanly.",
+        "logs go to stderr (warnings and errors only, unless --log-level says otherwise); "
+        "otherwise (or with --no-live) the logs go to stdout, as JSON lines when it is not a "
+        "terminal. SIGHUP rescans the job definitions; SIGTERM or SIGINT stop it cleanly.",
     )
     _add_common(run)
     run.add_argument(
