@@ -65,6 +65,8 @@ class Collector:
         return min([IDLE_WAIT, *waits])
 
     async def _collect_guarded(self, job: Job) -> None:
+        # Its own task: every line about this job (the provider's too) carries its name and ids.
+        structlog.contextvars.bind_contextvars(job=job.name, job_id=job.id, remote_id=job.remote_id)
         async with self._limiter:
             try:
                 await self.collect(job)

@@ -102,6 +102,7 @@ class Poller:
 
     async def _refresh(self, running: list[Job]) -> bool:
         provider = self._ws.provider
+        structlog.contextvars.unbind_contextvars("job", "job_id", "remote_id")
         ours = {job.remote_id for job in running}
         active: dict[str, RemoteJob] = {}
         external = 0
@@ -112,6 +113,10 @@ class Poller:
         self._ws.external_pending = external
         changed = False
         for job in running:
+            # Every line about this job (the provider's too) carries its name and ids.
+            structlog.contextvars.bind_contextvars(
+                job=job.name, job_id=job.id, remote_id=job.remote_id
+            )
             assert job.remote_id is not None  # running implies a remote id
             listed = active.get(job.remote_id)
             if listed is not None:
@@ -135,6 +140,7 @@ class Poller:
                 changed |= await self._apply(job, remote)
             except StaleTransition as exc:
                 log.info("poll.lost_race", job=job.name, detail=str(exc))
+        structlog.contextvars.unbind_contextvars("job", "job_id", "remote_id")
         return changed
 
     async def _apply(self, job: Job, remote: RemoteJob) -> bool:

@@ -109,6 +109,8 @@ class Submitter:
         return max(0.0, next_wake)
 
     async def _advance(self, job: Job) -> None:
+        # Its own task: every line about this job (the provider's too) carries its name and id.
+        structlog.contextvars.bind_contextvars(job=job.name, job_id=job.id)
         try:
             async with self._limiter:
                 if job.state is JobState.ADMITTED:
