@@ -1,5 +1,5 @@
-"""The command line: ``orchestrator run|submit|status|show|results|budget|cancel|check-config|
-migrate|emulate``.
+"""The command line: ``orchestrator COMMAND``, one of run, submit, status, show, results,
+budget, cancel, check-config, migrate and emulate (``main`` is the ``orchestrator`` script).
 
 Exit codes (design.md §9): 0 success, 2 usage or configuration error (the message names the
 file and key), 1 anything else. Errors go to stderr in one readable line, never a traceback
