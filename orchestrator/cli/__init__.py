@@ -64,6 +64,9 @@ def main(
     # daemon and the emulator are services whose stdout is free: logs go there as JSON lines
     # (what a container runtime collects), except under the live view (see _live).
     service = args.command in ("run", "emulate")
+    explicit = args.log_level is not None or bool(os.environ.get("ORCH_LOG_LEVEL", "").strip())
+    if not service and not explicit:
+        level = "WARNING"  # a command prints its own result; INFO lines would repeat it
     configure_logging(level=level, stream=None if service else STDERR)
     try:
         if args.command == "emulate":

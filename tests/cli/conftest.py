@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import anyio
 import attrs
 import pytest
+import structlog
 
 from orchestrator.cli import main
 from orchestrator.clock import FakeClock
@@ -76,6 +78,19 @@ class Project:
             f"pending_budget = {self.budget}\n" + self.extra + "\n" + "\n".join(self.jobs)
         )
         return self.config
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`main` configures logging for the process: put it back for the tests that follow."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**config)
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture
