@@ -10,7 +10,7 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -41,6 +41,8 @@ if TYPE_CHECKING:  # the service reads the daemon's modules: imported lazily in 
 log = structlog.get_logger(__name__)
 
 EMBEDDED = "embedded"
+IDLE_CHECK = 60.0
+"""Longest wait of the exit-when-idle watcher; every state change wakes it sooner."""
 
 TransportWrapper = Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport]
 """Wraps each provider's HTTP transport: the seam where tests inject faults and crashes."""
@@ -49,6 +51,15 @@ TransportWrapper = Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport
 def embedded_api_key(workspace: str) -> str:
     """The API key an embedded workspace uses with the in-process emulator."""
     return f"embedded-{workspace}"
+
+
+class _ShieldedExitStack(AsyncExitStack):
+    """Runs its cleanups to the end even when the daemon is being cancelled."""
+
+    async def __aexit__(self, *exc_info: Any) -> bool:
+        with anyio.CancelScope(shield=True):
+            suppressed = await super().__aexit__(*exc_info)
+        return bool(suppressed)
 
 
 class Daemon:
@@ -80,7 +91,7 @@ class Daemon:
         config = self.config
         if migrate:
             await upgrade(config.ledger.url)
-        async with AsyncExitStack() as stack:
+        async with _ShieldedExitStack() as stack:
             ledger = await SqlLedger.connect(config.ledger.url, clock=self.clock)
             stack.push_async_callback(ledger.close)
             await stack.enter_async_context(ledger.daemon_lock())
@@ -212,7 +223,7 @@ class Daemon:
                 log.info("daemon.idle", jobs=len(jobs))
                 runtime.stop()
                 return
-            await runtime.activity.wait(5.0)
+            await runtime.activity.wait(IDLE_CHECK)
 
     async def _signals(self, runtime: Runtime, intake: Intake, loops: anyio.CancelScope) -> None:
         """SIGHUP rescans; SIGTERM/SIGINT drain within the grace period; a second one cuts."""

@@ -66,7 +66,7 @@ class WorkspaceRuntime:
     poll: Waker
     collect: Waker
     external_pending: int = 0
-    """Pending requests of unfinished remote jobs this ledger did not create (last poll)."""
+    """Pending requests of unfinished remote jobs this ledger did not create (last count)."""
 
 
 def backoff(attempts: int, *, base: float = 5.0, cap: float = RETRY_BACKOFF_MAX) -> float:

@@ -12,7 +12,6 @@ import structlog
 from orchestrator.daemon.context import Runtime, WorkspaceRuntime
 from orchestrator.errors import PermanentProviderError, StaleTransition, TransientProviderError
 from orchestrator.model import (
-    CLIENT_TOKEN_KEY,
     Job,
     JobState,
     RemotePhase,
@@ -104,13 +103,11 @@ class Poller:
         provider = self._ws.provider
         structlog.contextvars.unbind_contextvars("job", "job_id", "remote_id")
         ours = {job.remote_id for job in running}
-        active: dict[str, RemoteJob] = {}
-        external = 0
-        async for remote in provider.list_jobs(active_only=True):
-            active[remote.id] = remote
-            if remote.id not in ours and CLIENT_TOKEN_KEY not in remote.metadata:
-                external += max(0, remote.total - remote.completed)
-        self._ws.external_pending = external
+        active = {
+            remote.id: remote
+            async for remote in provider.list_jobs(active_only=True)
+            if remote.id in ours
+        }
         changed = False
         for job in running:
             # Every line about this job (the provider's too) carries its name and ids.

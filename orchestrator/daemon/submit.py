@@ -59,7 +59,9 @@ class Submitter:
                 await self._cancel_locally(job)
         jobs = await ledger.list_jobs(workspace=self._ws.name)
         queued = [j for j in jobs if j.state is JobState.QUEUED]
-        external = self._ws.external_pending if self._ws.count_external else 0
+        external = 0
+        if self._ws.count_external and queued:
+            external = await self._external_pending(jobs)
         decision = admit(
             queued,
             in_flight=in_flight_pending(jobs),
@@ -107,6 +109,26 @@ class Submitter:
                 self._busy.add(job.id)
                 tg.start_soon(self._advance, job)
         return max(0.0, next_wake)
+
+    async def _external_pending(self, jobs: list[Job]) -> int:
+        """Pending requests of the workspace's unfinished jobs that this ledger did not create.
+
+        Jobs still validating report no total yet and count 0 until they do. On a transient
+        failure the last known figure stands.
+        """
+        ours_ids = {job.remote_id for job in jobs if job.remote_id}
+        ours_tokens = {job.client_token for job in jobs}
+        total = 0
+        try:
+            async for remote in self._ws.provider.list_jobs(active_only=True):
+                if remote.id in ours_ids or remote.metadata.get(CLIENT_TOKEN_KEY) in ours_tokens:
+                    continue
+                total += max(0, remote.total - remote.completed)
+        except TransientProviderError as exc:
+            log.warning("submit.external_unknown", workspace=self._ws.name, error=str(exc))
+            return self._ws.external_pending
+        self._ws.external_pending = total
+        return total
 
     async def _advance(self, job: Job) -> None:
         # Its own task: every line about this job (the provider's too) carries its name and id.

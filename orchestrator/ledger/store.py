@@ -135,7 +135,9 @@ class SqlLedger:
         """Release a held daemon lock and close every connection (idempotent)."""
         while self._locks:
             self._locks.pop().release()
-        await self._engine.dispose()
+        # Shielded: closing from a cancelled scope would otherwise drop connections unclosed.
+        with anyio.CancelScope(shield=True):
+            await self._engine.dispose()
 
     async def __aenter__(self) -> Self:
         return self

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +170,23 @@ def is_route(method: str, suffix: str) -> Callable[[httpx.Request], bool]:
         return request.method == method and request.url.path.endswith(suffix)
 
     return match
+
+
+class ObservingTransport(httpx.AsyncBaseTransport):
+    """Calls ``on_response`` after each exchange: a deterministic point to act from in a test."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        on_response: Callable[[httpx.Request, httpx.Response], Awaitable[None]],
+    ) -> None:
+        self._inner = inner
+        self._on_response = on_response
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        await self._on_response(request, response)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
