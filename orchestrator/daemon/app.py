@@ -125,6 +125,7 @@ class Daemon:
                 clock=self.clock,
                 waker=Waker(self.clock),
                 on_new_job=self._on_new_job,
+                on_cancel=self._on_cancel,
             )
             runtime.wakers.append(intake.waker)
             for ws in self.workspaces.values():
@@ -173,6 +174,13 @@ class Daemon:
         ws = self.workspaces.get(job.workspace)
         if ws is not None:
             ws.admission.wake()
+
+    def _on_cancel(self, job: Job) -> None:
+        """A cancel request: queued jobs are handled by admission, running ones by the poller."""
+        ws = self.workspaces.get(job.workspace)
+        if ws is not None:
+            ws.admission.wake()
+            ws.poll.wake()
 
     def _provider(self, ws: WorkspaceConfig, stack: AsyncExitStack) -> Provider:
         if ws.provider != "mistral":
