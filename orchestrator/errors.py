@@ -93,7 +93,8 @@ class DefinitionConflict(LedgerError):
         super().__init__(
             f"job {name!r} already exists with a different definition "
             f"({', '.join(differences)} changed); the existing job is untouched. "
-            "Give the new definition another name, or cancel the old job first."
+            "Give the new definition another name: a job keeps its name for good "
+            "(cancelling stops it but does not free the name)."
         )
 
 
