@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import stamina
+import structlog
 
 
 @pytest.fixture
@@ -21,6 +22,13 @@ def _retries_without_waiting() -> Iterator[None]:
     stamina.set_testing(True, attempts=3)
     yield
     stamina.set_testing(False)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """A test that runs ``main()`` configures logging for the process: undo it afterwards."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)
