@@ -6,6 +6,7 @@ decide with them. :data:`TRANSITIONS` is the only place that says which moves ar
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import TypedDict
@@ -139,6 +140,8 @@ class Job:
     timeout_hours: int
     priority: int
     definition_hash: str
+    client_token: str
+    """Sent in the remote job's metadata under :data:`CLIENT_TOKEN_KEY`; recovery lists by it."""
     request_count: int
     """Requests in the inputs, counted locally at intake."""
     state: JobState
@@ -166,19 +169,14 @@ class Job:
     submitted_at: float | None = None
     finished_at: float | None = None
 
-    @property
-    def client_token(self) -> str:
-        """The idempotency token sent in the remote job's metadata."""
-        return client_token(self.id)
-
 
 CLIENT_TOKEN_KEY = "orchestrator_job_id"  # noqa: S105 (a metadata key, not a secret)
-"""Metadata key that carries the ledger's job id to the remote job (crash recovery)."""
+"""Metadata key that carries a job's client token to the remote job (crash recovery)."""
 
 
-def client_token(job_id: int) -> str:
-    """The token for ledger job ``job_id`` (stable across restarts)."""
-    return f"orch-{job_id}"
+def new_client_token() -> str:
+    """A fresh client token: unique across ledgers, so recovery never adopts a stranger's job."""
+    return f"orch-{uuid.uuid4().hex}"
 
 
 def pending(job: Job) -> int:

@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("timeout_hours", sa.Integer(), nullable=False),
         sa.Column("priority", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("definition_hash", sa.String(length=128), nullable=False),
+        sa.Column("client_token", sa.String(length=64), nullable=False),
         sa.Column("request_count", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("outcome", sa.String(length=16), nullable=True),
@@ -64,6 +65,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
         sa.UniqueConstraint("name", name=op.f("uq_jobs_name")),
+        sa.UniqueConstraint("client_token", name=op.f("uq_jobs_client_token")),
     )
     op.create_index("ix_jobs_workspace_state", "jobs", ["workspace", "state"], unique=False)
 

@@ -74,6 +74,9 @@ jobs = sa.Table(
     sa.Column("timeout_hours", sa.Integer, nullable=False),
     sa.Column("priority", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("definition_hash", sa.String(128), nullable=False),
+    # Travels in the remote job's metadata; random, so two ledgers on one workspace (or a
+    # ledger rebuilt from scratch) can never adopt each other's jobs during recovery.
+    sa.Column("client_token", sa.String(64), nullable=False),
     sa.Column("request_count", sa.Integer, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("outcome", sa.String(16), nullable=True),
@@ -98,6 +101,7 @@ jobs = sa.Table(
     sa.Column("claimed_by", sa.String(256), nullable=True),
     sa.Column("lease_until", Timestamp, nullable=True),
     sa.UniqueConstraint("name"),
+    sa.UniqueConstraint("client_token"),
     sa.CheckConstraint(_in("state", _STATES), name="state"),
     sa.CheckConstraint(f"outcome IS NULL OR {_in('outcome', _OUTCOMES)}", name="outcome"),
     sa.Index("ix_jobs_workspace_state", "workspace", "state"),

@@ -51,6 +51,7 @@ from orchestrator.model import (
     JobSpec,
     JobState,
     check_transition,
+    new_client_token,
 )
 
 log = structlog.get_logger(__name__)
@@ -222,6 +223,7 @@ class SqlLedger:
             "timeout_hours": spec.timeout_hours,
             "priority": spec.priority,
             "definition_hash": definition_hash,
+            "client_token": new_client_token(),
             "request_count": request_count,
             "state": state.value,
             "input_file_ids": [],

@@ -83,6 +83,7 @@ def job_from_row(row: Any) -> Job:
         timeout_hours=row.timeout_hours,
         priority=row.priority,
         definition_hash=row.definition_hash,
+        client_token=row.client_token,
         request_count=row.request_count,
         state=JobState(row.state),
         outcome=None if row.outcome is None else Outcome(row.outcome),

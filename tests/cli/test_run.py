@@ -105,6 +105,7 @@ def _job(job_id: int, name: str, state: JobState, **fields: object) -> Job:
         "timeout_hours": 24,
         "priority": 0,
         "definition_hash": "h",
+        "client_token": f"orch-test-{job_id}",
         "request_count": 10,
         "state": state,
         "created_at": START,

@@ -89,6 +89,7 @@ async def test_constraints_guard_the_stored_values(ledger_url: str) -> None:
         "metadata": "{}",
         "timeout_hours": 24,
         "definition_hash": "h",
+        "client_token": "orch-1",
         "request_count": 1,
         "input_file_ids": "[]",
         "created_at": 0.0,
@@ -99,13 +100,16 @@ async def test_constraints_guard_the_stored_values(ledger_url: str) -> None:
         async with engine.begin() as conn:
             await conn.execute(sa.insert(jobs).values(**row, state="queued"))
         bad_rows: list[sa.Executable] = [
-            sa.insert(jobs).values(**{**row, "name": "k"}, state="paused"),
+            sa.insert(jobs).values(
+                **{**row, "name": "k", "client_token": "orch-2"}, state="paused"
+            ),
             sa.text(
                 "INSERT INTO result_files (job_id, kind, path, bytes, sha256, lines, recorded_at)"
                 " VALUES (1, 'debug', '/p', 1, 'x', 1, 0)"
             ),
             sa.text("INSERT INTO job_events (job_id, at, to_state) VALUES (999, 0, 'queued')"),
-            sa.insert(jobs).values(**row, state="queued"),
+            sa.insert(jobs).values(**{**row, "client_token": "orch-3"}, state="queued"),
+            sa.insert(jobs).values(**{**row, "name": "other"}, state="queued"),
         ]
         for statement in bad_rows:
             with pytest.raises(sa.exc.IntegrityError):

@@ -20,6 +20,7 @@ def make_job(job_id: int = 1, **overrides: Any) -> Job:
         "timeout_hours": 24,
         "priority": 0,
         "definition_hash": f"hash-{job_id}",
+        "client_token": f"orch-test-{job_id}",
         "request_count": 100,
         "state": JobState.QUEUED,
     }
