@@ -104,8 +104,8 @@ class LedgerLocked(LedgerError):
     def __init__(self, path: str) -> None:
         self.path = path
         super().__init__(
-            f"another orchestrator daemon holds the ledger {path}; "
-            "run one daemon per SQLite file (use PostgreSQL for several replicas)"
+            f"another orchestrator daemon holds the ledger {path}: run one daemon per ledger "
+            "(several replicas on one ledger are not supported yet)"
         )
 
 

@@ -27,6 +27,7 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import (
     DefinitionConflict,
     JobNotFound,
+    LedgerLocked,
     LedgerNotMigrated,
 )
 from orchestrator.ledger._queries import add_event, job_row, raise_missing_or_stale, require_job
@@ -57,6 +58,10 @@ from orchestrator.model import (
 log = structlog.get_logger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+_LOCK_KEY = 0x6F72_6368_6461_656D & 0x7FFF_FFFF_FFFF_FFFF
+"""The advisory-lock key of the one-daemon lock on PostgreSQL ("orchdaem")."""
 
 
 class SqlLedger:
@@ -153,15 +158,21 @@ class SqlLedger:
 
     @asynccontextmanager
     async def daemon_lock(self) -> AsyncIterator[None]:
-        """Hold the one-daemon lock of a SQLite ledger for the duration of the block.
+        """Hold the one-daemon lock of the ledger for the duration of the block.
 
-        The lock is an exclusive ``flock`` on ``<db file>.lock``, which the kernel releases
-        when the process dies, however it dies. On PostgreSQL (several replicas are allowed,
-        coordinated by leases) and for in-memory SQLite this is a no-op.
+        SQLite: an exclusive ``flock`` on ``<db file>.lock``, which the kernel releases when
+        the process dies, however it dies. PostgreSQL: a session advisory lock on a connection
+        held for the block, which the server releases when that connection drops. Several
+        replicas on one PostgreSQL ledger need leases (design §8), which do not exist yet, so
+        until then one daemon per ledger holds there too. In-memory SQLite: a no-op.
 
         Raises:
             LedgerLocked: another daemon holds the lock; raised at once, without waiting.
         """
+        if self._engine.dialect.name == "postgresql":
+            async with self._postgres_daemon_lock():
+                yield
+            return
         path = sqlite_path(self._url)
         if path is None:
             yield
@@ -174,6 +185,26 @@ class SqlLedger:
             lock.release()
             if lock in self._locks:
                 self._locks.remove(lock)
+
+    @asynccontextmanager
+    async def _postgres_daemon_lock(self) -> AsyncIterator[None]:
+        async with self._engine.connect() as conn:
+            held = await conn.scalar(
+                sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": _LOCK_KEY}
+            )
+            await conn.commit()  # the lock is the session's; no transaction stays open
+            if not held:
+                raise LedgerLocked(display_url(self._url))
+            log.debug("ledger.lock_acquired", url=display_url(self._url))
+            try:
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await conn.execute(
+                        sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY}
+                    )
+                    await conn.commit()
+                log.debug("ledger.lock_released", url=display_url(self._url))
 
     async def add_job(
         self,

@@ -39,7 +39,7 @@ async def test_a_second_holder_fails_at_once(migrated: str, clock: FakeClock) ->
                 async with second.daemon_lock():
                     pytest.fail("the lock was taken twice")
             assert str(sqlite_path(migrated)) in str(info.value)
-            assert "one daemon per SQLite file" in str(info.value)
+            assert "run one daemon per ledger" in str(info.value)
             with pytest.raises(LedgerLocked):
                 async with first.daemon_lock():
                     pytest.fail("the lock was taken twice by its holder")
@@ -107,13 +107,16 @@ async def test_a_killed_holder_releases_the_lock(migrated: str, clock: FakeClock
 
 
 @pytest.mark.postgres
-async def test_postgres_allows_several_holders(postgres_url: str, clock: FakeClock) -> None:
-    """On PostgreSQL the lock is a no-op: replicas coordinate with leases instead."""
+async def test_postgres_lock_is_one_daemon_per_ledger(postgres_url: str, clock: FakeClock) -> None:
+    """Until leases exist, a second daemon on a PostgreSQL ledger fails fast too."""
     await upgrade(postgres_url)
     async with (
         await SqlLedger.connect(postgres_url, clock=clock) as first,
         await SqlLedger.connect(postgres_url, clock=clock) as second,
-        first.daemon_lock(),
-        second.daemon_lock(),
     ):
-        pass
+        async with first.daemon_lock():
+            with pytest.raises(LedgerLocked, match="run one daemon per ledger"):
+                async with second.daemon_lock():
+                    pass
+        async with second.daemon_lock():  # released with the first holder's block
+            pass
