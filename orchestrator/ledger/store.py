@@ -387,6 +387,7 @@ class SqlLedger:
             await add_event(conn, row, expected, at=now, detail=detail)
         log.debug(
             "ledger.transitioned",
+            job=job.name,
             job_id=job_id,
             from_state=expected,
             to_state=target,
