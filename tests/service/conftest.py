@@ -23,6 +23,7 @@ from orchestrator.clock import FakeClock
 from orchestrator.config import Config, load_config
 from orchestrator.daemon import Daemon
 from orchestrator.emulator import Emulator, EmulatorSettings
+from orchestrator.logging import QUIET_LIBRARIES
 from orchestrator.model import FINAL_STATES
 
 START_TIMEOUT = 30.0
@@ -199,7 +200,7 @@ def restore_logging() -> Iterator[None]:
     """Put structlog and the root logger back as they were after a test configures logging."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    quiet = {name: logging.getLogger(name).level for name in ("httpx", "uvicorn.error")}
+    quiet = {name: logging.getLogger(name).level for name in QUIET_LIBRARIES}
     config = structlog.get_config()
     yield
     structlog.configure(**config)
