@@ -11,6 +11,9 @@ import asyncio
 import functools
 import json
 import logging
+import os
+import signal
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -208,3 +211,18 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
     for name, old in quiet.items():
         logging.getLogger(name).setLevel(old)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group of ``process``, SIGKILL it after 10 s, and reap ``process``."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break  # the whole group is gone
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; anything left in its group still gets the signal next round.
+    process.wait(timeout=10)

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.service.conftest import write_input
+from tests.service.conftest import stop_group, write_input
 
 pytestmark = pytest.mark.slow
 
@@ -60,15 +60,17 @@ def _wait_for(predicate: object, what: str, timeout: float = DEADLINE) -> None:
 def _process(
     command: list[str], log: Path, env: dict[str, str]
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` with stdout and stderr to ``log``(.out/.err); always reap it."""
+    """Run ``command`` with stdout and stderr to ``log``(.out/.err); always reap it.
+
+    The command gets its own process group, and the whole group is stopped at the end: the
+    ``timeout`` wrapper and the program under it alike.
+    """
     with log.with_suffix(".out").open("wb") as out, log.with_suffix(".err").open("wb") as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env, start_new_session=True)
         try:
             yield process
         finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=15)
+            stop_group(process)
 
 
 def _env(**extra: str) -> dict[str, str]:

