@@ -132,46 +132,53 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 @attrs.frozen
-class EmulatorProcess:
-    """A running ``python -m orchestrator.emulator``."""
+class ServerProcess:
+    """A running server process that wrote its base URL to a ready file."""
 
     url: str
     pid: int
-    state_dir: Path
+    folder: Path
 
 
 @contextlib.contextmanager
-def emulator_process(folder: Path, *options: str) -> Iterator[EmulatorProcess]:
-    """Run the emulator as its own process on a free port for the length of the block.
-
-    Args:
-        folder: where its state, ready file and log go (created).
-        options: more ``emulate`` options, e.g. ``"--throughput", "1e9"``.
+def server_process(folder: Path, command: Sequence[str], ready: Path) -> Iterator[ServerProcess]:
+    """Run ``command`` for the length of the block, once it has written its URL to ``ready``.
 
     Raises:
         RuntimeError: the process exited or did not become ready in time (its log is quoted).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    ready = folder / "ready"
     ready.unlink(missing_ok=True)
-    state = folder / "state"
-    command = [
-        sys.executable, "-m", "orchestrator.emulator", "--port", "0",
-        "--state-dir", str(state), "--ready-file", str(ready), *options,
-    ]  # fmt: skip
-    log_path = folder / "emulator.log"
+    log_path = folder / "server.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + EMULATOR_START_TIMEOUT
         while not ready.exists():
             if process.poll() is not None or time.monotonic() > deadline:
                 tail = log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the emulator did not start ({command}):\n{tail}")
+                raise RuntimeError(f"the server did not start ({command}):\n{tail}")
             time.sleep(0.02)
-        yield EmulatorProcess(url=ready.read_text().strip(), pid=process.pid, state_dir=state)
+        yield ServerProcess(url=ready.read_text().strip(), pid=process.pid, folder=folder)
     finally:
         stop_process(process)
+
+
+def emulator_process(
+    folder: Path, *options: str
+) -> contextlib.AbstractContextManager[ServerProcess]:
+    """Run the emulator as its own process on a free port for the length of a ``with`` block.
+
+    Args:
+        folder: where its state (``state/``), ready file and log go (created).
+        options: more ``emulate`` options, e.g. ``"--throughput", "1e9"``.
+    """
+    ready = folder / "ready"
+    command = [
+        sys.executable, "-m", "orchestrator.emulator", "--port", "0",
+        "--state-dir", str(folder / "state"), "--ready-file", str(ready), *options,
+    ]  # fmt: skip
+    return server_process(folder, command, ready)
 
 
 @attrs.frozen
@@ -226,9 +233,7 @@ def run_measured(command: Sequence[str], *, timeout: float = 3600.0) -> Measured
     )
 
 
-def chat_line(
-    index: int, *, prefix: str = "req", pad: int = 0, max_tokens: int | None = 64
-) -> str:
+def chat_line(index: int, *, prefix: str = "req", pad: int = 0, max_tokens: int | None = 64) -> str:
     """One chat-completions request line.
 
     ``pad`` adds characters of prompt text; ``max_tokens`` caps the synthetic answer (None:
@@ -299,4 +304,11 @@ def emit(report: str, figures: Mapping[str, Any], json_path: str | None) -> None
     """Print the Markdown report; write ``figures`` as JSON when asked."""
     print(report)
     if json_path:
-        Path(json_path).write_text(json.dumps(figures, indent=2, default=str) + "\n")
+        Path(json_path).write_text(json.dumps(figures, indent=2, default=_plain) + "\n")
+
+
+def _plain(value: object) -> object:
+    """JSON for attrs instances (as dicts) and anything else (as text)."""
+    if attrs.has(type(value)):
+        return attrs.asdict(value)  # type: ignore[arg-type]
+    return str(value)

@@ -1,0 +1,463 @@
+"""Benchmark 1: API calls and detection delay, the daemon against the loop from Mistral's docs.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.api_calls [--jobs 100] [--json out.json]
+
+One in-process emulator serves both sides, each under its own API key (so its own workspace
+and its own request counters). The jobs' simulated durations are log-spaced from
+``--shortest`` (3 minutes) to ``--longest`` (24 hours): a job of ``n`` requests runs
+``validation + n / throughput`` simulated seconds.
+
+- **The daemon**: ``Daemon(config, clock=..., emulator=...)`` with the default polling
+  settings, every job in its config, run until idle (``exit_when_idle``).
+- **The naive loop**: what Mistral's documentation shows, once per job, all jobs at once:
+  upload, create, ``GET`` the job, then ``while status in ("QUEUED", "RUNNING"): GET; sleep(1)``,
+  then download the output file.
+
+Time is simulated: both sides and the emulator share one :class:`bench._clock.SettledClock`
+(an autojumping fake clock that does not move while a worker thread or SQLite call is busy), so
+a 24-hour job runs in seconds and every delay is in simulated seconds, free of this machine's
+speed. A real-time run with a large ``time_scale`` cannot host the naive loop: one GET per job
+per simulated second would be a hundred thousand requests per real second.
+
+Delays are measured from the job's simulated end (``created + validation + n / throughput``,
+checked against the emulator's ``completed_at``): *detected* when the client first saw the job
+terminal, *on disk* when its results were written (the daemon: collected, verified, ``job.json``
+written; the naive loop: output file written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import httpx
+
+from bench._clock import SettledClock, counting_sqlite
+from bench._common import (
+    emit,
+    machine,
+    machine_line,
+    median,
+    percentile,
+    table,
+    work_folder,
+    write_chat_input,
+)
+from orchestrator.config import load_config
+from orchestrator.daemon import Daemon
+from orchestrator.daemon.app import embedded_api_key
+from orchestrator.emulator import Emulator, EmulatorSettings
+from orchestrator.ledger import SqlLedger
+from orchestrator.logging import configure_logging
+from orchestrator.model import JobState
+
+NAIVE_KEY = "bench-naive-loop"
+ACTIVE = ("QUEUED", "RUNNING")
+"""The statuses the documentation's loop keeps polling on."""
+BUCKETS = ((0, 900, "up to 15 min"), (900, 7200, "15 min - 2 h"), (7200, 28800, "2 h - 8 h"))
+BUCKETS += ((28800, math.inf, "8 h - 24 h"),)
+
+
+@attrs.frozen
+class PlannedJob:
+    """One benchmark job."""
+
+    name: str
+    requests: int
+    duration: float
+    """Simulated seconds from creation to the end: validation + requests / throughput."""
+
+
+@attrs.frozen
+class Outcome:
+    """When one job ended and when a client noticed it (simulated seconds)."""
+
+    name: str
+    remote_id: str
+    duration: float
+    end: float
+    detected: float
+    on_disk: float
+
+    @property
+    def detection_delay(self) -> float:
+        return self.detected - self.end
+
+    @property
+    def disk_delay(self) -> float:
+        return self.on_disk - self.end
+
+
+def plan(args: argparse.Namespace) -> list[PlannedJob]:
+    """Log-spaced durations from ``--shortest`` to ``--longest``, as request counts."""
+    jobs = []
+    for index in range(args.jobs):
+        share = index / max(1, args.jobs - 1)
+        target = args.shortest * (args.longest / args.shortest) ** share
+        requests = max(1, round((target - args.validation) * args.throughput))
+        duration = args.validation + requests / args.throughput
+        jobs.append(PlannedJob(name=f"job-{index:03d}", requests=requests, duration=duration))
+    return jobs
+
+
+def write_config(
+    root: Path, inputs: Path, jobs: Sequence[PlannedJob], args: argparse.Namespace
+) -> Path:
+    """The daemon's config: default polling, one embedded workspace, every job."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "[ledger]",
+        'url = "sqlite:///ledger.db"',
+        "[results]",
+        'dir = "results"',
+        "[polling]",
+        f'initial = "{args.poll_initial:g}s"',
+        f'max = "{args.poll_max:g}s"',
+        "factor = 1.5",
+        "jitter = 0.1",
+        "[workspaces.main]",
+        'base_url = "embedded"',
+        f"pending_budget = {args.budget}",
+    ]
+    for job in jobs:
+        lines += [
+            "[[jobs]]",
+            f'name = "{job.name}"',
+            'workspace = "main"',
+            f'input = "{inputs / job.name}.jsonl"',
+            'model = "mistral-small-latest"',
+            'endpoint = "/v1/chat/completions"',
+            "timeout_hours = 48",
+        ]
+    path = root / "orchestrator.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def run_daemon(
+    root: Path, emulator: Emulator, clock: SettledClock, jobs: Sequence[PlannedJob], args: Any
+) -> dict[str, Any]:
+    """Run the daemon until every job is collected; return its calls and delays."""
+    config = load_config(write_config(root / "daemon", root / "inputs", jobs, args))
+    started, sim_started = time.perf_counter(), clock.now()
+    await Daemon(config, clock=clock, emulator=emulator).run(exit_when_idle=True, migrate=True)
+    real, simulated = time.perf_counter() - started, clock.now() - sim_started
+    by_name = {job.name: job for job in jobs}
+    outcomes = []
+    ledger = await SqlLedger.connect(config.ledger.url, clock=clock)
+    try:
+        for job in await ledger.list_jobs():
+            if job.state is not JobState.DONE or job.submitted_at is None:
+                raise RuntimeError(f"job {job.name} did not finish: {job.state} {job.error}")
+            moved = {event.to_state: event.at for event in await ledger.events(job.id)}
+            planned = by_name[job.name]
+            outcomes.append(
+                Outcome(
+                    name=job.name,
+                    remote_id=job.remote_id or "",
+                    duration=planned.duration,
+                    end=job.submitted_at + planned.duration,
+                    detected=moved[JobState.COLLECTING],
+                    on_disk=moved[JobState.DONE],
+                )
+            )
+    finally:
+        await ledger.close()
+    stats = emulator.workspace_stats(embedded_api_key("main"))
+    return {
+        "calls": stats["requests"],
+        "outcomes": outcomes,
+        "real_seconds": real,
+        "simulated_seconds": simulated,
+        "max_pending": stats["max_pending"],
+    }
+
+
+async def naive_job(
+    client: httpx.AsyncClient, clock: SettledClock, job: PlannedJob, root: Path
+) -> Outcome:
+    """Mistral's documented loop for one job (upload, create, poll every second, download)."""
+    data = await anyio.Path(root / "inputs" / f"{job.name}.jsonl").read_bytes()
+    upload = await client.post(
+        "/v1/files", files={"file": (f"{job.name}.jsonl", data)}, data={"purpose": "batch"}
+    )
+    upload.raise_for_status()
+    created = await client.post(
+        "/v1/batch/jobs",
+        json={
+            "input_files": [upload.json()["id"]],
+            "model": "mistral-small-latest",
+            "endpoint": "/v1/chat/completions",
+            "timeout_hours": 48,
+        },
+    )
+    created.raise_for_status()
+    created_at = clock.now()
+    url = f"/v1/batch/jobs/{created.json()['id']}"
+    remote = (await client.get(url)).json()
+    detected = clock.now()
+    while remote["status"] in ACTIVE:
+        remote = (await client.get(url)).json()
+        detected = clock.now()
+        await clock.sleep(1.0)  # time.sleep(1) in the documentation
+    for key in ("output_file", "error_file"):
+        if remote.get(key):
+            dest = anyio.Path(root / "naive" / f"{job.name}-{key}.jsonl")
+            async with (
+                client.stream("GET", f"/v1/files/{remote[key]}/content") as response,
+                await anyio.open_file(dest, "wb") as out,
+            ):
+                async for chunk in response.aiter_bytes():
+                    await out.write(chunk)
+    return Outcome(
+        name=job.name,
+        remote_id=created.json()["id"],
+        duration=job.duration,
+        end=created_at + job.duration,
+        detected=detected,
+        on_disk=clock.now(),
+    )
+
+
+async def run_naive(
+    root: Path, emulator: Emulator, clock: SettledClock, jobs: Sequence[PlannedJob]
+) -> dict[str, Any]:
+    """Run the documented loop for every job at once; return its calls and delays."""
+    (root / "naive").mkdir()
+    outcomes: list[Outcome] = []
+    started, sim_started = time.perf_counter(), clock.now()
+    async with emulator.client(NAIVE_KEY, timeout=600) as client:
+
+        async def one(job: PlannedJob) -> None:
+            outcomes.append(await naive_job(client, clock, job, root))
+
+        async with anyio.create_task_group() as tg:
+            for job in jobs:
+                tg.start_soon(one, job)
+    stats = emulator.workspace_stats(NAIVE_KEY)
+    return {
+        "calls": stats["requests"],
+        "outcomes": sorted(outcomes, key=lambda o: o.name),
+        "real_seconds": time.perf_counter() - started,
+        "simulated_seconds": clock.now() - sim_started,
+        "max_pending": stats["max_pending"],
+    }
+
+
+async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Both sides against one emulator, on one simulated clock."""
+    jobs = plan(args)
+    for job in jobs:
+        write_chat_input(root / "inputs" / f"{job.name}.jsonl", job.requests, prefix=job.name)
+    clock = SettledClock()
+    settings = EmulatorSettings(
+        time_scale=1.0,
+        throughput=args.throughput,
+        validation_seconds=args.validation,
+        pending_budget=args.budget,
+        seed=1,
+    )
+    figures: dict[str, Any] = {"machine": machine(), "jobs": [attrs.asdict(j) for j in jobs]}
+    with counting_sqlite(), Emulator(settings, clock=clock, state_dir=root / "emulator") as emu:
+        figures["daemon"] = await run_daemon(root, emu, clock, jobs, args)
+        figures["naive"] = await run_naive(root, emu, clock, jobs)
+        figures["remote_end_gap"] = await remote_end_gap(emu, figures)
+    figures["clock"] = {"jumps": clock.jumps, "held_back": clock.held_back}
+    figures["settings"] = {
+        key: getattr(args, key)
+        for key in ("jobs", "shortest", "longest", "throughput", "validation", "budget")
+    } | {"poll_initial": args.poll_initial, "poll_max": args.poll_max}
+    return figures
+
+
+async def remote_end_gap(emulator: Emulator, figures: dict[str, Any]) -> float:
+    """How far our computed job ends are from the emulator's ``completed_at`` (at most 1 s).
+
+    ``completed_at`` is whole seconds; a larger gap would mean the benchmark's clock moved
+    while a job was being created, and its delays could not be trusted.
+    """
+    gaps = []
+    for side, key in (("daemon", embedded_api_key("main")), ("naive", NAIVE_KEY)):
+        async with emulator.client(key) as client:
+            listed = (await client.get("/v1/batch/jobs", params={"page_size": 1000})).json()
+        completed = {job["id"]: job["completed_at"] for job in listed["data"]}
+        gaps += [abs(o.end - completed[o.remote_id]) for o in figures[side]["outcomes"]]
+    gap = max(gaps)
+    if gap > 1.0:
+        raise RuntimeError(f"computed job ends are {gap:.1f} s away from the emulator's")
+    return gap
+
+
+def total_calls(calls: dict[str, dict[str, int]]) -> int:
+    """All requests of a side, whatever the route and status."""
+    return sum(sum(statuses.values()) for statuses in calls.values())
+
+
+def _delays(outcomes: Sequence[Outcome], attribute: str) -> dict[str, float]:
+    absolute = [getattr(o, attribute) for o in outcomes]
+    share = [100 * getattr(o, attribute) / o.duration for o in outcomes]
+    return {
+        "median_s": median(absolute),
+        "p90_s": percentile(absolute, 0.9),
+        "max_s": max(absolute),
+        "median_pct": median(share),
+        "p90_pct": percentile(share, 0.9),
+        "max_pct": max(share),
+    }
+
+
+def summarize(figures: dict[str, Any]) -> dict[str, Any]:
+    """Totals, ratios and delay statistics from the raw figures."""
+    jobs = len(figures["jobs"])
+    summary: dict[str, Any] = {}
+    for side in ("daemon", "naive"):
+        outcomes = figures[side]["outcomes"]
+        summary[side] = {
+            "calls": total_calls(figures[side]["calls"]),
+            "calls_per_job": total_calls(figures[side]["calls"]) / jobs,
+            "detected": _delays(outcomes, "detection_delay"),
+            "on_disk": _delays(outcomes, "disk_delay"),
+            "buckets": [
+                {
+                    "label": label,
+                    "jobs": len(chosen),
+                    "median_detected_pct": median(
+                        [100 * o.detection_delay / o.duration for o in chosen]
+                    ),
+                    "max_detected_s": max((o.detection_delay for o in chosen), default=0.0),
+                }
+                for low, high, label in BUCKETS
+                if (chosen := [o for o in outcomes if low < o.duration <= high])
+            ],
+        }
+    summary["ratio"] = summary["naive"]["calls"] / summary["daemon"]["calls"]
+    return summary
+
+
+def report(figures: dict[str, Any], command: str) -> str:
+    """The Markdown section for ``docs/benchmarks.md``."""
+    summary = summarize(figures)
+    settings = figures["settings"]
+    routes = sorted(set(figures["daemon"]["calls"]) | set(figures["naive"]["calls"]))
+    call_rows = [
+        [
+            route,
+            f"{sum(figures['daemon']['calls'].get(route, {}).values()):,}",
+            f"{sum(figures['naive']['calls'].get(route, {}).values()):,}",
+        ]
+        for route in routes
+    ]
+    call_rows.append(
+        [
+            "**total**",
+            f"**{summary['daemon']['calls']:,}**",
+            f"**{summary['naive']['calls']:,}**",
+        ]
+    )
+    call_rows.append(
+        [
+            "per job",
+            f"{summary['daemon']['calls_per_job']:,.1f}",
+            f"{summary['naive']['calls_per_job']:,.1f}",
+        ]
+    )
+    delay_rows = []
+    for side, title in (("daemon", "daemon"), ("naive", "naive loop")):
+        for kind in ("detected", "on_disk"):
+            d = summary[side][kind]
+            delay_rows.append(
+                [
+                    title,
+                    kind.replace("_", " "),
+                    f"{d['median_s']:.1f} s ({d['median_pct']:.2f} %)",
+                    f"{d['p90_s']:.1f} s ({d['p90_pct']:.2f} %)",
+                    f"{d['max_s']:.1f} s ({d['max_pct']:.2f} %)",
+                ]
+            )
+    bucket_rows = [
+        [
+            bucket["label"],
+            bucket["jobs"],
+            f"{bucket['median_detected_pct']:.2f} %",
+            f"{bucket['max_detected_s']:.1f} s",
+            f"{naive['median_detected_pct']:.2f} %",
+        ]
+        for bucket, naive in zip(
+            summary["daemon"]["buckets"], summary["naive"]["buckets"], strict=True
+        )
+    ]
+    daemon, naive = figures["daemon"], figures["naive"]
+    return "\n\n".join(
+        [
+            f"Command: `{command}`",
+            machine_line(figures["machine"]),
+            (
+                f"{len(figures['jobs'])} jobs, simulated durations log-spaced from "
+                f"{settings['shortest'] / 60:g} min to {settings['longest'] / 3600:g} h "
+                f"(validation {settings['validation']:g} s, then {settings['throughput']:g} "
+                f"requests/s per job; {sum(j['requests'] for j in figures['jobs']):,} requests "
+                f"in all). Daemon polling: initial {settings['poll_initial']:g} s, max "
+                f"{settings['poll_max']:g} s, factor 1.5, jitter 0.1. Simulated time "
+                f"(SettledClock); computed job ends match the emulator's `completed_at` within "
+                f"{figures['remote_end_gap']:.2f} s."
+            ),
+            "API calls by route:",
+            table(["route", "daemon", "naive loop"], call_rows),
+            (
+                f"The naive loop spends **{summary['ratio']:,.0f}x** the daemon's calls "
+                f"(the daemon: 1/{summary['ratio']:,.0f} of them; target at most 1/50)."
+            ),
+            "Delay from a job's end to detection and to its results on disk (simulated "
+            "seconds, and as a share of the job's duration):",
+            table(["client", "delay to", "median", "p90", "max"], delay_rows),
+            "Detection delay by job duration:",
+            table(
+                ["duration", "jobs", "daemon median", "daemon max", "naive median"],
+                bucket_rows,
+            ),
+            (
+                f"Real time: daemon {daemon['real_seconds']:.1f} s for "
+                f"{daemon['simulated_seconds'] / 3600:.1f} simulated hours; naive loop "
+                f"{naive['real_seconds']:.1f} s for {naive['simulated_seconds'] / 3600:.1f} h."
+            ),
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print its report."""
+    parser = argparse.ArgumentParser(prog="python -m bench.api_calls", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--shortest", type=float, default=180.0, help="simulated seconds")
+    parser.add_argument("--longest", type=float, default=86_400.0, help="simulated seconds")
+    parser.add_argument(
+        "--throughput", type=float, default=1.0, help="requests per simulated second, per job"
+    )
+    parser.add_argument("--validation", type=float, default=60.0, help="simulated seconds")
+    parser.add_argument("--budget", type=int, default=100_000_000, help="pending budget")
+    parser.add_argument("--poll-initial", type=float, default=5.0, help="polling.initial (s)")
+    parser.add_argument("--poll-max", type=float, default=600.0, help="polling.max (s)")
+    parser.add_argument("--work-dir", default=None, help="parent of the scratch folder")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if not 0 < args.shortest <= args.longest or args.shortest <= args.validation:
+        parser.error("need validation < shortest <= longest")
+    configure_logging(level="WARNING", stream=sys.stderr)
+    with work_folder("api-calls", args.work_dir) as root:
+        figures = anyio.run(measure, args, root)
+    command = "python -m bench.api_calls " + " ".join(argv if argv is not None else sys.argv[1:])
+    emit(report(figures, command.strip()), figures, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
