@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import fnmatch
 import re
 import shutil
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from orchestrator.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "Dockerfile").read_text(encoding="utf-8")
@@ -129,3 +132,22 @@ def test_the_compose_example() -> None:
     assert services["emulator"]["command"][0] == "emulate"
     # The stop timeout leaves the daemon its whole grace period (30 s in the compose config).
     assert daemon["stop_grace_period"] == "45s"
+
+
+def test_the_systemd_unit() -> None:
+    """The example unit drains on SIGTERM within its stop timeout and reloads on SIGHUP."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    unit.read(REPO / "docs" / "deploy" / "orchestrator.service")
+    service = unit["Service"]
+    assert service["ExecStart"].endswith("orchestrator run")
+    assert service["ExecStartPre"].endswith("orchestrator migrate")
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["KillSignal"] == "SIGTERM"
+    assert service["RestartPreventExitStatus"] == "2"
+    assert service["User"] != "root"
+    # The config it documents gives the daemon less than the unit's stop timeout.
+    config = load_config(REPO / "docs" / "deploy" / "systemd.toml", environ={})
+    assert config.daemon.grace_period < float(service["TimeoutStopSec"])
+    assert "LoadCredential" in service
+    assert str(config.workspaces["main"].api_key_file).startswith("/run/credentials/")
