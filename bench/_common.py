@@ -200,15 +200,21 @@ class Measured:
         return json.loads(self.stdout.strip().splitlines()[-1])
 
 
-def run_measured(command: Sequence[str], *, timeout: float = 3600.0) -> Measured:
+def run_measured(
+    command: Sequence[str], *, timeout: float = 3600.0, env: Mapping[str, str] | None = None
+) -> Measured:
     """Run ``command`` to completion; return its output, wall time, CPU time and peak RSS.
+
+    ``env`` adds variables to this process's environment for the child.
 
     Raises:
         RuntimeError: the command failed (its stderr is quoted) or outlived ``timeout``.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = subprocess.Popen(list(command), stdout=out, stderr=err)
+        process = subprocess.Popen(
+            list(command), stdout=out, stderr=err, env={**os.environ, **(env or {})}
+        )
         timer = threading.Timer(timeout, process.kill)
         timer.start()
         try:

@@ -164,8 +164,7 @@ def whole_daemon(folder: Path, url: str, data: Path) -> dict[str, Any]:
         sys.executable, "-m", "orchestrator", "run", "--config", str(folder / "config.toml"),
         "--exit-when-idle", "--migrate",
     ]  # fmt: skip
-    os.environ["BENCH_API_KEY"] = API_KEY
-    measured = run_measured(command, timeout=1800)
+    measured = run_measured(command, timeout=1800, env={"BENCH_API_KEY": API_KEY})
     summary = json.loads((folder / "results" / "big" / "job.json").read_text())
     return {
         "wall": measured.wall,
@@ -306,7 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--work-dir", default=None, help="parent of the scratch folder")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
-    parser.add_argument("--child", nargs=3, metavar=("URL", "FILE_ID", "DEST"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("URL", "FILE_ID", "DEST"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.child:
         url, file_id, dest = args.child

@@ -326,7 +326,6 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {"machine": machine(), "sizes": {}, "interval": args.interval}
     data = root / "input.jsonl"
     write_chat_input(data, LINES)
-    os.environ["BENCH_SCALE_API_KEY"] = API_KEY
     for total in (int(n) for n in args.sizes.split(",")):
         folder = root / f"n{total}"
         folder.mkdir()
@@ -339,7 +338,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             measured = run_measured(
                 [sys.executable, "-m", "bench.scale", "--child", str(config), str(args.cycles),
                  str(emu.pid)],
-                timeout=1800,
+                timeout=1800, env={"BENCH_SCALE_API_KEY": API_KEY},
             )  # fmt: skip
         figures["sizes"][str(total)] = {
             "jobs": total,
