@@ -181,6 +181,13 @@ class DaemonConfig:
 
     grace_period: float = 30.0
     """Seconds a stopping daemon lets in-flight calls finish before cancelling them."""
+    reconcile_grace: float = 180.0
+    """Seconds after a create intent before recovery trusts a list that lacks the job.
+
+    A create whose client died can still land on the provider; this must exceed the provider's
+    request timeout (60 s), so the default is 180 s. Only a test against a local emulator that
+    answers in milliseconds has a reason to shorten it.
+    """
 
 
 @attrs.frozen(kw_only=True)
@@ -342,6 +349,7 @@ _ELSEWHERE: Mapping[str, str] = {
     "rescan_interval": "intake.rescan_interval",
     "listen": "http.listen",
     "grace_period": "daemon.grace_period",
+    "reconcile_grace": "daemon.reconcile_grace",
     "time_scale": "emulator.time_scale",
     "throughput": "emulator.throughput",
     "validation_seconds": "emulator.validation_seconds",
@@ -385,8 +393,11 @@ def _emulator(table: Section) -> EmulatorConfig:
 
 
 def _daemon(table: Section) -> DaemonConfig:
-    table.only({"grace_period"}, elsewhere=_ELSEWHERE)
-    return DaemonConfig(grace_period=table.duration("grace_period", 30.0))
+    table.only({"grace_period", "reconcile_grace"}, elsewhere=_ELSEWHERE)
+    return DaemonConfig(
+        grace_period=table.duration("grace_period", 30.0),
+        reconcile_grace=table.duration("reconcile_grace", 180.0, positive=True),
+    )
 
 
 def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:

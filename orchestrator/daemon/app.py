@@ -106,6 +106,7 @@ class Daemon:
                     jitter=config.polling.jitter,
                 ),
                 activity=Waker(self.clock),
+                reconcile_grace=config.daemon.reconcile_grace,
             )
             for name, ws_config in config.workspaces.items():
                 provider = self._provider(ws_config, stack)

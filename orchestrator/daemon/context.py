@@ -15,11 +15,16 @@ from orchestrator.polling import PollPolicy
 from orchestrator.providers.base import Provider
 
 RECONCILE_GRACE = 180.0
-"""Seconds after a create intent before recovery trusts a list that lacks the job.
+"""Default seconds after a create intent before recovery trusts a list that lacks the job.
 
 A create can still land after its client died; this must exceed the provider's request timeout
-(field notes: 0 duplicates in 160 kills with grace >= timeout).
+(field notes: 0 duplicates in 160 kills with grace >= timeout). ``[daemon] reconcile_grace``
+overrides it.
 """
+
+SAFE_RECONCILE_GRACE = 60.0
+"""The provider's request timeout: a shorter reconcile grace is only safe against a server that
+answers in milliseconds (the local emulator of the survival tests); the daemon warns."""
 
 RETRY_BACKOFF_MAX = 600.0
 
@@ -42,6 +47,8 @@ class Runtime:
     wakers: list[Waker] = attrs.field(factory=list)
     """Every loop's waker, so a stop can wake them all."""
     bytes_downloaded: int = 0
+    reconcile_grace: float = RECONCILE_GRACE
+    """Seconds a ``submitting`` job waits before recovery lists for it (see RECONCILE_GRACE)."""
 
     def beat(self, loop: str) -> None:
         """Record that ``loop`` finished a cycle now."""

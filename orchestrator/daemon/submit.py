@@ -16,7 +16,12 @@ import anyio
 import structlog
 
 from orchestrator.budget import admit, in_flight_pending
-from orchestrator.daemon.context import RECONCILE_GRACE, Runtime, WorkspaceRuntime, backoff
+from orchestrator.daemon.context import (
+    SAFE_RECONCILE_GRACE,
+    Runtime,
+    WorkspaceRuntime,
+    backoff,
+)
 from orchestrator.errors import (
     BudgetExhausted,
     CapacityRefused,
@@ -45,6 +50,14 @@ class Submitter:
 
     async def run(self) -> None:
         """Loop forever: admit what fits, submit what is admitted, reconcile the uncertain."""
+        if self._rt.reconcile_grace < SAFE_RECONCILE_GRACE:
+            log.warning(
+                "submit.short_reconcile_grace",
+                workspace=self._ws.name,
+                reconcile_grace=self._rt.reconcile_grace,
+                safe_minimum=SAFE_RECONCILE_GRACE,
+                risk="a create still in flight after a crash could be submitted twice",
+            )
         while not self._rt.stopping.is_set():
             wait = await self.cycle()
             self._rt.beat(f"submit:{self._ws.name}")
@@ -96,7 +109,7 @@ class Submitter:
                 continue
             start = job.not_before or 0.0
             if job.state is JobState.SUBMITTING:
-                start = max(start, job.updated_at + RECONCILE_GRACE)
+                start = max(start, job.updated_at + self._rt.reconcile_grace)
             if start <= now:
                 due.append(job)
             else:

@@ -131,7 +131,7 @@ def test_example_config_loads_and_sets_every_key() -> None:
     assert set(document["emulator"]) == {
         "time_scale", "throughput", "validation_seconds", "failure_fraction", "seed",
     }  # fmt: skip
-    assert set(document["daemon"]) == {"grace_period"}
+    assert set(document["daemon"]) == {"grace_period", "reconcile_grace"}
     assert set(document["workspaces"]["main"]) == {
         "provider", "base_url", "api_key_env", "pending_budget", "count_external",
     }  # fmt: skip

@@ -1,0 +1,442 @@
+"""State-machine property test: random interleavings against the real ledger and the real loops.
+
+Hypothesis drives intake (``admit_spec`` on real JSONL files), the daemon's own admission and
+submission, poll and collection cycles (``Submitter``, ``Poller``, ``Collector``) over a SQLite
+ledger on disk, and the remote side (:mod:`tests.survival.scripted`): progress, job-level
+failures, timeouts, cancellations, answers from a lagging replica (out-of-order, repeated and
+not-yet-visible statuses), failing calls, and crashes before or after the remote side acted,
+each followed by a restart (new loops, a reopened ledger). After every step:
+
+- every transition in every job's history is legal (the transition table);
+- the provider never holds more pending requests than the budget;
+- no job is both finished and in flight: a done or rejected job has no remote job still
+  running, an in-flight job has no outcome;
+- no job is lost: every job intake accepted is in the ledger, and at most one remote job
+  carries each job's token.
+
+At the end of each example the remote side behaves and every job is driven to its end: all are
+``done`` or ``rejected``, each done job's result files hold exactly the remote results, and no
+half file is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+import pytest
+import structlog
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from orchestrator.clock import FakeClock
+from orchestrator.daemon.collect import RESULT_NAMES, Collector
+from orchestrator.daemon.context import RECONCILE_GRACE, Runtime, WorkspaceRuntime
+from orchestrator.daemon.intake import admit_spec
+from orchestrator.daemon.poll import Poller
+from orchestrator.daemon.submit import Submitter
+from orchestrator.daemon.waker import Waker
+from orchestrator.ledger import FileKind, SqlLedger
+from orchestrator.ledger.migrate import upgrade
+from orchestrator.model import (
+    FINAL_STATES,
+    IN_FLIGHT_STATES,
+    TRANSITIONS,
+    JobSpec,
+    JobState,
+    Outcome,
+    pending,
+)
+from orchestrator.polling import PollPolicy
+from tests.survival.scripted import ACTIVE, MODES, Crash, Remote, ScriptedProvider
+from tests.survival.settings import report
+
+BUDGET = 100
+MAX_LAG = 60.0
+"""A lagging replica is at most this far behind: less than the reconcile grace (180 s), the
+assumption recovery rests on (a list that lacks a job after the grace means it was never made)."""
+T = TypeVar("T")
+
+MODE = st.sampled_from(("ok",) * (len(MODES) - 1) + MODES)
+"""What a provider call does: half the time it works, otherwise any of the failure modes."""
+LAG = st.sampled_from([0.0, 0.0, 10.0, MAX_LAG])
+
+CI = settings(
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+SOAK = settings(CI, max_examples=2000, stateful_step_count=60)
+
+
+def _contains_crash(exc: BaseException) -> bool:
+    if isinstance(exc, Crash):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_contains_crash(inner) for inner in exc.exceptions)
+    return False
+
+
+class DaemonMachine(RuleBasedStateMachine):
+    """One daemon (restartable), one workspace, one scripted provider."""
+
+    template: Path
+    """A migrated SQLite ledger, copied for each example."""
+    stats: Counter[str]
+    """Figures summed over every example (the report)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = Path(tempfile.mkdtemp(prefix="orch-machine-"))
+        shutil.copy(self.template, self.folder / "ledger.db")
+        self.url = f"sqlite:///{self.folder / 'ledger.db'}"
+        self.results = self.folder / "results"
+        self._portal_cm = anyio.from_thread.start_blocking_portal("asyncio")
+        self.portal = self._portal_cm.__enter__()
+        self.clock = FakeClock()
+        self.provider = ScriptedProvider(self.clock)
+        self.names: set[str] = set()
+        self.checked_events = 0
+        self.ledger: SqlLedger | None = None
+        self._start()
+
+    # Running the daemon's pieces -------------------------------------------------------------
+
+    def _call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``fn`` on the portal's event loop (where the ledger and the loops live)."""
+        result: T = self.portal.call(fn)
+        return result
+
+    def _start(self) -> None:
+        async def start() -> None:
+            self.ledger = await SqlLedger.connect(self.url, clock=self.clock)
+            runtime = Runtime(
+                clock=self.clock,
+                ledger=self.ledger,
+                results_dir=self.results,
+                policy=PollPolicy(initial=5.0, max=60.0),
+                activity=Waker(self.clock),
+                reconcile_grace=RECONCILE_GRACE,
+            )
+            workspace = WorkspaceRuntime(
+                name="main",
+                provider=self.provider,
+                pending_budget=BUDGET,
+                count_external=False,
+                admission=Waker(self.clock),
+                poll=Waker(self.clock),
+                collect=Waker(self.clock),
+            )
+            self.submitter = Submitter(runtime, workspace)
+            self.poller = Poller(runtime, workspace)
+            self.collector = Collector(runtime, workspace)
+
+        self._call(start)
+
+    def _restart(self) -> None:
+        """The process died: drop every in-memory piece, reopen the ledger, start again."""
+        ledger = self.ledger
+        if ledger is not None:
+            self._call(ledger.close)
+        self.stats["restarts"] += 1
+        self._start()
+
+    def _cycle(self, run: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        """Run one loop pass; if the process "died" in it, restart."""
+
+        async def guarded() -> bool:
+            # Caught inside the portal: a BaseException escaping it would stop its event loop.
+            try:
+                await run()
+            except BaseException as exc:
+                if _contains_crash(exc):
+                    return True
+                if isinstance(exc, Exception):
+                    raise
+                raise AssertionError(f"a crash mixed with other errors: {exc!r}") from exc
+            return False
+
+        if self._call(guarded):
+            self.stats["crashes"] += 1
+            self._restart()
+
+    # Rules -----------------------------------------------------------------------------------
+
+    @rule(
+        size=st.integers(min_value=1, max_value=BUDGET + 20),
+        priority=st.sampled_from([0, 0, 1, 5]),
+    )
+    def intake(self, size: int, priority: int) -> None:
+        """A new job arrives (some can never fit the budget)."""
+        name = f"job-{len(self.names)}"
+        path = self.folder / "inputs" / f"{name}.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        with path.open("w") as stream:
+            for i in range(size):
+                body = {"messages": [{"role": "user", "content": f"q{i}"}]}
+                stream.write(json.dumps({"custom_id": f"{name}-{i}", "body": body}) + "\n")
+        spec = JobSpec(
+            name=name,
+            workspace="main",
+            model="mistral-small-latest",
+            endpoint="/v1/chat/completions",
+            inputs=(str(path),),
+            priority=priority,
+        )
+        ledger = self.ledger
+        assert ledger is not None
+        _, created = self._call(lambda: admit_spec(ledger, spec))
+        assert created
+        self.names.add(name)
+        self.stats["jobs"] += 1
+
+    @rule(
+        upload=MODE,
+        create=MODE,
+        listing=MODE,
+        lag=LAG,
+    )
+    def submit_cycle(self, upload: str, create: str, listing: str, lag: float) -> None:
+        """One admission and submission pass; the first call of each kind does what is drawn."""
+        self.provider.modes.update(upload=upload, create=create, list=listing)
+        self.provider.lag = lag
+        self._cycle(self.submitter.cycle)
+        self.stats["submit_cycles"] += 1
+
+    @rule(
+        listing=MODE,
+        get=MODE,
+        cancel=MODE,
+        lag=LAG,
+    )
+    def poll_cycle(self, listing: str, get: str, cancel: str, lag: float) -> None:
+        """One poll cycle, possibly answered by a lagging replica (stale or missing jobs)."""
+        self.provider.modes.update(list=listing, get=get, cancel=cancel)
+        self.provider.lag = lag
+        self._cycle(self.poller.cycle)
+        self.stats["poll_cycles"] += 1
+
+    @rule(download=MODE)
+    def collect_cycle(self, download: str) -> None:
+        """One collection pass; the first download does what is drawn."""
+        self.provider.modes.update(download=download)
+        self._cycle(self.collector.cycle)
+        self.stats["collect_cycles"] += 1
+
+    @precondition(lambda self: any(r.now.status in ACTIVE for r in self.provider.remotes.values()))
+    @rule(
+        index=st.integers(min_value=0, max_value=50),
+        amount=st.integers(min_value=1, max_value=BUDGET),
+        end=st.sampled_from([None, None, None, "fail", "expire", "cancel"]),
+    )
+    def remote_progress(self, index: int, amount: int, end: str | None) -> None:
+        """The provider moves one of its jobs on (validation, progress, or an end)."""
+        active = [r for r in self.provider.remotes.values() if r.now.status in ACTIVE]
+        self.provider.step(active[index % len(active)], amount=amount, end=end)
+
+    @rule(seconds=st.sampled_from([1.0, 30.0, 200.0, 700.0]))
+    def time_passes(self, seconds: float) -> None:
+        """Time moves on (past poll intervals, the reconcile grace, backoffs)."""
+        self._call_sync(lambda: self.clock.advance(seconds))
+
+    @precondition(lambda self: bool(self.names))
+    @rule(index=st.integers(min_value=0, max_value=50))
+    def cancel(self, index: int) -> None:
+        """The operator cancels a job (whatever its state)."""
+        name = sorted(self.names)[index % len(self.names)]
+        ledger = self.ledger
+        assert ledger is not None
+        self._call(lambda: ledger.request_cancel(name))
+        self.stats["cancels"] += 1
+
+    @rule()
+    def crash_and_restart(self) -> None:
+        """kill -9 between two steps, then a fresh start on the same ledger."""
+        self._restart()
+
+    def _call_sync(self, fn: Callable[[], object]) -> None:
+        async def call() -> None:
+            fn()
+
+        self._call(call)
+
+    # Invariants ------------------------------------------------------------------------------
+
+    @invariant()
+    def transitions_are_legal_and_nothing_is_lost(self) -> None:
+        """Every recorded move is in the table; every accepted job is there; no duplicates."""
+        ledger = self.ledger
+        assert ledger is not None
+
+        async def read() -> tuple[list[Any], list[Any]]:
+            jobs = await ledger.list_jobs()
+            events = [e for job in jobs for e in await ledger.events(job.id)]
+            return jobs, events
+
+        jobs, events = self._call(read)
+        assert {job.name for job in jobs} == self.names, "a job was lost"
+        for event in events:
+            if event.from_state is None:
+                assert event.to_state in (JobState.QUEUED, JobState.REJECTED), event
+            elif event.from_state is not event.to_state:
+                assert event.to_state in TRANSITIONS[event.from_state], event
+        self.checked_events = len(events)
+        for job in jobs:
+            remotes = self.provider.by_token(job.client_token)
+            assert len(remotes) <= 1, f"{job.name}: {len(remotes)} remote jobs"
+            if job.state in FINAL_STATES:
+                assert pending(job) == 0
+                assert all(r.now.status not in ACTIVE for r in remotes), (
+                    f"{job.name} is {job.state} but its remote job still runs"
+                )
+                if job.state is JobState.DONE:
+                    assert job.outcome is not None, job
+            if job.state in IN_FLIGHT_STATES:
+                assert job.outcome is None, job
+            if job.state is JobState.RUNNING:
+                assert remotes and job.remote_id == remotes[0].id, job
+
+    @invariant()
+    def budget_is_respected_at_the_provider(self) -> None:
+        """The provider never held more pending requests than the budget, and the daemon never
+        commits more than the budget: the reservations of its admitted and submitting jobs
+        plus what its remote jobs really hold (the truth, not the daemon's possibly stale
+        view, which may only overstate it) stay within the budget."""
+        assert self.provider.max_pending <= BUDGET, self.provider.max_pending
+        ledger = self.ledger
+        assert ledger is not None
+        jobs = self._call(ledger.list_jobs)
+        committed = 0
+        counted: set[str] = set()
+        for job in jobs:
+            if job.state in (JobState.ADMITTED, JobState.SUBMITTING):
+                committed += job.request_count
+                counted.update(r.id for r in self.provider.by_token(job.client_token))
+        committed += sum(r.pending for r in self.provider.remotes.values() if r.id not in counted)
+        assert committed <= BUDGET, f"the daemon committed {committed} > {BUDGET}"
+
+    # The end of an example: drive everything to its end ---------------------------------------
+
+    def teardown(self) -> None:
+        """Let every job finish, check the results, and clean up."""
+        try:
+            if self.ledger is not None and not self._failed():
+                self._drain()
+        finally:
+            if self.ledger is not None:
+                self._call(self.ledger.close)
+            self._portal_cm.__exit__(None, None, None)
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _failed(self) -> bool:
+        # Hypothesis tears down in a ``finally``: after a failed step, the drain must not hide
+        # the step's error behind its own.
+        return sys.exc_info()[0] is not None
+
+    def _drain(self) -> None:
+        self.provider.behave()
+        ledger = self.ledger
+        assert ledger is not None
+        for _ in range(40):
+            jobs = self._call(ledger.list_jobs)
+            if all(job.state in FINAL_STATES for job in jobs):
+                break
+            self.provider.finish_all()
+            self._call_sync(lambda: self.clock.advance(RECONCILE_GRACE + 600.0))
+            self._cycle(self.submitter.cycle)
+            self._cycle(self.poller.cycle)
+            self._cycle(self.collector.cycle)
+        jobs = self._call(ledger.list_jobs)
+        for job in jobs:
+            assert job.state in FINAL_STATES, f"{job.name} never finished: {job.state}"
+            remotes = self.provider.by_token(job.client_token)
+            assert len(remotes) <= 1, f"{job.name}: {len(remotes)} remote jobs"
+            if job.state is JobState.REJECTED:
+                assert not remotes and job.error, job
+                self.stats["rejected"] += 1
+                continue
+            self.stats[f"done_{job.outcome}"] += 1
+            if not remotes:
+                assert job.outcome is Outcome.CANCELLED, job
+                continue
+            self._check_results(job, remotes[0])
+        leftovers = list(self.results.rglob("*.part")) if self.results.exists() else []
+        assert not leftovers, leftovers
+
+    def _check_results(self, job: Any, remote: Remote) -> None:
+        ledger = self.ledger
+        assert ledger is not None
+        snap = remote.now
+        succeeded, failed = remote.processed(snap.completed)
+        assert (job.succeeded, job.failed) == (len(succeeded), len(failed)), job
+        files = {f.kind: f for f in self._call(lambda: ledger.files(job.id))}
+        wanted: tuple[tuple[FileKind, str | None, list[str]], ...] = (
+            ("output", snap.output_file, succeeded),
+            ("error", snap.error_file, failed),
+        )
+        for kind, file_id, ids in wanted:
+            if not ids:
+                assert kind not in files, (job.name, kind)
+                continue
+            data = (self.results / job.name / RESULT_NAMES[kind]).read_bytes()
+            assert data == self.provider.files[str(file_id)], (job.name, kind)
+            assert files[kind].sha256 == hashlib.sha256(data).hexdigest()
+            assert [json.loads(line)["custom_id"] for line in data.splitlines()] == ids
+        assert job.error is None, job
+
+
+@pytest.fixture
+def _quiet_logs() -> None:
+    """Warnings and up only: thousands of steps would otherwise log (and slow) every move."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ledger at the migration head, copied by each example (migrating each time is slow)."""
+    path = tmp_path_factory.mktemp("template") / "ledger.db"
+    anyio.run(upgrade, f"sqlite:///{path}")
+    return path
+
+
+def _run(template: Path, profile: settings, name: str) -> None:
+    class Machine(DaemonMachine):
+        pass
+
+    Machine.template = template
+    Machine.stats = Counter()
+    run_state_machine_as_test(Machine, settings=profile)
+    report(name, {"examples_max": profile.max_examples, **Machine.stats})
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("_quiet_logs")
+def test_random_interleavings_keep_every_invariant(template: Path) -> None:
+    """Intake, admission, provider answers, crashes and restarts in any order: invariants hold."""
+    _run(template, CI, "state-machine")
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(7200)
+@pytest.mark.usefixtures("_quiet_logs")
+def test_random_interleavings_soak(template: Path) -> None:
+    """The long version: 2,000 examples of up to 60 steps."""
+    _run(template, SOAK, "state-machine-soak")
