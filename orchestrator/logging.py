@@ -162,7 +162,12 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(numeric)
     for name in QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+        library = logging.getLogger(name)
+        library.setLevel(max(numeric, logging.WARNING))
+        # A library's own logging set-up (uvicorn's default dictConfig gives "uvicorn" a
+        # handler and propagate=False) would bypass this format and the redaction.
+        library.handlers.clear()
+        library.propagate = True
 
 
 def _isatty(stream: TextIO) -> bool:

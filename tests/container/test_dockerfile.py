@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs needed for one safe_load
 
 from orchestrator.config import load_config
 

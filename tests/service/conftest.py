@@ -203,14 +203,21 @@ def restore_logging() -> Iterator[None]:
     """Put structlog and the root logger back as they were after a test configures logging."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    quiet = {name: logging.getLogger(name).level for name in QUIET_LIBRARIES}
+    quiet = {
+        name: (logger.level, list(logger.handlers), logger.propagate)
+        for name in QUIET_LIBRARIES
+        for logger in (logging.getLogger(name),)
+    }
     config = structlog.get_config()
     yield
     structlog.configure(**config)
     root.handlers[:] = handlers
     root.setLevel(level)
-    for name, old in quiet.items():
-        logging.getLogger(name).setLevel(old)
+    for name, (old_level, old_handlers, old_propagate) in quiet.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(old_level)
+        logger.handlers[:] = old_handlers
+        logger.propagate = old_propagate
 
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:

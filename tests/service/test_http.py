@@ -17,6 +17,7 @@ from orchestrator.emulator import Emulator
 from orchestrator.errors import ConfigError
 from orchestrator.ledger.migrate import downgrade, head_revision, upgrade
 from orchestrator.model import JobState
+from orchestrator.providers.mistral import MistralProvider
 from orchestrator.service.metrics import CYCLE_BUCKETS
 from tests.service.conftest import (
     advance_until,
@@ -117,6 +118,7 @@ async def test_a_running_daemon_is_healthy_ready_and_measured(
                 for s in samples["orchestrator_api_calls_total"]
             }
             provider = daemon.workspaces["main"].provider
+            assert isinstance(provider, MistralProvider)
             assert calls == {(op, str(status)): n for (op, status), n in provider.calls.items()}
             assert calls[("upload_file", "200")] == 2
             assert calls[("create_job", "200")] == 2

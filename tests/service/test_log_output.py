@@ -133,3 +133,15 @@ def test_stdout_is_looked_up_at_each_line(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(sys, "stdout", replaced)
     structlog.get_logger("orchestrator.test").info("test.followed")
     assert _lines(replaced.getvalue())[0]["event"] == "test.followed"
+
+
+def test_a_library_that_configured_itself_is_brought_into_line() -> None:
+    """uvicorn's own set-up (a handler, propagate off) is undone: its records come to us."""
+    uvicorn = logging.getLogger("uvicorn")
+    uvicorn.addHandler(logging.StreamHandler(io.StringIO()))
+    uvicorn.propagate = False
+    stream = io.StringIO()
+    configure_logging(stream=stream)
+    logging.getLogger("uvicorn.error").warning("port taken")
+    assert _lines(stream.getvalue())[0]["event"] == "port taken"
+    assert uvicorn.handlers == []
