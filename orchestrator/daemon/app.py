@@ -238,22 +238,29 @@ class Daemon:
         """SIGHUP rescans; SIGTERM/SIGINT drain within the grace period; a second one cuts."""
         grace = self.config.daemon.grace_period
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    log.info("daemon.reload", signal="SIGHUP")
-                    intake.waker.wake()
-                    continue
-                name = signal.Signals(signum).name
-                if runtime.stopping.is_set():
-                    log.warning("daemon.stop_now", signal=name)
-                    loops.cancel()
-                    return
-                log.info("daemon.stopping", signal=name, grace_period=grace)
-                runtime.stop()
-                break
-        # Drain: loops finish the uploads, creates and downloads they hold, then return. A
-        # step still running after the grace period is cancelled; each step is safe to cut
-        # (intent is in the ledger, downloads resume from their .part).
+            async with anyio.create_task_group() as deadline:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        log.info("daemon.reload", signal="SIGHUP")
+                        intake.waker.wake()
+                        continue
+                    name = signal.Signals(signum).name
+                    if runtime.stopping.is_set():
+                        log.warning("daemon.stop_now", signal=name)
+                        loops.cancel()
+                        deadline.cancel_scope.cancel()
+                        return
+                    log.info("daemon.stopping", signal=name, grace_period=grace)
+                    runtime.stop()
+                    # Keep listening while the loops drain, so a second signal still cuts.
+                    deadline.start_soon(self._cut_after_grace, grace, loops)
+
+    async def _cut_after_grace(self, grace: float, loops: anyio.CancelScope) -> None:
+        """Drain: loops finish the uploads, creates and downloads they hold, then return.
+
+        A step still running after the grace period is cancelled; each step is safe to cut
+        (intent is in the ledger, downloads resume from their ``.part``).
+        """
         await self.clock.sleep(grace)
         log.warning("daemon.grace_expired", grace_period=grace)
         loops.cancel()
