@@ -6,6 +6,7 @@ in-process emulator for ``base_url = "embedded"``), and runs every loop in one a
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from collections.abc import Callable, Mapping
@@ -156,7 +157,9 @@ class Daemon:
                         if self.http is not None:
                             await outer.start(self.http.serve)
                         await intake.scan()  # the first pass before anything else looks
-                        loops.start_soon(intake.run, runtime.stopping)
+                        beat_intake = functools.partial(runtime.beat, "intake")
+                        beat_intake()
+                        loops.start_soon(intake.run, runtime.stopping, beat_intake)
                         for ws in self.workspaces.values():
                             poller = TimedPoller(runtime, ws)  # times cycles for /metrics
                             self.pollers[ws.name] = poller

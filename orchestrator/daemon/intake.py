@@ -240,12 +240,14 @@ class Intake:
         self._main = _MainJobs.of(config, _stat_key(config.path))
         self.passes = 0
 
-    async def run(self, stopping: anyio.Event) -> None:
-        """Rescan until ``stopping`` is set."""
+    async def run(self, stopping: anyio.Event, beat: Callable[[], None] | None = None) -> None:
+        """Rescan until ``stopping`` is set; ``beat`` is called after each pass (health)."""
         while not stopping.is_set():
             await self.waker.wait(self._config.intake.rescan_interval)
             if not stopping.is_set():
                 await self.scan()
+                if beat is not None:
+                    beat()
 
     def specs(self) -> list[JobSpec]:
         """Every job definition: the main config's, then each ``jobs_dir/*.toml`` in name order."""

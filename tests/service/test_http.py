@@ -29,7 +29,7 @@ from tests.service.conftest import (
 
 pytestmark = pytest.mark.anyio
 
-LOOPS = {"submit:main", "poll:main", "collect:main"}
+LOOPS = {"intake", "submit:main", "poll:main", "collect:main"}
 
 
 def _samples(body: str) -> dict[str, list[Sample]]:
