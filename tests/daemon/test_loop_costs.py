@@ -1,0 +1,177 @@
+"""What the loops cost per pass: finished jobs are never read, one poll wakes admission once.
+
+Found by ``bench/scale.py``: every progress update woke the admission loop, and every admission
+pass read the whole ledger (twice), so a poll cycle cost O(running x all jobs) rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestrator.clock import FakeClock
+from orchestrator.daemon.app import embedded_api_key
+from orchestrator.daemon.context import Runtime, WorkspaceRuntime
+from orchestrator.daemon.poll import Poller
+from orchestrator.daemon.submit import Submitter
+from orchestrator.daemon.waker import Waker
+from orchestrator.emulator import Emulator
+from orchestrator.ledger import SqlLedger
+from orchestrator.ledger.migrate import upgrade
+from orchestrator.model import CLIENT_TOKEN_KEY, FINAL_STATES, Job, JobSpec, JobState, Outcome
+from orchestrator.polling import PollPolicy
+from orchestrator.providers.mistral import MistralProvider
+from tests.daemon.conftest import write_chat_input
+
+pytestmark = pytest.mark.anyio
+
+
+class CountingWaker(Waker):
+    """A waker that counts its wake-ups."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+        super().wake()
+
+
+class RecordingLedger:
+    """Records the jobs each ``list_jobs`` call returned (everything else passes through)."""
+
+    def __init__(self, ledger: SqlLedger) -> None:
+        self._ledger = ledger
+        self.listed: list[list[Job]] = []
+
+    async def list_jobs(self, *args: Any, **kwargs: Any) -> list[Job]:
+        jobs = await self._ledger.list_jobs(*args, **kwargs)
+        self.listed.append(jobs)
+        return jobs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+
+def _spec(name: str, data: Path) -> JobSpec:
+    return JobSpec(
+        name=name, workspace="main", model="m", endpoint="/v1/chat/completions", inputs=(str(data),)
+    )
+
+
+async def _finished_job(ledger: SqlLedger, name: str, data: Path) -> None:
+    job, _ = await ledger.add_job(_spec(name, data), definition_hash=name, request_count=2)
+    steps: list[tuple[JobState, JobState, dict[str, Any]]] = [
+        (JobState.QUEUED, JobState.ADMITTED, {}),
+        (JobState.ADMITTED, JobState.SUBMITTING, {}),
+        (JobState.SUBMITTING, JobState.RUNNING, {"remote_id": f"remote-{name}"}),
+        (JobState.RUNNING, JobState.COLLECTING, {"outcome": Outcome.SUCCEEDED}),
+        (JobState.COLLECTING, JobState.DONE, {}),
+    ]
+    for source, target, changes in steps:
+        await ledger.transition(job.id, source, target, detail="test", **changes)
+
+
+def _runtime(clock: FakeClock, ledger: Any, tmp_path: Path) -> Runtime:
+    return Runtime(
+        clock=clock,
+        ledger=ledger,
+        results_dir=tmp_path / "results",
+        policy=PollPolicy(),
+        activity=Waker(clock),
+    )
+
+
+def _workspace(clock: FakeClock, provider: MistralProvider) -> WorkspaceRuntime:
+    return WorkspaceRuntime(
+        name="main",
+        provider=provider,
+        pending_budget=1_000_000,
+        count_external=True,
+        admission=CountingWaker(clock),
+        poll=Waker(clock),
+        collect=Waker(clock),
+    )
+
+
+def _provider(emulator: Emulator, clock: FakeClock) -> MistralProvider:
+    return MistralProvider(
+        base_url="http://embedded",
+        api_key=embedded_api_key("main"),
+        transport=httpx.ASGITransport(app=emulator.app),
+        clock=clock,
+    )
+
+
+async def _ledger(tmp_path: Path, clock: FakeClock) -> SqlLedger:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    await upgrade(url)
+    return await SqlLedger.connect(url, clock=clock)
+
+
+async def test_admission_pass_never_reads_finished_jobs(
+    tmp_path: Path, clock: FakeClock, emulator_factory: Callable[..., Emulator]
+) -> None:
+    """A ledger full of done jobs: an admission pass reads only the unfinished ones."""
+    emulator = emulator_factory()
+    data = write_chat_input(tmp_path / "in.jsonl", 2)
+    ledger = await _ledger(tmp_path, clock)
+    provider = _provider(emulator, clock)
+    try:
+        for index in range(5):
+            await _finished_job(ledger, f"old-{index}", data)
+        new, _ = await ledger.add_job(_spec("new", data), definition_hash="new", request_count=2)
+        recording = RecordingLedger(ledger)
+        submitter = Submitter(_runtime(clock, recording, tmp_path), _workspace(clock, provider))
+        await submitter.cycle()
+        assert (await ledger.get(new.id)).state is JobState.RUNNING
+    finally:
+        await provider.aclose()
+        await ledger.close()
+    read = [job for listed in recording.listed for job in listed]
+    assert read, "the pass read the ledger"
+    assert all(job.state not in FINAL_STATES for job in read)
+
+
+async def test_one_poll_cycle_wakes_admission_once(
+    tmp_path: Path, clock: FakeClock, emulator_factory: Callable[..., Emulator]
+) -> None:
+    """Ten jobs progress in one cycle: all ten are stored, admission is woken once."""
+    emulator = emulator_factory(validation_seconds=0.0, throughput=1.0)
+    data = write_chat_input(tmp_path / "in.jsonl", 100)
+    ledger = await _ledger(tmp_path, clock)
+    provider = _provider(emulator, clock)
+    try:
+        file_id = await provider.upload_file(data)
+        for index in range(10):
+            job, _ = await ledger.add_job(
+                _spec(f"job-{index}", data), definition_hash=f"h{index}", request_count=100
+            )
+            remote = await provider.create_job(
+                input_file_ids=[file_id],
+                model="m",
+                endpoint="/v1/chat/completions",
+                metadata={CLIENT_TOKEN_KEY: job.client_token},
+                timeout_hours=24,
+            )
+            await ledger.transition(job.id, JobState.QUEUED, JobState.ADMITTED)
+            await ledger.transition(job.id, JobState.ADMITTED, JobState.SUBMITTING)
+            await ledger.transition(
+                job.id, JobState.SUBMITTING, JobState.RUNNING, remote_id=remote.id
+            )
+        workspace = _workspace(clock, provider)
+        poller = Poller(_runtime(clock, ledger, tmp_path), workspace)
+        clock.advance(30.0)  # every job has done 30 of its 100 requests
+        await poller.cycle()
+        jobs = await ledger.list_jobs(states=(JobState.RUNNING,))
+    finally:
+        await provider.aclose()
+        await ledger.close()
+    assert [job.completed for job in jobs] == [30] * 10
+    assert isinstance(workspace.admission, CountingWaker)
+    assert workspace.admission.wakes == 1
