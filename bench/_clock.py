@@ -65,7 +65,7 @@ def counting_sqlite() -> Iterator[None]:
 
     def init(self: aiosqlite.core.Connection, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
-        self._tx = _CountingQueue(self._tx)
+        self._tx = _CountingQueue(self._tx)  # type: ignore[assignment]
 
     connection.__init__ = init  # type: ignore[method-assign]
     try:

@@ -63,8 +63,12 @@ from orchestrator.model import JobState
 NAIVE_KEY = "bench-naive-loop"
 ACTIVE = ("QUEUED", "RUNNING")
 """The statuses the documentation's loop keeps polling on."""
-BUCKETS = ((0, 900, "up to 15 min"), (900, 7200, "15 min - 2 h"), (7200, 28800, "2 h - 8 h"))
-BUCKETS += ((28800, math.inf, "8 h - 24 h"),)
+BUCKETS: tuple[tuple[float, float, str], ...] = (
+    (0, 900, "up to 15 min"),
+    (900, 7200, "15 min - 2 h"),
+    (7200, 28800, "2 h - 8 h"),
+    (28800, math.inf, "8 h - 24 h"),
+)
 
 
 @attrs.frozen
@@ -291,7 +295,7 @@ async def remote_end_gap(emulator: Emulator, figures: dict[str, Any]) -> float:
             listed = (await client.get("/v1/batch/jobs", params={"page_size": 1000})).json()
         completed = {job["id"]: job["completed_at"] for job in listed["data"]}
         gaps += [abs(o.end - completed[o.remote_id]) for o in figures[side]["outcomes"]]
-    gap = max(gaps)
+    gap = float(max(gaps))
     if gap > 1.0:
         raise RuntimeError(f"computed job ends are {gap:.1f} s away from the emulator's")
     return gap

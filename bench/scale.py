@@ -261,8 +261,8 @@ def child(config_path: Path, cycles: int, emulator_pid: int) -> dict[str, Any]:
     configure_logging(level="WARNING", stream=sys.stderr)
     meters = {"poll": _Meter(), "admission": _Meter()}
     rows = {"read": 0}
-    Poller.cycle = meters["poll"].wrap(Poller.cycle)  # type: ignore[method-assign]
-    Submitter.cycle = meters["admission"].wrap(Submitter.cycle)  # type: ignore[method-assign]
+    Poller.cycle = meters["poll"].wrap(Poller.cycle)  # type: ignore[assignment,method-assign]
+    Submitter.cycle = meters["admission"].wrap(Submitter.cycle)  # type: ignore[assignment,method-assign]
     original_list = SqlLedger.list_jobs
 
     async def counted_list(self: SqlLedger, *args: Any, **kwargs: Any) -> Any:
@@ -280,32 +280,26 @@ def child(config_path: Path, cycles: int, emulator_pid: int) -> dict[str, Any]:
         poller = daemon.pollers["main"]
         provider = daemon.workspaces["main"].provider
         assert isinstance(provider, MistralProvider)
-        start = {
-            "cycles": poll.calls,
-            "polled": poller.cycles,
-            "cpu": _self_cpu(),
-            "wall": time.perf_counter(),
-            "emulator_cpu": _process_cpu(emulator_pid),
-            "rows": rows["read"],
-            "meters": {name: (m.calls, m.cpu, m.wall) for name, m in meters.items()},
-            "calls": sum(provider.calls.values()),
-        }
+        start_calls, start_polled = poll.calls, poller.cycles
+        start_cpu, start_wall = _self_cpu(), time.perf_counter()
+        start_emulator, start_rows = _process_cpu(emulator_pid), rows["read"]
+        start_meters = {name: (m.calls, m.cpu, m.wall) for name, m in meters.items()}
+        start_api = sum(provider.calls.values())
         await poll.wait_calls(poll.calls + cycles)
-        done = poll.calls - start["cycles"]
-        calls = sum(provider.calls.values())
+        done = poll.calls - start_calls
         result.update(
             cycles=done,
-            polled=poller.cycles - start["polled"],
-            cpu_per_cycle=(_self_cpu() - start["cpu"]) / done,
-            wall_per_cycle=(time.perf_counter() - start["wall"]) / done,
-            emulator_cpu_per_cycle=(_process_cpu(emulator_pid) - start["emulator_cpu"]) / done,
-            rows_per_cycle=(rows["read"] - start["rows"]) / done,
-            api_calls_per_cycle=(calls - start["calls"]) / done,
+            polled=poller.cycles - start_polled,
+            cpu_per_cycle=(_self_cpu() - start_cpu) / done,
+            wall_per_cycle=(time.perf_counter() - start_wall) / done,
+            emulator_cpu_per_cycle=(_process_cpu(emulator_pid) - start_emulator) / done,
+            rows_per_cycle=(rows["read"] - start_rows) / done,
+            api_calls_per_cycle=(sum(provider.calls.values()) - start_api) / done,
             rss_mib=status_kib(os.getpid(), "VmRSS") / 1024,
             peak_rss_mib=status_kib(os.getpid(), "VmHWM") / 1024,
         )
         for name, meter in meters.items():
-            calls0, cpu0, wall0 = start["meters"][name]
+            calls0, cpu0, wall0 = start_meters[name]
             result[f"{name}_steps_per_cycle"] = (meter.calls - calls0) / done
             result[f"{name}_cpu_per_cycle"] = (meter.cpu - cpu0) / done
             result[f"{name}_wall_per_cycle"] = (meter.wall - wall0) / done
