@@ -9,6 +9,8 @@
   deleted bytes, special bytes such as NUL, CR, BOM, invalid UTF-8, cut lines, duplicated
   lines) for every endpoint: a summary or :class:`InputError`, nothing else. (Line-level
   generation lives in ``tests/unit/test_inputs.py``.)
+
+CI tries 250 of each; the soak versions 3,000.
 """
 
 from __future__ import annotations
@@ -17,27 +19,38 @@ import contextlib
 import json
 import math
 import tempfile
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.config import load_config, load_jobs_file
 from orchestrator.errors import ConfigError, InputError
 from orchestrator.inputs import ENDPOINTS, InputLimits, validate_inputs
-from tests.survival.settings import SETTINGS, report
+from tests.survival.settings import report
 
-EXAMPLES = 2000 if SETTINGS.soak else 250
 FUZZ = settings(
-    max_examples=EXAMPLES,
+    max_examples=250,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+FUZZ_SOAK = settings(FUZZ, max_examples=3000)
 REPO = Path(__file__).resolve().parents[2]
-TRIED: dict[str, int] = {}
+TRIED: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_figures() -> Iterator[None]:
+    """Publish how many documents and files the fuzzers of this module tried."""
+    yield
+    if TRIED:
+        report("fuzz", dict(TRIED))
+
 
 # TOML generation -----------------------------------------------------------------------------
 
@@ -193,11 +206,11 @@ def to_toml(document: Mapping[str, Any]) -> str:
 
 def _load_everything(path: Path, environ: Mapping[str, str]) -> None:
     """Load the config, each workspace's key and a jobs file: ConfigError is the only way out."""
-    TRIED["config_documents"] = TRIED.get("config_documents", 0) + 1
+    TRIED["config_documents"] += 1
     try:
         config = load_config(path, environ=environ)
     except ConfigError:
-        TRIED["config_errors"] = TRIED.get("config_errors", 0) + 1
+        TRIED["config_errors"] += 1
     else:
         for workspace in config.workspaces.values():
             with contextlib.suppress(ConfigError):
@@ -206,14 +219,26 @@ def _load_everything(path: Path, environ: Mapping[str, str]) -> None:
             load_jobs_file(path, config)
 
 
-@FUZZ
-@given(document=documents)
-def test_generated_config_documents_raise_only_config_error(document: dict[str, Any]) -> None:
-    """Schema-shaped TOML with any values: a Config or a ConfigError, never anything else."""
+def _check_document(document: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.toml"
         path.write_text(to_toml(document), encoding="utf-8", errors="surrogatepass")
         _load_everything(path, {"MISTRAL_API_KEY": "k" * 20})
+
+
+@FUZZ
+@given(document=documents)
+def test_generated_config_documents_raise_only_config_error(document: dict[str, Any]) -> None:
+    """Schema-shaped TOML with any values: a Config or a ConfigError, never anything else."""
+    _check_document(document)
+
+
+@pytest.mark.soak
+@FUZZ_SOAK
+@given(document=documents)
+def test_generated_config_documents_soak(document: dict[str, Any]) -> None:
+    """The long version: 3,000 generated documents."""
+    _check_document(document)
 
 
 EXAMPLE = (REPO / "config" / "example.toml").read_bytes()
@@ -242,25 +267,37 @@ def mutate(data: bytes, edits: list[tuple[str, int, bytes]]) -> bytes:
     return data
 
 
-@FUZZ
-@given(
-    edits=mutations,
-    overrides=st.dictionaries(
-        st.sampled_from(
-            ["ORCH_LEDGER_URL", "ORCH_RESULTS_DIR", "ORCH_JOBS_DIR", "ORCH_HTTP_LISTEN"]
-        ),
-        st.sampled_from(MEANINGFUL) | st.text(max_size=10),
-        max_size=2,
-    ),
+overrides = st.dictionaries(
+    st.sampled_from(["ORCH_LEDGER_URL", "ORCH_RESULTS_DIR", "ORCH_JOBS_DIR", "ORCH_HTTP_LISTEN"]),
+    st.sampled_from(MEANINGFUL) | st.text(max_size=10),
+    max_size=2,
 )
-def test_mutated_example_config_raises_only_config_error(
-    edits: list[tuple[str, int, bytes]], overrides: dict[str, str]
-) -> None:
-    """config/example.toml with bytes flipped, and odd ORCH_* overrides: only ConfigError."""
+
+
+def _check_mutated_config(edits: list[tuple[str, int, bytes]], environ: dict[str, str]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.toml"
         path.write_bytes(mutate(EXAMPLE, edits))
-        _load_everything(path, {"MISTRAL_API_KEY": "k" * 20, **overrides})
+        _load_everything(path, {"MISTRAL_API_KEY": "k" * 20, **environ})
+
+
+@FUZZ
+@given(edits=mutations, environ=overrides)
+def test_mutated_example_config_raises_only_config_error(
+    edits: list[tuple[str, int, bytes]], environ: dict[str, str]
+) -> None:
+    """config/example.toml with bytes flipped, and odd ORCH_* overrides: only ConfigError."""
+    _check_mutated_config(edits, environ)
+
+
+@pytest.mark.soak
+@FUZZ_SOAK
+@given(edits=mutations, environ=overrides)
+def test_mutated_example_config_soak(
+    edits: list[tuple[str, int, bytes]], environ: dict[str, str]
+) -> None:
+    """The long version: 3,000 mutated configs."""
+    _check_mutated_config(edits, environ)
 
 
 GOOD_JSONL = b"".join(
@@ -273,48 +310,56 @@ GOOD_JSONL = b"".join(
 SPECIAL = [b"\x00", b"\r", b"\n", b"\r\n", b"\xef\xbb\xbf", b"\xff", b"\xc3", b"{", b"}", b'"']
 
 
-@FUZZ
-@given(
-    edits=st.lists(
-        st.tuples(
-            st.sampled_from(["insert", "delete", "replace"]),
-            st.integers(min_value=0, max_value=len(GOOD_JSONL)),
-            st.sampled_from(SPECIAL) | st.binary(min_size=1, max_size=3),
-        ),
-        max_size=5,
+jsonl_edits = st.lists(
+    st.tuples(
+        st.sampled_from(["insert", "delete", "replace"]),
+        st.integers(min_value=0, max_value=len(GOOD_JSONL)),
+        st.sampled_from(SPECIAL) | st.binary(min_size=1, max_size=3),
     ),
-    cut=st.none() | st.integers(min_value=0, max_value=len(GOOD_JSONL)),
-    repeat=st.integers(min_value=0, max_value=2),
-    endpoint=st.sampled_from(ENDPOINTS),
-    max_requests=st.sampled_from([3, 1_000_000]),
+    max_size=5,
 )
-def test_mutated_jsonl_raises_only_input_error(
-    edits: list[tuple[str, int, bytes]],
-    cut: int | None,
-    repeat: int,
-    endpoint: str,
-    max_requests: int,
+cuts = st.none() | st.integers(min_value=0, max_value=len(GOOD_JSONL))
+repeats = st.integers(min_value=0, max_value=2)
+endpoints = st.sampled_from(ENDPOINTS)
+request_limits = st.sampled_from([3, 1_000_000])
+
+
+def _check_jsonl(
+    edits: list[tuple[str, int, bytes]], cut: int | None, repeat: int, endpoint: str, limit: int
 ) -> None:
-    """A valid JSONL file mutated byte by byte: a summary or an InputError, nothing else."""
     data = mutate(GOOD_JSONL, edits)
     if cut is not None:
         data = data[:cut]
     data += GOOD_JSONL.splitlines(keepends=True)[0] * repeat  # duplicated custom_ids
-    TRIED["jsonl_files"] = TRIED.get("jsonl_files", 0) + 1
+    TRIED["jsonl_files"] += 1
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "in.jsonl"
         path.write_bytes(data)
         try:
             summaries = validate_inputs(
-                [path], endpoint=endpoint, limits=InputLimits(max_requests=max_requests)
+                [path], endpoint=endpoint, limits=InputLimits(max_requests=limit)
             )
         except InputError as exc:
-            TRIED["jsonl_rejected"] = TRIED.get("jsonl_rejected", 0) + 1
+            TRIED["jsonl_rejected"] += 1
             assert "the job is rejected" in exc.summary or "unknown endpoint" in exc.summary
             return
         assert summaries[0].bytes == len(data)
 
 
-def test_zz_report_fuzz_figures() -> None:
-    """Publish how many documents and files the fuzzers tried (runs after them in this module)."""
-    report("fuzz", dict(TRIED))
+@FUZZ
+@given(edits=jsonl_edits, cut=cuts, repeat=repeats, endpoint=endpoints, limit=request_limits)
+def test_mutated_jsonl_raises_only_input_error(
+    edits: list[tuple[str, int, bytes]], cut: int | None, repeat: int, endpoint: str, limit: int
+) -> None:
+    """A valid JSONL file mutated byte by byte: a summary or an InputError, nothing else."""
+    _check_jsonl(edits, cut, repeat, endpoint, limit)
+
+
+@pytest.mark.soak
+@FUZZ_SOAK
+@given(edits=jsonl_edits, cut=cuts, repeat=repeats, endpoint=endpoints, limit=request_limits)
+def test_mutated_jsonl_soak(
+    edits: list[tuple[str, int, bytes]], cut: int | None, repeat: int, endpoint: str, limit: int
+) -> None:
+    """The long version: 3,000 mutated files."""
+    _check_jsonl(edits, cut, repeat, endpoint, limit)

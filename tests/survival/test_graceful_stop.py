@@ -28,8 +28,14 @@ from tests.survival.harness import (
     read_events,
 )
 from tests.survival.settings import SETTINGS, report
-from tests.survival.test_kill9 import STEP_EVENTS, emulator_options
-from tests.survival.workload import check_invariants, plan_workload, read_ledger, write_project
+from tests.survival.workload import (
+    STEP_EVENTS,
+    check_invariants,
+    emulator_options,
+    plan_workload,
+    read_ledger,
+    write_project,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,10 @@ was submitted twice or lost.
 The emulator runs as its own process (``orchestrator emulate`` with a state folder); the daemon
 runs as ``orchestrator run --exit-when-idle --migrate`` over about 12 jobs of varied sizes (some
 lines fail) under a budget several times smaller than the workload, so jobs queue. Each life of
-the daemon ends in a SIGKILL, at a moment drawn from a seeded generator: either a random delay
-after the start, or right after the daemon logged a chosen step (admitted, uploaded, running,
-job ended, downloaded), which lands kills between the steps that matter. Halfway through, the
+the daemon ends in a SIGKILL, at a moment drawn from a seeded generator: the first during
+start-up (before or during the first migration of the ledger), the others either after a random
+delay, or right after the daemon logged a chosen step (admitted, uploaded, running, job ended,
+downloaded), which lands kills between the steps that matter. Halfway through, the
 emulator itself is SIGKILLed under the running daemon and restarted on the same state folder.
 A last life runs to the end, and :func:`tests.survival.workload.check_invariants` checks it all.
 """
@@ -24,8 +25,10 @@ import pytest
 from tests.survival.harness import API_KEY, API_KEY_ENV, DaemonProcess, EmulatorProcess, python_env
 from tests.survival.settings import SETTINGS, report
 from tests.survival.workload import (
+    STEP_EVENTS,
     JobPlan,
     check_invariants,
+    emulator_options,
     ledger_states,
     plan_workload,
     write_project,
@@ -34,31 +37,8 @@ from tests.survival.workload import (
 pytestmark = pytest.mark.slow
 
 BUDGET = 500
-STEP_EVENTS = (
-    "submit.admitted",
-    "submit.uploaded",
-    "submit.running",
-    "poll.job_ended",
-    "collect.downloaded",
-)
-"""Steps a targeted kill follows: each leaves the ledger between two side effects."""
 IN_FLIGHT = ("admitted", "submitting", "collecting")
 FINISH_TIMEOUT = 150.0
-
-
-def emulator_options(seed: int, *, throughput: int = 40) -> list[str]:
-    """Jobs that validate in 0.5 s and process ``throughput`` requests a second; 10 % of lines
-    fail.
-
-    Creates take 0.3 s (latency on ``jobs.create`` only), which opens a window where the
-    daemon has committed its intent (``submitting``) and the create is in flight: kills land
-    there too, and recovery must reconcile instead of creating blindly.
-    """
-    return [
-        "--time-scale", "1", "--throughput", str(throughput), "--validation-seconds", "0.5",
-        "--cancel-seconds", "1", "--failure-fraction", "0.1", "--seed", str(seed),
-        "--embedding-dimensions", "256", "--latency", "0.3", "--fault-routes", "jobs.create",
-    ]  # fmt: skip
 
 
 def run_kill_suite(root: Path, *, kills: int, jobs: int, seed: int) -> dict[str, Any]:
@@ -81,7 +61,11 @@ def run_kill_suite(root: Path, *, kills: int, jobs: int, seed: int) -> dict[str,
         while done < kills:
             lives += 1
             daemon = DaemonProcess(config, root / f"daemon-{lives:03d}.log", env=env)
-            if done == restart_emulator_at and emulator.starts == 1:
+            if lives == 1:
+                # The first death comes during start-up: mid-migration of a fresh ledger.
+                time.sleep(rng.uniform(0.1, 0.7))
+                trigger = "during start-up"
+            elif done == restart_emulator_at and emulator.starts == 1:
                 # The emulator dies under a live daemon and comes back on the same state.
                 time.sleep(rng.uniform(0.8, 1.5))
                 emulator.kill()

@@ -26,9 +26,35 @@ import anyio
 import attrs
 
 from orchestrator.config import load_config
+from orchestrator.errors import LedgerNotMigrated
 from orchestrator.ledger import ResultFile, SqlLedger
 from orchestrator.model import Job, JobState, Outcome
 from tests.survival.harness import API_KEY_ENV, EmulatorProcess
+
+STEP_EVENTS = (
+    "submit.admitted",
+    "submit.uploaded",
+    "submit.running",
+    "poll.job_ended",
+    "collect.downloaded",
+)
+"""Steps a targeted kill follows: each leaves the ledger between two side effects."""
+
+
+def emulator_options(seed: int, *, throughput: int = 40) -> list[str]:
+    """Jobs that validate in 0.5 s and process ``throughput`` requests a second; 10 % of lines
+    fail.
+
+    Creates take 0.3 s (latency on ``jobs.create`` only), which opens a window where the
+    daemon has committed its intent (``submitting``) and the create is in flight: kills land
+    there too, and recovery must reconcile instead of creating blindly.
+    """
+    return [
+        "--time-scale", "1", "--throughput", str(throughput), "--validation-seconds", "0.5",
+        "--cancel-seconds", "1", "--failure-fraction", "0.1", "--seed", str(seed),
+        "--embedding-dimensions", "256", "--latency", "0.3", "--fault-routes", "jobs.create",
+    ]  # fmt: skip
+
 
 RESULT_NAMES = {"output": "output.jsonl", "error": "errors.jsonl"}
 CHAT = "/v1/chat/completions"
@@ -188,8 +214,14 @@ def ledger_details(config: Path) -> Counter[str]:
 
 
 def ledger_states(config: Path) -> Counter[str]:
-    """How many jobs are in each state (read while no daemon runs, e.g. right after a kill)."""
-    jobs, _ = read_ledger(config)
+    """How many jobs are in each state (read while no daemon runs, e.g. right after a kill).
+
+    A daemon killed before its first ``--migrate`` finished leaves no ledger yet: no jobs.
+    """
+    try:
+        jobs, _ = read_ledger(config)
+    except LedgerNotMigrated:
+        return Counter()
     return Counter(job.state.value for job in jobs)
 
 
