@@ -48,7 +48,8 @@ CHECKPOINT_BYTES = 64 << 20
 PIPELINE_BLOCKS = 4
 """Chunks read ahead while the worker thread hashes and writes earlier ones (memory bound:
 about ``PIPELINE_BLOCKS + 2`` chunks). Overlapping the two took a 1 GB download on loopback from
-174 to about 300 MB/s (``python -m bench.downloads``)."""
+169 to 216 MB/s (median of 5 interleaved runs each, on a loaded 2-core machine; see
+``docs/benchmarks.md``): the download is CPU-bound, about 4 CPU seconds per GB."""
 
 _HASH_READ_BYTES = 4 << 20
 
