@@ -1,0 +1,73 @@
+"""Each benchmark harness runs end to end at a toy size and reports sensible figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bench import api_calls, budget_use, downloads, intake_upload, scale
+from tests.bench.conftest import needs_curl
+
+Runner = Callable[..., tuple[str, dict[str, Any]]]
+
+
+def test_api_calls_compares_the_daemon_with_the_documented_loop(run_harness: Runner) -> None:
+    """Three short jobs: the naive loop spends more calls, every delay is measured."""
+    report, figures = run_harness(
+        api_calls.main, "--jobs", "3", "--shortest", "60", "--longest", "300",
+        "--validation", "20", "--throughput", "0.2",
+    )  # fmt: skip
+    assert "API calls by route" in report
+    daemon = api_calls.total_calls(figures["daemon"]["calls"])
+    naive = api_calls.total_calls(figures["naive"]["calls"])
+    assert naive > daemon >= 3 * 4  # upload, create, a poll and a download per job at least
+    for side in ("daemon", "naive"):
+        assert len(figures[side]["outcomes"]) == 3
+        assert all(o["on_disk"] >= o["detected"] >= o["end"] for o in figures[side]["outcomes"])
+    assert figures["remote_end_gap"] <= 1.0
+
+
+def test_budget_use_runs_the_daemon_and_the_models(run_harness: Runner) -> None:
+    """A four-job backlog: the real run and every model report a share of the budget."""
+    report, figures = run_harness(
+        budget_use.main, "--jobs", "4", "--scale", "0.001", "--rate", "2000", "--validation", "5"
+    )
+    assert "the daemon** (real run" in report
+    assert 0 < figures["daemon"]["utilisation"] <= 1
+    assert figures["daemon"]["max_pending"] <= figures["daemon"]["budget"]
+    assert figures["daemon"]["refused_creates"] == 0
+    assert {m["rule"] for m in figures["models"]} >= {"head-of-line", "easy-backfill"}
+    assert all(0 < m["utilisation"] <= 1 for m in figures["models"])
+
+
+@needs_curl
+def test_downloads_compares_curl_and_the_daemon_path(run_harness: Runner) -> None:
+    """A 0.2 MB file: both clients download every byte; the child reports its memory."""
+    report, figures = run_harness(downloads.main, "--sizes-mb", "0.2", "--runs", "1", "--no-daemon")
+    assert "Ratios of medians" in report
+    (entry,) = figures["sizes"].values()
+    (daemon,) = entry["runs"]["daemon"]
+    assert daemon["bytes"] == entry["bytes"] == entry["runs"]["curl_file"][0]["bytes"]
+    assert 0 < daemon["peak_rss_mib"] < 500
+
+
+@needs_curl
+def test_intake_upload_compares_wc_curl_and_the_daemon(run_harness: Runner) -> None:
+    """A 1,000-line input: validation counts every line; both uploads send the whole file."""
+    report, figures = run_harness(intake_upload.main, "--lines", "1000", "--runs", "1")
+    assert "validation / wc -l" in report
+    runs = figures["sizes"]["1000"]["runs"]
+    assert runs["wc"][0]["lines"] == runs["validate"][0]["requests"] == 1000
+    assert runs["upload"][0]["bytes"] == figures["sizes"]["1000"]["bytes"]
+    assert runs["curl_sink"][0]["sent"] >= figures["sizes"]["1000"]["bytes"]
+
+
+def test_scale_measures_poll_cycles_of_a_real_daemon(run_harness: Runner) -> None:
+    """Twenty jobs, two running: the daemon polls them and the cycle costs are reported."""
+    report, figures = run_harness(scale.main, "--sizes", "20", "--cycles", "2", "--interval", "0.1")
+    assert "jobs in ledger" in report
+    entry = figures["sizes"]["20"]
+    assert entry["active"] == 2
+    assert entry["cycles"] == entry["polled"] == 2
+    assert entry["api_calls_per_cycle"] >= 1
+    assert entry["cpu_per_cycle"] > 0
