@@ -475,7 +475,8 @@ class _Scan:
                 "save the file as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`)"
             )
         elif isinstance(exc, json.JSONDecodeError):
-            what = f"not valid JSON: {exc.msg} at column {exc.colno}"
+            # Some messages end in "at" ("Unterminated string starting at"): one "at" is enough.
+            what = f"not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}"
         else:
             what = f"not valid JSON: {exc}"
         self.problems.add(index, number, f"{path}:{number}: {what}")

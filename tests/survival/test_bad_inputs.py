@@ -170,7 +170,9 @@ CASES = (
     Case(
         name="long-line-cut",
         inputs=("long-cut.jsonl",),
-        expect=("{data}/long-cut.jsonl:2: not valid JSON: ",),
+        expect=(
+            "{data}/long-cut.jsonl:2: not valid JSON: Unterminated string starting at column 73",
+        ),
     ),
     Case(
         name="one-bad-file-of-two",
@@ -360,3 +362,4 @@ def test_config_errors_stop_the_daemon_before_anything_is_sent(tmp_path: Path) -
         assert stats.get("files_uploaded", 0) == 0 and stats.get("jobs_created", 0) == 0
     finally:
         emulator.kill()
+    report("bad-configs", {"config_errors_tried": sorted(CONFIG_ERRORS), "files_uploaded": 0})

@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -47,6 +48,8 @@ from hypothesis.stateful import (
 )
 
 from orchestrator.clock import FakeClock
+from orchestrator.daemon import collect as collect_module
+from orchestrator.daemon import submit as submit_module
 from orchestrator.daemon.collect import RESULT_NAMES, Collector
 from orchestrator.daemon.context import RECONCILE_GRACE, Runtime, WorkspaceRuntime
 from orchestrator.daemon.intake import admit_spec
@@ -76,6 +79,14 @@ T = TypeVar("T")
 
 MODE = st.sampled_from(("ok",) * (len(MODES) - 1) + MODES)
 """What a provider call does: half the time it works, otherwise any of the failure modes."""
+CREATE_MODE = st.sampled_from(("ok",) * 4 + ("lost", "crash_after") * 2 + MODES)
+"""Creates are where duplicates are born: a third of them leave the outcome in doubt (the remote
+job exists, the daemon does not know it), which recovery must adopt, not create again."""
+SIZE = st.one_of(
+    st.integers(min_value=1, max_value=BUDGET // 3),
+    st.integers(min_value=1, max_value=BUDGET + 20),
+)
+"""Mostly jobs that share the budget with others; some larger than the whole budget."""
 LAG = st.sampled_from([0.0, 0.0, 10.0, MAX_LAG])
 
 CI = settings(
@@ -180,8 +191,14 @@ class DaemonMachine(RuleBasedStateMachine):
 
     # Rules -----------------------------------------------------------------------------------
 
+    @initialize(sizes=st.lists(SIZE, min_size=1, max_size=4))
+    def first_jobs(self, sizes: list[int]) -> None:
+        """The daemon starts with a few jobs already defined (the pipeline fills at once)."""
+        for size in sizes:
+            self.intake(size=size, priority=0)
+
     @rule(
-        size=st.integers(min_value=1, max_value=BUDGET + 20),
+        size=SIZE,
         priority=st.sampled_from([0, 0, 1, 5]),
     )
     def intake(self, size: int, priority: int) -> None:
@@ -210,7 +227,7 @@ class DaemonMachine(RuleBasedStateMachine):
 
     @rule(
         upload=MODE,
-        create=MODE,
+        create=CREATE_MODE,
         listing=MODE,
         lag=LAG,
     )
@@ -241,7 +258,6 @@ class DaemonMachine(RuleBasedStateMachine):
         self._cycle(self.collector.cycle)
         self.stats["collect_cycles"] += 1
 
-    @precondition(lambda self: any(r.now.status in ACTIVE for r in self.provider.remotes.values()))
     @rule(
         index=st.integers(min_value=0, max_value=50),
         amount=st.integers(min_value=1, max_value=BUDGET),
@@ -249,7 +265,12 @@ class DaemonMachine(RuleBasedStateMachine):
     )
     def remote_progress(self, index: int, amount: int, end: str | None) -> None:
         """The provider moves one of its jobs on (validation, progress, or an end)."""
+        # No precondition on the remote side: which remote jobs exist can depend on how asyncio
+        # interleaved the tasks of a crashed cycle, and Hypothesis needs the same rules enabled
+        # when it replays a failing example.
         active = [r for r in self.provider.remotes.values() if r.now.status in ACTIVE]
+        if not active:
+            return
         self.provider.step(active[index % len(active)], amount=amount, end=end)
 
     @rule(seconds=st.sampled_from([1.0, 30.0, 200.0, 700.0]))
@@ -258,9 +279,12 @@ class DaemonMachine(RuleBasedStateMachine):
         self._call_sync(lambda: self.clock.advance(seconds))
 
     @precondition(lambda self: bool(self.names))
-    @rule(index=st.integers(min_value=0, max_value=50))
-    def cancel(self, index: int) -> None:
-        """The operator cancels a job (whatever its state)."""
+    @rule(index=st.none() | st.none() | st.integers(min_value=0, max_value=50))
+    def cancel(self, index: int | None) -> None:
+        """The operator cancels a job, whatever its state (a third of the time: cancelled jobs
+        leave the pipeline early, and the deep paths need jobs that stay)."""
+        if index is None:
+            return
         name = sorted(self.names)[index % len(self.names)]
         ledger = self.ledger
         assert ledger is not None
@@ -422,7 +446,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _run(template: Path, profile: settings, name: str) -> None:
+def _run(template: Path, profile: settings, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One upload and one download at a time: a cycle's jobs then reach the provider in ledger
+    # order, so an example replays exactly (Hypothesis shrinks it) instead of depending on how
+    # asyncio interleaved them. Concurrency itself is exercised by the process suites.
+    monkeypatch.setattr(submit_module, "UPLOAD_CONCURRENCY", 1)
+    monkeypatch.setattr(collect_module, "DOWNLOAD_CONCURRENCY", 1)
+
     class Machine(DaemonMachine):
         pass
 
@@ -434,14 +464,16 @@ def _run(template: Path, profile: settings, name: str) -> None:
 
 @pytest.mark.timeout(300)
 @pytest.mark.usefixtures("_quiet_logs")
-def test_random_interleavings_keep_every_invariant(template: Path) -> None:
+def test_random_interleavings_keep_every_invariant(
+    template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Intake, admission, provider answers, crashes and restarts in any order: invariants hold."""
-    _run(template, CI, "state-machine")
+    _run(template, CI, "state-machine", monkeypatch)
 
 
 @pytest.mark.soak
 @pytest.mark.timeout(7200)
 @pytest.mark.usefixtures("_quiet_logs")
-def test_random_interleavings_soak(template: Path) -> None:
+def test_random_interleavings_soak(template: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The long version: 1,000 examples of up to 60 steps."""
-    _run(template, SOAK, "state-machine-soak")
+    _run(template, SOAK, "state-machine-soak", monkeypatch)
