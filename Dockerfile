@@ -19,17 +19,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python3 -m venv /opt/venv
-# Layer 1: the dependencies only, read from pyproject.toml (rebuilt when it changes).
-COPY pyproject.toml ./
-RUN /opt/venv/bin/python -c "import tomllib; \
-deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
-open('requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
-    && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
+# Layer 1: the dependencies only, pinned with hashes in docker/requirements.lock (`make lock`
+# regenerates it from pyproject.toml; asyncpg included, so a PostgreSQL ledger works as is).
+# The image is then reproducible and a tampered download fails the build.
+COPY docker/requirements.lock ./
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 # Layer 2: the application (its dependencies are already there).
 COPY README.md ./
 COPY orchestrator ./orchestrator
 COPY migrations ./migrations
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/orchestrator --version
 
 FROM ${PYTHON_IMAGE}

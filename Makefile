@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check clean
+.PHONY: demo test lint typecheck check clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,18 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# The Docker image's pinned dependencies (runtime + postgres extra, with hashes), for Linux x86_64
+# and Python 3.11. Run after changing [project] dependencies; tests/container checks they agree.
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'uv>=0.5'
+	$(BIN)/uv pip compile pyproject.toml --extra postgres --generate-hashes --quiet \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header \
+		--output-file docker/requirements.lock.new
+	{ echo '# The image'"'"'s dependencies, pinned with hashes: `make lock` regenerates this file from'; \
+	  echo '# pyproject.toml (runtime dependencies + the postgres extra). Do not edit by hand.'; \
+	  cat docker/requirements.lock.new; } > docker/requirements.lock
+	rm docker/requirements.lock.new
 
 clean:
 	rm -rf $(VENV) var/demo .pytest_cache .mypy_cache .ruff_cache

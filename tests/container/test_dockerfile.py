@@ -8,10 +8,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs needed for one safe_load
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from orchestrator.config import load_config
 
@@ -41,6 +44,41 @@ def test_hadolint_is_clean() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
+
+
+def _locked() -> dict[str, tuple[str, int]]:
+    """docker/requirements.lock as {canonical name: (version, number of hashes)}."""
+    text = (REPO / "docker" / "requirements.lock").read_text(encoding="utf-8")
+    locked = {}
+    for block in re.split(r"\n(?=\S)", re.sub(r"\\\n\s*", " ", text)):
+        match = re.match(r"([A-Za-z0-9._-]+)==(\S+)", block)
+        if match:
+            hashes = len(re.findall(r"--hash=sha256:[0-9a-f]{64}", block))
+            locked[canonicalize_name(match[1])] = (match[2], hashes)
+    return locked
+
+
+def test_the_lock_file_pins_every_dependency_with_hashes() -> None:
+    """Every runtime and postgres dependency of pyproject.toml is pinned, in range, hashed.
+
+    Fails after a dependency changes in pyproject.toml without `make lock`.
+    """
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = [
+        Requirement(spec)
+        for spec in project["dependencies"] + project["optional-dependencies"]["postgres"]
+    ]
+    locked = _locked()
+    assert len(locked) > len(wanted)  # the transitive closure, not only the direct ones
+    for requirement in wanted:
+        name = canonicalize_name(requirement.name)
+        assert name in locked, f"{name} is missing from docker/requirements.lock: run make lock"
+        version = locked[name][0]
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"{name}=={version} does not satisfy {requirement}: run make lock"
+        )
+    assert all(hashes > 0 for _, hashes in locked.values())
+    assert "greenlet" in locked  # sqlalchemy[asyncio]'s extra made it in
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -76,7 +114,7 @@ def test_the_runtime_contract() -> None:
     first_code_copy = next(
         i for i, (w, a) in enumerate(build) if w == "COPY" and "orchestrator" in a
     )
-    deps_install = next(i for i, (w, a) in enumerate(build) if "requirements.txt" in a)
+    deps_install = next(i for i, (w, a) in enumerate(build) if "--require-hashes" in a)
     assert deps_install < first_code_copy
     # No absolute interpreter path: any Python 3.11 base with venv works.
     assert "/usr/local/bin/python" not in DOCKERFILE
