@@ -25,7 +25,7 @@ RUN python3 -m venv /opt/venv
 COPY docker/requirements.lock ./
 RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 # Layer 2: the application (its dependencies are already there).
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY orchestrator ./orchestrator
 COPY migrations ./migrations
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
