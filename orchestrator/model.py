@@ -179,6 +179,30 @@ def new_client_token() -> str:
     return f"orch-{uuid.uuid4().hex}"
 
 
+def duplicate_remote_jobs(
+    listed: Mapping[str, str], owners: Mapping[str, Job]
+) -> list[tuple[str, Job]]:
+    """The remote jobs that duplicate one of ours, each with the job it duplicates.
+
+    Args:
+        listed: Unfinished remote jobs of the workspace that carry a client token and are not
+            recorded as any job's remote id: ``{remote id: client token}``.
+        owners: Our jobs by client token (tokens this ledger never issued are absent: those
+            remote jobs belong to someone else and are never touched).
+
+    A remote job is a duplicate when its token belongs to a job of ours that has recorded
+    another remote id: a create that landed although the daemon saw it fail, after recovery had
+    adopted or created another one. A job without a remote id yet (submitting) is left to
+    recovery, which is still choosing the remote job to adopt.
+    """
+    found = []
+    for remote_id, token in sorted(listed.items()):
+        owner = owners.get(token)
+        if owner is not None and owner.remote_id not in (None, remote_id):
+            found.append((remote_id, owner))
+    return found
+
+
 def pending(job: Job) -> int:
     """Requests ``job`` holds against its workspace's pending budget right now.
 

@@ -6,15 +6,19 @@ or the list is lagging). Poll failures are counted and logged; they never change
 
 from __future__ import annotations
 
+import contextlib
+
 import attrs
 import structlog
 
 from orchestrator.daemon.context import Runtime, WorkspaceRuntime
 from orchestrator.errors import PermanentProviderError, StaleTransition, TransientProviderError
 from orchestrator.model import (
+    CLIENT_TOKEN_KEY,
     Job,
     JobState,
     RemotePhase,
+    duplicate_remote_jobs,
     outcome_for,
 )
 from orchestrator.polling import Progress, next_base, poll_delay
@@ -55,6 +59,8 @@ class Poller:
         self._ws = workspace
         self._base: float | None = None
         self._observed: dict[int, _Observed] = {}
+        self._swept: set[str] = set()
+        """Duplicate remote jobs already cancelled (listed until the provider confirms)."""
         self._released = False
         """Budget was released this cycle (a job progressed or ended): wake admission once."""
         self.consecutive_failures = 0
@@ -105,14 +111,22 @@ class Poller:
         provider = self._ws.provider
         structlog.contextvars.unbind_contextvars("job", "job_id", "remote_id")
         ours = {job.remote_id for job in running}
-        active = {
-            remote.id: remote
-            async for remote in provider.list_jobs(active_only=True)
-            if remote.id in ours
-        }
+        active: dict[str, RemoteJob] = {}
+        strays: dict[str, str] = {}
+        async for remote in provider.list_jobs(active_only=True):
+            if remote.id in ours:
+                active[remote.id] = remote
+            elif (
+                (token := remote.metadata.get(CLIENT_TOKEN_KEY))
+                and remote.phase is not RemotePhase.CANCELLING
+                and remote.id not in self._swept
+            ):
+                strays[remote.id] = token
         changed = False
         try:
             changed = await self._apply_all(running, active)
+            if strays:
+                await self._sweep(strays)
         finally:
             if self._released:
                 # Once per cycle, not once per job: every wake-up costs an admission pass
@@ -154,6 +168,43 @@ class Poller:
                 log.info("poll.lost_race", job=job.name, detail=str(exc))
         structlog.contextvars.unbind_contextvars("job", "job_id", "remote_id")
         return changed
+
+    async def _sweep(self, strays: dict[str, str]) -> None:
+        """Cancel the remote jobs that duplicate one of ours (field notes: sweep for orphans).
+
+        The listing already returned them, so this costs one ledger read, plus one cancel
+        call per duplicate found. Remote jobs with tokens this ledger never issued belong to
+        someone else (another ledger on the workspace) and are left alone.
+        """
+        owners = await self._rt.ledger.jobs_by_tokens(strays.values())
+        for remote_id, owner in duplicate_remote_jobs(strays, owners):
+            try:
+                await self._ws.provider.cancel_job(remote_id)
+            except TransientProviderError as exc:
+                # The next cycle lists it again and retries; the poll itself went fine.
+                log.warning("poll.duplicate_cancel_failed", remote_id=remote_id, error=str(exc))
+                continue
+            except PermanentProviderError as exc:
+                # Already ended or gone: nothing left to stop.
+                self._swept.add(remote_id)
+                log.info("poll.duplicate_not_cancelled", remote_id=remote_id, error=str(exc))
+                continue
+            self._swept.add(remote_id)
+            log.warning(
+                "poll.duplicate_cancelled",
+                job=owner.name,
+                job_id=owner.id,
+                remote_id=remote_id,
+                kept_remote_id=owner.remote_id,
+            )
+            # The job may have moved on meanwhile; the log line above keeps the record then.
+            with contextlib.suppress(StaleTransition):
+                await self._rt.ledger.update(
+                    owner.id,
+                    owner.state,
+                    detail=f"duplicate remote job {remote_id} cancelled "
+                    f"(this job is {owner.remote_id})",
+                )
 
     async def _apply(self, job: Job, remote: RemoteJob) -> bool:
         """Store what the provider said; return True if the job changed state or status."""

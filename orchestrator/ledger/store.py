@@ -310,6 +310,17 @@ class SqlLedger:
             raise JobNotFound(name)
         return job_from_row(row)
 
+    async def jobs_by_tokens(self, tokens: Iterable[str]) -> dict[str, Job]:
+        """Our jobs whose client token is one of ``tokens``, by token (unknown ones absent)."""
+        wanted = sorted(set(tokens))
+        if not wanted:
+            return {}
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(sa.select(jobs).where(jobs.c.client_token.in_(wanted)))
+            ).all()
+        return {row.client_token: job_from_row(row) for row in rows}
+
     async def list_jobs(
         self, states: Iterable[JobState] | None = None, workspace: str | None = None
     ) -> list[Job]:

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from orchestrator.clock import FakeClock
 from orchestrator.config import Config
@@ -24,6 +25,7 @@ from orchestrator.emulator import Emulator, FaultSettings
 from orchestrator.errors import LedgerLocked
 from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.migrate import upgrade
+from orchestrator.ledger.schema import jobs as jobs_table
 from orchestrator.model import CLIENT_TOKEN_KEY, JobSpec, JobState, Outcome
 from orchestrator.polling import PollPolicy
 from orchestrator.providers.mistral import MistralProvider
@@ -288,3 +290,74 @@ async def test_second_daemon_on_the_same_sqlite_ledger_fails_fast(
     async with anyio.create_task_group() as tg:
         tg.start_soon(second)
         await first.run(migrate=True)
+
+
+async def test_duplicates_of_our_jobs_are_cancelled_and_nothing_else_is(
+    tmp_path: Path, clock: FakeClock, emulator_factory: Callable[..., Emulator]
+) -> None:
+    """The poll cycle cancels a remote job carrying the token of one of our settled jobs
+    (running or done) under another id, once; the jobs themselves, a job still being
+    reconciled, a stranger's job and an untagged job are left alone."""
+    emulator = emulator_factory(validation_seconds=10_000.0)
+    key = embedded_api_key("main")
+    async with (
+        _running_jobs(tmp_path, clock, emulator, count=3) as (ledger, poller),
+        _provider(emulator, clock) as provider,
+    ):
+        running, finished, in_doubt = await ledger.list_jobs()
+        # `finished` is done in the ledger although its remote job still runs: its own remote
+        # job is listed as a stranger's would be, and must survive.
+        for source, target in (
+            (JobState.RUNNING, JobState.COLLECTING),
+            (JobState.COLLECTING, JobState.DONE),
+        ):
+            finished = await ledger.transition(
+                finished.id, source, target, detail="t", outcome=Outcome.SUCCEEDED
+            )
+        # `in_doubt` is back in submitting: recovery, not the sweep, decides for it.
+        in_doubt = await ledger.get(in_doubt.id)
+        file_id = await provider.upload_file(write_chat_input(tmp_path / "dup.jsonl", 2))
+
+        async def create(metadata: dict[str, str]) -> str:
+            remote = await provider.create_job(
+                input_file_ids=[file_id],
+                model="m",
+                endpoint="/v1/chat/completions",
+                metadata=metadata,
+                timeout_hours=24,
+            )
+            return remote.id
+
+        duplicates = {
+            await create({CLIENT_TOKEN_KEY: running.client_token}): running,
+            await create({CLIENT_TOKEN_KEY: finished.client_token}): finished,
+        }
+        untouched = [
+            await create({CLIENT_TOKEN_KEY: "orch-of-another-ledger"}),
+            await create({"team": "research"}),
+            await create({}),
+        ]
+        async with ledger._write() as conn:  # a create in flight: roll the job back to submitting
+            await conn.execute(
+                sa.update(jobs_table)
+                .where(jobs_table.c.id == in_doubt.id)
+                .values(state=JobState.SUBMITTING.value, remote_id=None)
+            )
+        untouched.append(await create({CLIENT_TOKEN_KEY: in_doubt.client_token}))
+        untouched += [running.remote_id, finished.remote_id, in_doubt.remote_id]
+
+        await poller.cycle()
+        await poller.cycle()  # cancels are not sent twice
+
+        statuses = {rid: (await provider.get_job(rid)).status for rid in duplicates}
+        assert set(statuses.values()) <= {"CANCELLATION_REQUESTED", "CANCELLED"}, statuses
+        for rid in untouched:
+            assert rid is not None
+            assert (await provider.get_job(rid)).status in {"QUEUED", "RUNNING"}, rid
+        cancels = emulator.workspace_stats(key)["requests"].get("jobs.cancel", {})
+        assert sum(cancels.values()) == len(duplicates)
+        for rid, owner in duplicates.items():
+            details = [event.detail for event in await ledger.events(owner.id)]
+            assert f"duplicate remote job {rid} cancelled (this job is {owner.remote_id})" in (
+                details
+            )

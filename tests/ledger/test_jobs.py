@@ -224,3 +224,15 @@ async def test_json_fields_round_trip_unicode_and_order(ledger: SqlLedger) -> No
     again = await ledger.get(job.id)
     assert again.inputs == ("/z/ü.jsonl", "/a/b.jsonl", "/m.jsonl")
     assert again.metadata == {"équipe": "recherche", "emoji": "🧀", "empty": ""}
+
+
+async def test_jobs_by_tokens_finds_ours_and_ignores_strangers(ledger: SqlLedger) -> None:
+    """Lookup by client token (the duplicate sweep): known tokens map to their jobs."""
+    first = await add(ledger, "first")
+    second = await add(ledger, "second")
+    await add(ledger, "third")
+    found = await ledger.jobs_by_tokens(
+        [first.client_token, second.client_token, first.client_token, "orch-stranger"]
+    )
+    assert found == {first.client_token: first, second.client_token: second}
+    assert await ledger.jobs_by_tokens([]) == {}
