@@ -7,7 +7,7 @@ decide with them. :data:`TRANSITIONS` is the only place that says which moves ar
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import TypedDict
 
@@ -92,9 +92,29 @@ TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
 }
 
 
-def check_transition(source: JobState, target: JobState) -> None:
-    """Raise :class:`IllegalTransition` unless ``source -> target`` is in the table."""
-    if target not in TRANSITIONS[source]:
+PARENT_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    # A split job's parent has no remote job: it follows its parts. queued -> running when its
+    # first part leaves queued; -> done only for a cancel once every part is final.
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.DONE}),
+    # running -> collecting once every part is final (done or rejected): the merge follows.
+    JobState.RUNNING: frozenset({JobState.COLLECTING, JobState.DONE}),
+    JobState.COLLECTING: frozenset({JobState.DONE}),
+    JobState.ADMITTED: frozenset(),
+    JobState.SUBMITTING: frozenset(),
+    JobState.DONE: frozenset(),
+    JobState.REJECTED: frozenset(),
+}
+"""The moves of a split job's parent (``part_count > 0``); :data:`TRANSITIONS` is for the rest."""
+
+
+def check_transition(source: JobState, target: JobState, *, parent: bool = False) -> None:
+    """Raise :class:`IllegalTransition` unless ``source -> target`` is in the table.
+
+    ``parent`` selects :data:`PARENT_TRANSITIONS` (a split job's parent) over
+    :data:`TRANSITIONS`.
+    """
+    table = PARENT_TRANSITIONS if parent else TRANSITIONS
+    if target not in table[source]:
         raise IllegalTransition(source.value, target.value)
 
 
@@ -124,6 +144,9 @@ class JobSpec:
     metadata: Mapping[str, str] = attrs.field(factory=dict)
     timeout_hours: int = 24
     priority: int = 0
+    split_requests: int | None = None
+    """Largest part, in requests, as written in the job's table: None inherits the
+    workspace's ``split_requests``, 0 disables splitting for this job."""
 
 
 @attrs.frozen(kw_only=True)
@@ -168,6 +191,15 @@ class Job:
     updated_at: float = 0.0
     submitted_at: float | None = None
     finished_at: float | None = None
+    parent_id: int | None = None
+    """For a part of a split job: the id of its parent."""
+    part_count: int = 0
+    """For the parent of a split job: how many parts it has (0 for every other job)."""
+
+    @property
+    def is_parent(self) -> bool:
+        """Whether this is a split job's parent (it has parts, and no remote job of its own)."""
+        return self.part_count > 0
 
 
 CLIENT_TOKEN_KEY = "orchestrator_job_id"  # noqa: S105 (a metadata key, not a secret)
@@ -207,8 +239,11 @@ def pending(job: Job) -> int:
     """Requests ``job`` holds against its workspace's pending budget right now.
 
     Admitted or submitting: the local count. Running: ``total - completed`` from the latest
-    poll, or the local count while the provider still reports ``total = 0``. Otherwise 0.
+    poll, or the local count while the provider still reports ``total = 0``. Otherwise 0,
+    and always 0 for a split job's parent (its parts hold the budget).
     """
+    if job.is_parent:
+        return 0
     if job.state in (JobState.ADMITTED, JobState.SUBMITTING):
         return job.request_count
     if job.state is JobState.RUNNING:
@@ -237,3 +272,104 @@ class JobChanges(TypedDict, total=False):
     not_before: float | None
     submitted_at: float | None
     finished_at: float | None
+
+
+PART_SEPARATOR = "/part-"
+"""Joins a parent's name and a part's number: ``survey/part-0001`` ('/' is not allowed in a
+job name the operator writes, so a part's name never collides with a job's)."""
+
+
+def part_name(parent: str, number: int) -> str:
+    """The name of part ``number`` (1-based) of the job named ``parent``."""
+    return f"{parent}{PART_SEPARATOR}{number:04d}"
+
+
+def split_part_name(name: str) -> tuple[str, int] | None:
+    """``(parent name, part number)`` of a part's name, or None for any other name."""
+    parent, sep, number = name.rpartition(PART_SEPARATOR)
+    if not sep or not parent or not number.isdigit():
+        return None
+    return parent, int(number)
+
+
+@attrs.frozen(kw_only=True)
+class ParentAggregate:
+    """What a split job's parts say about their parent (see :func:`parent_aggregate`)."""
+
+    state: JobState
+    """``queued`` while every part is queued, ``collecting`` once every part is final,
+    ``running`` in between."""
+    outcome: Outcome | None
+    """Set once every part is final."""
+    total: int
+    completed: int
+    succeeded: int
+    failed: int
+    remote_status: str
+    """A short summary of the parts' states, e.g. ``parts: 2 running, 5 done, 3 queued``."""
+
+
+_SUMMARY_ORDER = (
+    JobState.COLLECTING,
+    JobState.RUNNING,
+    JobState.SUBMITTING,
+    JobState.ADMITTED,
+    JobState.QUEUED,
+    JobState.DONE,
+    JobState.REJECTED,
+)
+REMOTE_STATUS_WIDTH = 64
+"""Width of the ledger's ``remote_status`` column; a parent's summary is cut to fit."""
+
+
+def parent_aggregate(parts: Sequence[Job]) -> ParentAggregate:
+    """The parent's state, outcome, counts and status summary, from its parts. Pure.
+
+    Counts are the parts' sums. Outcome, once every part is final: every part succeeded ->
+    succeeded; any cancelled -> cancelled; else any expired -> expired; every part failed
+    (a rejected part counts as failed) -> failed; otherwise partial.
+
+    Raises:
+        ValueError: ``parts`` is empty.
+    """
+    if not parts:
+        raise ValueError("a split job has at least one part")
+    by_state: dict[JobState, int] = {}
+    for part in parts:
+        by_state[part.state] = by_state.get(part.state, 0) + 1
+    final = all(part.state in FINAL_STATES for part in parts)
+    if final:
+        state = JobState.COLLECTING
+    elif by_state.get(JobState.QUEUED, 0) == len(parts):
+        state = JobState.QUEUED
+    else:
+        state = JobState.RUNNING
+    outcome = None
+    if final:
+        outcomes = [
+            Outcome.FAILED if part.state is JobState.REJECTED else part.outcome for part in parts
+        ]
+        if all(o is Outcome.SUCCEEDED for o in outcomes):
+            outcome = Outcome.SUCCEEDED
+        elif Outcome.CANCELLED in outcomes:
+            outcome = Outcome.CANCELLED
+        elif Outcome.EXPIRED in outcomes:
+            outcome = Outcome.EXPIRED
+        elif all(o is Outcome.FAILED for o in outcomes):
+            outcome = Outcome.FAILED
+        else:
+            outcome = Outcome.PARTIAL
+    summary = "parts: " + ", ".join(
+        f"{by_state[s]} {s.value}" for s in _SUMMARY_ORDER if by_state.get(s)
+    )
+    if len(summary) > REMOTE_STATUS_WIDTH:
+        summary = summary[: REMOTE_STATUS_WIDTH - 3] + "..."
+    return ParentAggregate(
+        state=state,
+        outcome=outcome,
+        total=sum(part.total for part in parts),
+        completed=sum(part.completed for part in parts),
+        succeeded=sum(part.succeeded for part in parts),
+        failed=sum(part.failed for part in parts),
+        remote_status=summary,
+    )

@@ -26,6 +26,9 @@ NAMING_CONVENTION = {
 }
 """Deterministic constraint names: Alembic's SQLite batch mode needs them to alter tables."""
 
+NAME_WIDTH = 160
+"""Width of ``jobs.name``: a job name (at most 128) and a part's ``/part-NNNN`` suffix."""
+
 FILE_KINDS = ("output", "error")
 """The kinds of result file a job can have, one of each at most."""
 
@@ -65,7 +68,8 @@ jobs = sa.Table(
     "jobs",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("name", sa.String(128), nullable=False),
+    # 128 for a name the operator writes, plus room for a part's "/part-NNNN" suffix.
+    sa.Column("name", sa.String(NAME_WIDTH), nullable=False),
     sa.Column("workspace", sa.String(128), nullable=False),
     sa.Column("model", sa.String(256), nullable=False),
     sa.Column("endpoint", sa.String(256), nullable=False),
@@ -100,11 +104,15 @@ jobs = sa.Table(
     # Leases for several daemons on one PostgreSQL ledger (design §8).
     sa.Column("claimed_by", sa.String(256), nullable=True),
     sa.Column("lease_until", Timestamp, nullable=True),
+    # Splitting (design §3): a part points at its parent; a parent counts its parts (> 0).
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("jobs.id"), nullable=True),
+    sa.Column("part_count", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.UniqueConstraint("name"),
     sa.UniqueConstraint("client_token"),
     sa.CheckConstraint(_in("state", _STATES), name="state"),
     sa.CheckConstraint(f"outcome IS NULL OR {_in('outcome', _OUTCOMES)}", name="outcome"),
     sa.Index("ix_jobs_workspace_state", "workspace", "state"),
+    sa.Index("ix_jobs_parent_id", "parent_id"),
 )
 
 job_events = sa.Table(

@@ -10,13 +10,14 @@ read-then-write steps lock their row with ``SELECT ... FOR UPDATE``.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from os import PathLike
 from types import TracebackType
-from typing import Self, Unpack
+from typing import Any, Self, Unpack
 
 import anyio
+import attrs
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import postgresql, sqlite
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import (
     DefinitionConflict,
+    IllegalTransition,
     JobNotFound,
     LedgerLocked,
     LedgerNotMigrated,
@@ -53,9 +55,51 @@ from orchestrator.model import (
     JobState,
     check_transition,
     new_client_token,
+    part_name,
 )
 
 log = structlog.get_logger(__name__)
+
+
+@attrs.frozen(kw_only=True)
+class PartSpec:
+    """One part of a split job as intake wrote it: its input file and request count."""
+
+    inputs: tuple[str, ...]
+    request_count: int
+
+
+def _new_job_values(
+    spec: JobSpec,
+    *,
+    definition_hash: str,
+    request_count: int,
+    state: JobState,
+    error: str | None,
+    at: float,
+) -> dict[str, Any]:
+    """The column values of a new job row."""
+    return {
+        "name": spec.name,
+        "workspace": spec.workspace,
+        "model": spec.model,
+        "endpoint": spec.endpoint,
+        "inputs": list(spec.inputs),
+        "metadata": dict(spec.metadata),
+        "timeout_hours": spec.timeout_hours,
+        "priority": spec.priority,
+        "definition_hash": definition_hash,
+        "client_token": new_client_token(),
+        "request_count": request_count,
+        "state": state.value,
+        "input_file_ids": [],
+        "error": error,
+        "cancel_requested": False,
+        "created_at": at,
+        "updated_at": at,
+        "finished_at": at if state is JobState.REJECTED else None,
+    }
+
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -244,26 +288,14 @@ class SqlLedger:
         if request_count < 0:
             raise ValueError(f"job {spec.name!r}: request_count must be >= 0")
         at = self._clock.now() if now is None else now
-        values = {
-            "name": spec.name,
-            "workspace": spec.workspace,
-            "model": spec.model,
-            "endpoint": spec.endpoint,
-            "inputs": list(spec.inputs),
-            "metadata": dict(spec.metadata),
-            "timeout_hours": spec.timeout_hours,
-            "priority": spec.priority,
-            "definition_hash": definition_hash,
-            "client_token": new_client_token(),
-            "request_count": request_count,
-            "state": state.value,
-            "input_file_ids": [],
-            "error": error,
-            "cancel_requested": False,
-            "created_at": at,
-            "updated_at": at,
-            "finished_at": at if state is JobState.REJECTED else None,
-        }
+        values = _new_job_values(
+            spec,
+            definition_hash=definition_hash,
+            request_count=request_count,
+            state=state,
+            error=error,
+            at=at,
+        )
         try:
             async with self._write() as conn:
                 existing = await job_row(conn, jobs.c.name == spec.name)
@@ -285,6 +317,107 @@ class SqlLedger:
         if job.definition_hash == definition_hash:
             return job, False
         raise DefinitionConflict(spec.name, definition_differences(job, spec))
+
+    async def add_split_job(
+        self,
+        spec: JobSpec,
+        *,
+        definition_hash: str,
+        request_count: int,
+        parts: Sequence[PartSpec],
+        now: float | None = None,
+    ) -> tuple[Job, bool]:
+        """Record a split job: its parent and every part, in one transaction.
+
+        The parent holds the definition (``spec``, ``definition_hash``, the whole request
+        count) and ``part_count``; each part is an ordinary queued job named
+        ``<name>/part-NNNN`` with the parent's workspace, model, endpoint, metadata, timeout
+        and priority, its own inputs, request count and client token, and ``parent_id``.
+        Parts get increasing ids, so admission serves them in order.
+
+        Returns:
+            ``(parent, created)``, as :meth:`add_job`.
+
+        Raises:
+            DefinitionConflict: the name holds another definition (nothing is changed).
+            ValueError: no parts, or a part without requests.
+        """
+        if not parts:
+            raise ValueError(f"job {spec.name!r}: a split job needs at least one part")
+        if any(part.request_count <= 0 for part in parts):
+            raise ValueError(f"job {spec.name!r}: every part needs at least one request")
+        at = self._clock.now() if now is None else now
+        values = _new_job_values(
+            spec,
+            definition_hash=definition_hash,
+            request_count=request_count,
+            state=JobState.QUEUED,
+            error=None,
+            at=at,
+        )
+        values["part_count"] = len(parts)
+        try:
+            async with self._write() as conn:
+                existing = await job_row(conn, jobs.c.name == spec.name)
+                if existing is None:
+                    row = (
+                        await conn.execute(jobs.insert().values(values).returning(*jobs.c))
+                    ).one()
+                    await add_event(
+                        conn, row, None, at=at, detail=f"created, split into {len(parts)} parts"
+                    )
+                    for number, part in enumerate(parts, start=1):
+                        part_spec = attrs.evolve(
+                            spec, name=part_name(spec.name, number), inputs=part.inputs
+                        )
+                        part_values = _new_job_values(
+                            part_spec,
+                            definition_hash=f"{definition_hash}:{number}",
+                            request_count=part.request_count,
+                            state=JobState.QUEUED,
+                            error=None,
+                            at=at,
+                        )
+                        part_values["parent_id"] = row.id
+                        part_row = (
+                            await conn.execute(jobs.insert().values(part_values).returning(*jobs.c))
+                        ).one()
+                        await add_event(
+                            conn, part_row, None, at=at, detail=f"created, part of {spec.name}"
+                        )
+                    log.debug(
+                        "ledger.split_job_added", job=spec.name, job_id=row.id, parts=len(parts)
+                    )
+                    return job_from_row(row), True
+        except IntegrityError:
+            async with self._read() as conn:
+                existing = await job_row(conn, jobs.c.name == spec.name)
+            if existing is None:
+                raise
+        job = job_from_row(existing)
+        if job.definition_hash == definition_hash:
+            return job, False
+        raise DefinitionConflict(spec.name, definition_differences(job, spec, splits=True))
+
+    async def parts(self, parent_id: int) -> list[Job]:
+        """The parts of the split job ``parent_id``, in part order (empty for another job)."""
+        query = sa.select(jobs).where(jobs.c.parent_id == parent_id).order_by(jobs.c.id)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [job_from_row(row) for row in rows]
+
+    async def parents(
+        self, states: Iterable[JobState] | None = None, workspace: str | None = None
+    ) -> list[Job]:
+        """Split jobs' parents in any of ``states`` (all by default), oldest first."""
+        query = sa.select(jobs).where(jobs.c.part_count > 0).order_by(jobs.c.id)
+        if states is not None:
+            query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
+        if workspace is not None:
+            query = query.where(jobs.c.workspace == workspace)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [job_from_row(row) for row in rows]
 
     async def get(self, job_id: int) -> Job:
         """The job with id ``job_id``.
@@ -370,7 +503,17 @@ class SqlLedger:
             ValueError: the job would reach ``done`` without an outcome.
             TypeError: a key of ``changes`` is not a job field the ledger changes.
         """
-        check_transition(expected, target)
+        # A split job's parent follows PARENT_TRANSITIONS, every other job TRANSITIONS; the
+        # UPDATE only matches a job whose kind allows the move.
+        kinds = []
+        for parent in (False, True):
+            try:
+                check_transition(expected, target, parent=parent)
+            except IllegalTransition:
+                continue
+            kinds.append(parent)
+        if not kinds:
+            check_transition(expected, target)  # raises
         values = encode_changes(changes)
         now = self._clock.now()
         values["state"] = target.value
@@ -385,9 +528,18 @@ class SqlLedger:
             .values(values)
             .returning(*jobs.c)
         )
+        if kinds == [False]:
+            statement = statement.where(jobs.c.part_count == 0)
+        elif kinds == [True]:
+            statement = statement.where(jobs.c.part_count > 0)
         async with self._write() as conn:
             row = (await conn.execute(statement)).first()
             if row is None:
+                is_parent = await conn.scalar(
+                    sa.select(jobs.c.part_count > 0).where(jobs.c.id == job_id)
+                )
+                if is_parent is not None and bool(is_parent) not in kinds:
+                    check_transition(expected, target, parent=bool(is_parent))  # raises
                 await raise_missing_or_stale(conn, job_id, expected, target)
             job = job_from_row(row)
             if target is JobState.DONE and job.outcome is None:
@@ -460,21 +612,20 @@ class SqlLedger:
     async def request_cancel(self, name: str) -> Job:
         """Flag the job named ``name`` for cancellation (the daemon acts on the flag).
 
-        Idempotent; a job that is already done or rejected is returned unchanged.
+        Idempotent; a job that is already done or rejected is returned unchanged. For a split
+        job's parent, every unfinished part is flagged too, in the same transaction; a part
+        alone flags only itself.
 
         Raises:
             JobNotFound: no such job.
         """
         now = self._clock.now()
+        unfinished = jobs.c.state.not_in([s.value for s in FINAL_STATES])
         async with self._write() as conn:
             row = (
                 await conn.execute(
                     jobs.update()
-                    .where(
-                        jobs.c.name == name,
-                        jobs.c.state.not_in([s.value for s in FINAL_STATES]),
-                        jobs.c.cancel_requested.is_(False),
-                    )
+                    .where(jobs.c.name == name, unfinished, jobs.c.cancel_requested.is_(False))
                     .values(cancel_requested=True, updated_at=now)
                     .returning(*jobs.c)
                 )
@@ -482,6 +633,27 @@ class SqlLedger:
             if row is not None:
                 await add_event(conn, row, JobState(row.state), at=now, detail="cancel requested")
                 log.info("ledger.cancel_requested", job=name, job_id=row.id, state=row.state)
+                if row.part_count > 0:
+                    parts = (
+                        await conn.execute(
+                            jobs.update()
+                            .where(
+                                jobs.c.parent_id == row.id,
+                                unfinished,
+                                jobs.c.cancel_requested.is_(False),
+                            )
+                            .values(cancel_requested=True, updated_at=now)
+                            .returning(*jobs.c)
+                        )
+                    ).all()
+                    for part in parts:
+                        await add_event(
+                            conn,
+                            part,
+                            JobState(part.state),
+                            at=now,
+                            detail=f"cancel requested (with {name})",
+                        )
                 return job_from_row(row)
             row = await job_row(conn, jobs.c.name == name)
         if row is None:

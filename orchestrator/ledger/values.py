@@ -104,6 +104,8 @@ def job_from_row(row: Any) -> Job:
         updated_at=row.updated_at,
         submitted_at=row.submitted_at,
         finished_at=row.finished_at,
+        parent_id=row.parent_id,
+        part_count=row.part_count,
     )
 
 
@@ -133,8 +135,14 @@ def file_from_row(row: Any) -> ResultFile:
     )
 
 
-def definition_differences(existing: Job, spec: JobSpec) -> tuple[str, ...]:
-    """Which parts of the definition differ between a recorded job and a new spec."""
+def definition_differences(
+    existing: Job, spec: JobSpec, *, splits: bool = False
+) -> tuple[str, ...]:
+    """Which parts of the definition differ between a recorded job and a new spec.
+
+    ``splits`` says whether the new definition is split into parts: the part size is part of
+    a split job's hash, so when nothing else differs it may be what changed.
+    """
     fields = {
         "workspace": (existing.workspace, spec.workspace),
         "model": (existing.model, spec.model),
@@ -145,4 +153,8 @@ def definition_differences(existing: Job, spec: JobSpec) -> tuple[str, ...]:
     }
     differences = tuple(name for name, (old, new) in fields.items() if old != new)
     # The hash also covers the input files' bytes: same paths, other contents.
-    return differences or ("input contents",)
+    if differences:
+        return differences
+    if splits or existing.is_parent:
+        return ("input contents or split_requests",)
+    return ("input contents",)
