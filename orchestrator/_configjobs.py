@@ -33,6 +33,7 @@ JOB_KEYS = frozenset(
         "metadata",
         "timeout_hours",
         "priority",
+        "split_requests",
     }
 )
 
@@ -54,8 +55,25 @@ def check_name(table: Section, name: str, value: str, what: str) -> str:
     return value
 
 
-def parse_job(table: Section, base: Path, providers: Mapping[str, str]) -> JobSpec:
+def split_too_large(split: int, budget: int) -> str:
+    """The error for a part size larger than the workspace's budget (a part could never fit)."""
+    return (
+        f"{split:,} is more than the workspace's pending_budget ({budget:,}): a part that "
+        "large could never be admitted; use at most the budget (5-10 % of it keeps the "
+        "budget full)"
+    )
+
+
+def parse_job(
+    table: Section,
+    base: Path,
+    providers: Mapping[str, str],
+    budgets: Mapping[str, int] | None = None,
+) -> JobSpec:
     """One ``[[jobs]]`` table; ``providers`` maps each workspace name to its provider.
+
+    ``budgets`` maps each workspace name to its pending budget: a job's ``split_requests``
+    must not exceed it (unchecked without it).
 
     Raises:
         ConfigError: the first problem, named by file and ``jobs[i].key``.
@@ -86,7 +104,18 @@ def parse_job(table: Section, base: Path, providers: Mapping[str, str]) -> JobSp
         metadata=_metadata(table, provider),
         timeout_hours=table.integer("timeout_hours", 24, low=1, high=168),
         priority=table.integer("priority", 0, low=-_INT32 - 1, high=_INT32),
+        split_requests=_split_requests(table, (budgets or {}).get(workspace_name)),
     )
+
+
+def _split_requests(table: Section, budget: int | None) -> int | None:
+    """The job's ``split_requests``: None when absent, 0 to disable splitting."""
+    if not table.has("split_requests"):
+        return None
+    split = table.integer("split_requests", low=0)
+    if budget is not None and split > budget:
+        raise table.error("split_requests", split_too_large(split, budget))
+    return split
 
 
 def _inputs(table: Section, base: Path) -> tuple[str, ...]:

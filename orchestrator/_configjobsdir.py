@@ -133,11 +133,12 @@ def _jobs_of(
             )
             raise root.error(name, f"unknown key {name!r}: {where}")
     providers = {name: ws.provider for name, ws in config.workspaces.items()}
+    budgets = {name: ws.pending_budget for name, ws in config.workspaces.items()}
     base = Path(root.file).parent
     jobs = []
     found: dict[str, tuple[InputOrigin, ...]] = {}
     for index, table in root.tables("jobs"):
-        spec = parse_job(table, base, providers)
+        spec = parse_job(table, base, providers, budgets)
         claim_name(spec, table, origins, f"{root.file}: jobs[{index}]")
         jobs.append(spec)
         found[spec.name] = input_origins(table)

@@ -48,7 +48,8 @@ def admit(
     """Decide which of ``queued`` to admit.
 
     Args:
-        queued: jobs in state ``queued`` (any order; this sorts them).
+        queued: jobs in state ``queued`` (any order; this sorts them); a split job's parent
+            among them is skipped (its parts are admitted, each by the same rule).
         in_flight: Σpending of the jobs this daemon already holds in flight.
         budget: the workspace's pending-request budget.
         external: pending requests of unfinished jobs this ledger did not create.
@@ -63,8 +64,8 @@ def admit(
     never_fits: list[int] = []
     blocked = False
     for job in queue_order(queued):
-        if job.state is not JobState.QUEUED or job.cancel_requested:
-            continue
+        if job.state is not JobState.QUEUED or job.cancel_requested or job.is_parent:
+            continue  # a split job's parent is never admitted: its parts are
         if job.request_count > budget:
             never_fits.append(job.id)
             continue

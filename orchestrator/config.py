@@ -50,7 +50,13 @@ from pathlib import Path
 import attrs
 
 from orchestrator._configjobs import InputOrigin as InputOrigin
-from orchestrator._configjobs import check_name, claim_name, input_origins, parse_job
+from orchestrator._configjobs import (
+    check_name,
+    claim_name,
+    input_origins,
+    parse_job,
+    split_too_large,
+)
 from orchestrator._configjobs import job_from_flags as job_from_flags
 from orchestrator._configjobs import missing_inputs as missing_inputs
 from orchestrator._configjobsdir import TOP_KEYS
@@ -203,6 +209,9 @@ class WorkspaceConfig:
     pending_budget: int = 1_000_000
     count_external: bool = False
     """Also count unfinished remote jobs this ledger did not create against the budget."""
+    split_requests: int | None = None
+    """Split a job of more requests than this into parts of at most this many (None: no
+    splitting); a job's own ``split_requests`` overrides it."""
     config_file: str | None = None
     """The file that defined the workspace (named in errors)."""
 
@@ -210,6 +219,11 @@ class WorkspaceConfig:
     def embedded(self) -> bool:
         """Whether this workspace runs the in-process emulator."""
         return self.base_url == EMBEDDED
+
+    def part_size(self, spec: JobSpec) -> int | None:
+        """The part size that applies to ``spec`` (its own, else the workspace's), or None."""
+        size = self.split_requests if spec.split_requests is None else spec.split_requests
+        return size or None
 
     def api_key(self, environ: Mapping[str, str]) -> str:
         """The workspace's API key, read now from the environment or the key file.
@@ -311,11 +325,12 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
 
     workspaces = _workspaces(root.table("workspaces"), base)
     providers = {name: ws.provider for name, ws in workspaces.items()}
+    budgets = {name: ws.pending_budget for name, ws in workspaces.items()}
     jobs: list[JobSpec] = []
     origins: dict[str, str] = {}
     inputs: dict[str, tuple[InputOrigin, ...]] = {}
     for index, table in root.tables("jobs"):
-        spec = parse_job(table, base, providers)
+        spec = parse_job(table, base, providers, budgets)
         claim_name(spec, table, origins, f"{file}: jobs[{index}]")
         jobs.append(spec)
         inputs[spec.name] = input_origins(table)
@@ -336,7 +351,15 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
 
 
 _WORKSPACE_KEYS = frozenset(
-    {"provider", "base_url", "api_key_env", "api_key_file", "pending_budget", "count_external"}
+    {
+        "provider",
+        "base_url",
+        "api_key_env",
+        "api_key_file",
+        "pending_budget",
+        "count_external",
+        "split_requests",
+    }
 )
 _ELSEWHERE: Mapping[str, str] = {
     "url": "ledger.url",
@@ -439,13 +462,20 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
                 f'missing required key: set api_key_env = "{provider.upper()}_API_KEY" (an '
                 "environment variable) or api_key_file (a file holding the key)",
             )
+        budget = ws.integer("pending_budget", 1_000_000, low=1)
+        split = None
+        if ws.has("split_requests"):
+            split = ws.integer("split_requests", low=1)
+            if split > budget:
+                raise ws.error("split_requests", split_too_large(split, budget))
         workspaces[name] = WorkspaceConfig(
             name=name,
             provider=provider,
             base_url=base_url,
             api_key_env=key_env,
             api_key_file=resolve_path(key_file, base) if key_file is not None else None,
-            pending_budget=ws.integer("pending_budget", 1_000_000, low=1),
+            pending_budget=budget,
+            split_requests=split,
             count_external=ws.boolean("count_external", False),
             config_file=table.file,
         )

@@ -166,13 +166,22 @@ async def submit(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
     origins = tuple(InputOrigin(file="orchestrator submit", key="--input") for _ in spec.inputs)
     async with open_ledger(config, clock) as ledger:
         try:
-            job, created = await admit_spec(ledger, spec, origins=origins, record_rejection=False)
+            job, created = await admit_spec(
+                ledger,
+                spec,
+                origins=origins,
+                record_rejection=False,
+                split=config.workspaces[spec.workspace].part_size(spec),
+                results=config.results.dir,
+            )
         except InputError as exc:
             sys.stderr.write("\n".join(f"  {p}" for p in exc.problems) + "\n")
             raise CliError(f"submit: {exc.summary}", code=EXIT_USAGE) from None
         except DefinitionConflict as exc:
             existing = await ledger.get_by_name(spec.name)
             raise CliError(conflict_message(exc, existing), code=EXIT_FAILURE) from None
+        except OSError as exc:
+            raise CliError(f"submit: {exc}", code=EXIT_FAILURE) from None
     if args.json:
         _json_out(out, {**status_row(job, now=clock.now()), "created": created})
     elif created:

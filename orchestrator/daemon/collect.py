@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import anyio
 import attrs
 import structlog
 
 from orchestrator.daemon.context import Runtime, WorkspaceRuntime, backoff
+from orchestrator.daemon.layout import RESULT_NAMES as RESULT_NAMES
+from orchestrator.daemon.layout import job_summary as job_summary
+from orchestrator.daemon.layout import result_dir as result_dir
+from orchestrator.daemon.parts import PartsKeeper
 from orchestrator.errors import OrchestratorError, StaleTransition
 from orchestrator.fsutil import write_json_atomic
 from orchestrator.ledger import FileKind, ResultFile
@@ -26,12 +29,6 @@ log = structlog.get_logger(__name__)
 
 IDLE_WAIT = 60.0
 DOWNLOAD_CONCURRENCY = 2
-RESULT_NAMES: Mapping[FileKind, str] = {"output": "output.jsonl", "error": "errors.jsonl"}
-
-
-def result_dir(results: Path, job: Job) -> Path:
-    """Where a job's result files go (the name is a safe slug, checked at intake)."""
-    return results / job.name
 
 
 class Collector:
@@ -41,6 +38,7 @@ class Collector:
         self._rt = runtime
         self._ws = workspace
         self._limiter = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
+        self._parts = PartsKeeper(runtime, workspace)
 
     async def run(self) -> None:
         """Loop forever: collect every job whose remote job has ended."""
@@ -55,6 +53,7 @@ class Collector:
         jobs = await self._rt.ledger.list_jobs(
             states=(JobState.COLLECTING,), workspace=self._ws.name
         )
+        jobs = [j for j in jobs if not j.is_parent]  # a parent is merged by the parts keeper
         due = [j for j in jobs if j.not_before is None or j.not_before <= now]
         if self._rt.stopping.is_set():
             due = []  # stopping: start no download
@@ -62,6 +61,10 @@ class Collector:
         async with anyio.create_task_group() as tg:
             for job in due:
                 tg.start_soon(self._collect_guarded, job)
+        # Split jobs follow their parts (a part collected just now counts at once).
+        retry = await self._parts.cycle()
+        if retry is not None:
+            waits.append(retry)
         return min([IDLE_WAIT, *waits])
 
     async def _collect_guarded(self, job: Job) -> None:
@@ -162,32 +165,3 @@ def _count_mismatches(job: Job, files: Mapping[FileKind, ResultFile]) -> list[st
             f"{job.failed} failed requests"
         )
     return problems
-
-
-def job_summary(job: Job, files: Any) -> dict[str, Any]:
-    """The content of ``job.json``: what a script needs to know about a finished job."""
-    return {
-        "name": job.name,
-        "workspace": job.workspace,
-        "state": job.state.value,
-        "outcome": job.outcome.value if job.outcome else None,
-        "remote_id": job.remote_id,
-        "remote_status": job.remote_status,
-        "model": job.model,
-        "endpoint": job.endpoint,
-        "requests": job.request_count,
-        "total": job.total,
-        "completed": job.completed,
-        "succeeded": job.succeeded,
-        "failed": job.failed,
-        "error": job.error,
-        "files": {
-            f.kind: {
-                "path": Path(f.path).name,
-                "bytes": f.bytes,
-                "sha256": f.sha256,
-                "lines": f.lines,
-            }
-            for f in files
-        },
-    }

@@ -35,13 +35,18 @@ from orchestrator.config import (
     load_jobs_dir,
     missing_inputs,
 )
+from orchestrator.daemon.parts import write_part_inputs
 from orchestrator.daemon.waker import Waker
-from orchestrator.errors import ConfigError, DefinitionConflict, InputError
-from orchestrator.inputs import InputLimits, definition_hash, validate_inputs
+from orchestrator.errors import ConfigError, DefinitionConflict, InputError, JobNotFound
+from orchestrator.inputs import InputLimits, InputSummary, definition_hash, validate_inputs
 from orchestrator.ledger import SqlLedger
+from orchestrator.ledger.values import definition_differences
 from orchestrator.model import FINAL_STATES, Job, JobSpec, JobState
 
 log = structlog.get_logger(__name__)
+
+_UNLIMITED = 2**31 - 1
+"""Requests a split job may hold in all (the ledger's 32-bit count)."""
 
 _FileKey = tuple[str, int, int]
 """(path, size, mtime_ns): a file unchanged since it was last hashed."""
@@ -122,8 +127,15 @@ async def admit_spec(
     limits: InputLimits | None = None,
     origins: Sequence[InputOrigin] = (),
     record_rejection: bool = True,
+    split: int | None = None,
+    results: Path | None = None,
 ) -> tuple[Job, bool]:
     """Validate ``spec``'s inputs and record it; return (job, created).
+
+    With a part size (``split``), a job of more requests than that is split: its parts'
+    inputs are written under ``<results>/<name>/parts/`` and the parent and its parts are
+    recorded in one transaction (see :mod:`orchestrator.daemon.parts`). The provider's limit
+    on requests per job then applies to each part, not to the whole job.
 
     Args:
         ledger: Where the job is recorded.
@@ -134,6 +146,9 @@ async def admit_spec(
         record_rejection: Record an invalid job as ``rejected`` (what the daemon does, so
             ``status`` shows why). False raises instead and records nothing (what ``submit``
             does: the operator fixes the input and submits again under the same name).
+        split: The part size that applies to the job (its own ``split_requests``, else its
+            workspace's), or None not to split.
+        results: The results folder (needed with ``split``).
 
     Returns:
         ``(job, created)``; ``created`` is False when the name already holds this definition.
@@ -141,8 +156,15 @@ async def admit_spec(
     Raises:
         DefinitionConflict: the name is taken by another definition (the job is untouched).
         InputError: the inputs are invalid and ``record_rejection`` is False.
+        OSError: a part's input cannot be written (nothing is recorded; intake retries).
     """
     limits = limits or InputLimits()
+    if split is not None:
+        if results is None:
+            raise ValueError("splitting needs the results folder")
+        split = min(split, limits.max_requests)
+        # The per-job request limit is the provider's, per batch: each part keeps it.
+        limits = attrs.evolve(limits, max_requests=_UNLIMITED)
     try:
         missing = missing_input_error(spec, origins)
         if missing is not None:
@@ -166,8 +188,10 @@ async def admit_spec(
                 problems=list(exc.problems),
             )
         return job, created
-    digest = definition_hash(spec, summaries)
     requests = sum(s.requests for s in summaries)
+    if split is not None and results is not None and requests > split:
+        return await _admit_split(ledger, spec, summaries, requests, split, results)
+    digest = definition_hash(spec, summaries)
     job, created = await ledger.add_job(spec, definition_hash=digest, request_count=requests)
     if created:
         log.info(
@@ -176,6 +200,55 @@ async def admit_spec(
             job_id=job.id,
             requests=requests,
             workspace=spec.workspace,
+        )
+    return job, created
+
+
+async def _admit_split(
+    ledger: SqlLedger,
+    spec: JobSpec,
+    summaries: Sequence[InputSummary],
+    requests: int,
+    split: int,
+    results: Path,
+) -> tuple[Job, bool]:
+    """Record a job split into parts of ``split`` requests (written first, atomically).
+
+    A name already recorded with this definition is a no-op and its part files are not
+    rewritten; another definition is a conflict before anything is written. A crash between
+    writing the parts and the ledger insert leaves files nothing refers to: the next intake
+    writes them again.
+    """
+    digest = definition_hash(spec, summaries, split_requests=split)
+    try:
+        existing = await ledger.get_by_name(spec.name)
+    except JobNotFound:
+        existing = None
+    if existing is not None:
+        if existing.definition_hash == digest:
+            return existing, False
+        raise DefinitionConflict(spec.name, definition_differences(existing, spec, splits=True))
+    parts = await anyio.to_thread.run_sync(
+        write_part_inputs, spec.inputs, results, spec.name, split
+    )
+    written = sum(part.request_count for part in parts)
+    if written != requests:
+        raise OSError(
+            f"job {spec.name!r}: its inputs changed while they were split ({requests} requests "
+            f"validated, {written} written); it is read again at the next scan"
+        )
+    job, created = await ledger.add_split_job(
+        spec, definition_hash=digest, request_count=requests, parts=parts
+    )
+    if created:
+        log.info(
+            "intake.queued",
+            job=spec.name,
+            job_id=job.id,
+            requests=requests,
+            workspace=spec.workspace,
+            parts=len(parts),
+            split_requests=split,
         )
     return job, created
 
@@ -298,7 +371,16 @@ class Intake:
             if keys is not None and self._seen.get(spec.name) == (spec, keys):
                 continue  # unchanged since this process last recorded it
             try:
-                _, created = await admit_spec(self._ledger, spec, origins=origins)
+                _, created = await admit_spec(
+                    self._ledger,
+                    spec,
+                    origins=origins,
+                    split=self._config.workspaces[spec.workspace].part_size(spec),
+                    results=self._config.results.dir,
+                )
+            except OSError as exc:
+                self._report_once("intake.split_failed", spec.name, str(exc))
+                continue
             except DefinitionConflict as exc:
                 existing = await self._ledger.get_by_name(spec.name)
                 self._report_once(

@@ -80,6 +80,7 @@ class Poller:
         running = await self._rt.ledger.list_jobs(
             states=(JobState.RUNNING,), workspace=self._ws.name
         )
+        running = [job for job in running if not job.is_parent]  # no remote job to poll
         if not running:
             self._base = None
             self._observed.clear()

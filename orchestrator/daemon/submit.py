@@ -81,10 +81,10 @@ class Submitter:
         for job in await ledger.list_jobs(
             states=(JobState.QUEUED, JobState.ADMITTED), workspace=self._ws.name
         ):
-            if job.cancel_requested:
+            if job.cancel_requested and not job.is_parent:
                 await self._cancel_locally(job)
         jobs = await ledger.list_jobs(states=UNFINISHED, workspace=self._ws.name)
-        queued = [j for j in jobs if j.state is JobState.QUEUED]
+        queued = [j for j in jobs if j.state is JobState.QUEUED and not j.is_parent]
         external = 0
         if self._ws.count_external and queued:
             external = await self._external_pending(jobs)
@@ -301,4 +301,6 @@ class Submitter:
             job.id, job.state, target, detail=detail, **changes
         )
         self._rt.activity.wake()
+        if job.parent_id is not None:
+            self._ws.collect.wake()  # the parts keeper follows its parent's parts
         return moved

@@ -1,0 +1,357 @@
+"""Split jobs: part inputs written at intake, and the parent carried to ``done``.
+
+A job larger than its part size (``split_requests``) is split at intake into parts of at most
+that many requests, in input order; each part is an ordinary job that admission, submission,
+polling, collection, recovery and cancel handle like any other. Everything a split job keeps
+on disk sits in its own results folder::
+
+    <results>/<name>/output.jsonl, errors.jsonl, job.json     the merged results (design §9)
+    <results>/<name>/parts/0001/input.jsonl                   the part's input (written here)
+    <results>/<name>/parts/0001/output.jsonl, errors.jsonl, job.json   the part's results
+
+:class:`PartsKeeper` runs in the collection loop of the parent's workspace: it moves the
+parent ``queued -> running`` when its first part leaves ``queued``, keeps its counts and a
+``parts: ...`` status summary current, moves it ``running -> collecting`` when every part is
+final, then merges the parts' files (part order, atomic, verified line counts), writes
+``job.json`` and moves it to ``done``. Only then is ``parts/`` removed. A crash anywhere before
+``done`` redoes the merge from the parts' files on restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import structlog
+
+from orchestrator.daemon.context import Runtime, WorkspaceRuntime, backoff
+from orchestrator.daemon.layout import (
+    PARTS_DIR,
+    RESULT_NAMES,
+    job_summary,
+    part_folder,
+)
+from orchestrator.errors import OrchestratorError, StaleTransition
+from orchestrator.fsutil import atomic_write, ensure_dir, fsync_dir, write_json_atomic
+from orchestrator.ledger import FileKind, PartSpec, ResultFile
+from orchestrator.model import (
+    FINAL_STATES,
+    Job,
+    JobChanges,
+    JobState,
+    parent_aggregate,
+)
+
+log = structlog.get_logger(__name__)
+
+PART_INPUT = "input.jsonl"
+_CHUNK = 1 << 20
+
+
+class MergeMismatch(OrchestratorError):
+    """A merged file does not hold the lines its parts recorded (retried, never final)."""
+
+
+def write_part_inputs(inputs: Sequence[str], results: Path, name: str, size: int) -> list[PartSpec]:
+    """Write the parts of a job: ``size`` requests each (the last may hold fewer), in order.
+
+    Lines are copied byte for byte (a last line without a newline gets one), spanning input
+    files as needed. Each part is written atomically (``.part``, fsync, rename, fsync the
+    folder). An earlier ``parts/`` of the same name (a crash before the ledger recorded the
+    job) is removed first: nothing refers to it.
+
+    Raises:
+        OSError: an input cannot be read or a part cannot be written.
+    """
+    root = results / name / PARTS_DIR
+    shutil.rmtree(root, ignore_errors=True)
+    writer = _PartWriter(results, name, size)
+    try:
+        for path in inputs:
+            with open(path, "rb") as stream:
+                for line in stream:
+                    if not line.strip():
+                        continue  # validation allows none but a final newline
+                    writer.add(line if line.endswith(b"\n") else line + b"\n")
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.parts
+
+
+class _PartWriter:
+    """Fills part files one after the other, publishing each when it is full."""
+
+    def __init__(self, results: Path, name: str, size: int) -> None:
+        self._results = results
+        self._name = name
+        self._size = size
+        self._open: Any = None
+        self._lines = 0
+        self.parts: list[PartSpec] = []
+
+    def add(self, line: bytes) -> None:
+        if self._open is None:
+            folder = part_folder(self._results, self._name, len(self.parts) + 1)
+            self._open = atomic_write(folder / PART_INPUT)
+            self._file = self._open.__enter__()
+            self._dest = folder / PART_INPUT
+            self._lines = 0
+        self._file.write(line)
+        self._lines += 1
+        if self._lines == self._size:
+            self.close()
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open.__exit__(None, None, None)
+            self._open = None
+            self.parts.append(PartSpec(inputs=(str(self._dest),), request_count=self._lines))
+
+    def abort(self) -> None:
+        if self._open is not None:
+            self._open.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            self._open = None
+
+
+@attrs.frozen(kw_only=True)
+class Merged:
+    """One merged file as written: where, its size, digest and lines."""
+
+    path: Path
+    bytes: int
+    sha256: str
+    lines: int
+
+
+def merge_files(sources: Iterable[Path], dest: Path) -> Merged:
+    """Concatenate ``sources`` in order into ``dest`` atomically, durably, and measured.
+
+    A source whose last line lacks a newline gets one, so the result stays JSON Lines.
+
+    Raises:
+        OSError: a source cannot be read or ``dest`` cannot be written.
+    """
+    digest = hashlib.sha256()
+    size = lines = 0
+    with atomic_write(dest) as out:
+        for source in sources:
+            last = b"\n"
+            with open(source, "rb") as stream:
+                for chunk in iter(lambda: stream.read(_CHUNK), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    lines += chunk.count(b"\n")
+                    last = chunk[-1:]
+            if last != b"\n":
+                out.write(b"\n")
+                digest.update(b"\n")
+                size += 1
+                lines += 1
+    return Merged(path=dest, bytes=size, sha256=digest.hexdigest(), lines=lines)
+
+
+def remove_parts(results: Path, name: str) -> bool:
+    """Remove a finished split job's ``parts/`` folder; True if there was one."""
+    root = results / name / PARTS_DIR
+    if not root.exists():
+        return False
+    shutil.rmtree(root)
+    fsync_dir(root.parent)
+    return True
+
+
+class PartsKeeper:
+    """Carries the split jobs of one workspace from ``queued`` to ``done`` (see the module)."""
+
+    def __init__(self, runtime: Runtime, workspace: WorkspaceRuntime) -> None:
+        self._rt = runtime
+        self._ws = workspace
+        self._swept = False
+
+    async def cycle(self) -> float | None:
+        """One pass over the unfinished parents; returns a retry delay, or None."""
+        ledger, results = self._rt.ledger, self._rt.results_dir
+        if not self._swept:
+            # parts/ of a parent that reached done just before a crash.
+            for parent in await ledger.parents(states=(JobState.DONE,), workspace=self._ws.name):
+                await anyio.to_thread.run_sync(remove_parts, results, parent.name)
+            self._swept = True
+        now = self._rt.clock.now()
+        waits: list[float] = []
+        parents = await ledger.parents(
+            states=(JobState.QUEUED, JobState.RUNNING, JobState.COLLECTING),
+            workspace=self._ws.name,
+        )
+        for parent in parents:
+            structlog.contextvars.bind_contextvars(job=parent.name, job_id=parent.id)
+            try:
+                parent = await self._advance(parent)
+                if parent.state is JobState.COLLECTING and not self._rt.stopping.is_set():
+                    if parent.not_before is not None and parent.not_before > now:
+                        waits.append(parent.not_before - now)
+                    else:
+                        await self._merge_guarded(parent)
+            except StaleTransition as exc:
+                log.info("parts.lost_race", job=parent.name, detail=str(exc))
+            finally:
+                structlog.contextvars.unbind_contextvars("job", "job_id")
+        return min(waits) if waits else None
+
+    async def _advance(self, parent: Job) -> Job:
+        """Follow the parts: queued -> running -> collecting, with counts and summary."""
+        ledger = self._rt.ledger
+        parts = await ledger.parts(parent.id)
+        agg = parent_aggregate(parts)
+        counts: JobChanges = {
+            "total": agg.total,
+            "completed": agg.completed,
+            "succeeded": agg.succeeded,
+            "failed": agg.failed,
+            "remote_status": agg.remote_status,
+        }
+        if parent.state is JobState.QUEUED and agg.state is not JobState.QUEUED:
+            parent = await ledger.transition(
+                parent.id,
+                JobState.QUEUED,
+                JobState.RUNNING,
+                detail="first part left the queue",
+                **counts,
+            )
+            self._rt.activity.wake()
+        if parent.state is JobState.RUNNING and agg.state is JobState.COLLECTING:
+            final: JobChanges = {
+                **counts,
+                "outcome": agg.outcome,
+                "error": rejected_parts_error(parts),
+            }
+            parent = await ledger.transition(
+                parent.id,
+                JobState.RUNNING,
+                JobState.COLLECTING,
+                detail="every part is final",
+                **final,
+            )
+            log.info("parts.all_final", job=parent.name, outcome=agg.outcome)
+            self._rt.activity.wake()
+        elif parent.state is not JobState.COLLECTING and (
+            (parent.total, parent.completed, parent.succeeded, parent.failed, parent.remote_status)
+            != (agg.total, agg.completed, agg.succeeded, agg.failed, agg.remote_status)
+        ):
+            parent = await ledger.update(parent.id, parent.state, **counts)
+        return parent
+
+    async def _merge_guarded(self, parent: Job) -> None:
+        try:
+            await self.merge(parent)
+        except (OrchestratorError, OSError) as exc:
+            attempts = parent.attempts + 1
+            await self._rt.ledger.update(
+                parent.id,
+                JobState.COLLECTING,
+                error=f"merging the parts failed, will retry: {exc}",
+                attempts=attempts,
+                not_before=self._rt.clock.now() + backoff(attempts),
+            )
+            log.warning("parts.merge_retry_later", job=parent.name, error=str(exc))
+
+    async def merge(self, parent: Job) -> Job:
+        """Merge the parts' files, record them, write job.json, finish, remove ``parts/``.
+
+        Raises:
+            MergeMismatch: a merged file's lines differ from the sum of its parts' lines.
+            OSError: a part file cannot be read or the merged file cannot be written.
+        """
+        ledger, results = self._rt.ledger, self._rt.results_dir
+        parts = await ledger.parts(parent.id)
+        if any(part.state not in FINAL_STATES for part in parts):
+            raise MergeMismatch(f"job {parent.name!r}: a part is not final; cannot merge yet")
+        part_files = [{f.kind: f for f in await ledger.files(part.id)} for part in parts]
+        folder = results / parent.name
+        await anyio.to_thread.run_sync(ensure_dir, folder)
+        for kind, filename in RESULT_NAMES.items():
+            recorded = [files[kind] for files in part_files if kind in files]
+            if not recorded:
+                continue
+            merged = await anyio.to_thread.run_sync(
+                merge_files, [Path(f.path) for f in recorded], folder / filename
+            )
+            expected = sum(f.lines for f in recorded)
+            if merged.lines != expected:
+                raise MergeMismatch(
+                    f"job {parent.name!r}: merged {filename} has {merged.lines} lines, its "
+                    f"parts recorded {expected}"
+                )
+            await ledger.record_file(
+                parent.id,
+                kind,
+                path=str(merged.path),
+                bytes=merged.bytes,
+                sha256=merged.sha256,
+                lines=merged.lines,
+            )
+            log.info("parts.merged", job=parent.name, kind=kind, lines=merged.lines)
+        files = await ledger.files(parent.id)
+        error = rejected_parts_error(parts)
+        summary = parent_summary(
+            attrs.evolve(parent, state=JobState.DONE, error=error), files, parts, part_files
+        )
+        await anyio.to_thread.run_sync(write_json_atomic, folder / "job.json", summary)
+        done = await ledger.transition(
+            parent.id,
+            JobState.COLLECTING,
+            JobState.DONE,
+            detail="parts merged",
+            error=error,
+            not_before=None,
+        )
+        log.info("parts.done", job=done.name, job_id=done.id, outcome=done.outcome)
+        await anyio.to_thread.run_sync(remove_parts, results, parent.name)
+        self._rt.activity.wake()
+        return done
+
+
+def rejected_parts_error(parts: Sequence[Job]) -> str | None:
+    """The parent's error: which parts were rejected (None when none was)."""
+    rejected = [p for p in parts if p.state is JobState.REJECTED]
+    if not rejected:
+        return None
+    return f"{len(rejected)} part(s) rejected; {rejected[0].name}: {rejected[0].error}"
+
+
+def parent_summary(
+    parent: Job,
+    files: Iterable[ResultFile],
+    parts: Sequence[Job],
+    part_files: Sequence[dict[FileKind, ResultFile]],
+) -> dict[str, Any]:
+    """The content of a split job's ``job.json``: the usual fields, plus one entry per part."""
+    summary = job_summary(parent, files)
+    summary["parts"] = [
+        {
+            "name": part.name,
+            "state": part.state.value,
+            "remote_id": part.remote_id,
+            "remote_status": part.remote_status,
+            "outcome": part.outcome.value if part.outcome else None,
+            "requests": part.request_count,
+            "total": part.total,
+            "completed": part.completed,
+            "succeeded": part.succeeded,
+            "failed": part.failed,
+            "error": part.error,
+            "files": {
+                f.kind: {"bytes": f.bytes, "sha256": f.sha256, "lines": f.lines}
+                for f in pf.values()
+            },
+        }
+        for part, pf in zip(parts, part_files, strict=True)
+    ]
+    return summary
