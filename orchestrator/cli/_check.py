@@ -24,7 +24,7 @@ from orchestrator.clock import Clock
 from orchestrator.config import Config, InputOrigin, load_jobs_dir, missing_inputs
 from orchestrator.daemon.intake import raw_definition_hash
 from orchestrator.errors import ConfigError, InputError, LedgerError
-from orchestrator.inputs import definition_hash, validate_inputs
+from orchestrator.inputs import InputLimits, definition_hash, validate_inputs
 from orchestrator.ledger.engine import display_url
 from orchestrator.model import IN_FLIGHT_STATES, Job, JobSpec, JobState, pending
 
@@ -91,8 +91,10 @@ async def check_config(args: argparse.Namespace, config: Config, clock: Clock, o
         flying = sum(
             pending(j) for j in in_ledger if j.workspace == name and j.state in IN_FLIGHT_STATES
         )
-        queued = sum(
-            j.request_count for j in in_ledger if j.workspace == name and j.state is JobState.QUEUED
+        queued = sum(  # a split job's parent is queued beside its parts: count the parts
+            j.request_count
+            for j in in_ledger
+            if j.workspace == name and j.state is JobState.QUEUED and not j.is_parent
         )
         held = f"{flying:,} in flight and {queued:,} queued in the ledger"
         total = flying + queued + sum(demand)
@@ -140,6 +142,11 @@ def _check_workspaces(config: Config, report: _Report) -> None:
             report.ok(f"{where} at {ws.base_url}): API key from {source}: present")
         if ws.count_external:
             report.ok(f"  {name}: count_external = true (external jobs are counted while running)")
+        if ws.split_requests is not None:
+            report.ok(
+                f"  {name}: split_requests = {ws.split_requests:,} (larger jobs run as parts of at "
+                "most that many requests)"
+            )
 
 
 async def _ledger_jobs(config: Config, clock: Clock, report: _Report) -> dict[str, Job]:
@@ -176,9 +183,14 @@ async def _check_job(
     if missing:
         report.error(f"{head}  ERROR: {missing[0]}", tuple(str(m) for m in missing[1:]))
         return None
+    split = config.workspaces[spec.workspace].part_size(spec)
+    limits = InputLimits()
+    if split is not None:
+        split = min(split, limits.max_requests)
+        limits = attrs.evolve(limits, max_requests=2**31 - 1)  # the limit applies per part
     try:
         summaries = await anyio.to_thread.run_sync(
-            functools.partial(validate_inputs, spec.inputs, endpoint=spec.endpoint)
+            functools.partial(validate_inputs, spec.inputs, endpoint=spec.endpoint, limits=limits)
         )
     except InputError as exc:
         digest = await anyio.to_thread.run_sync(functools.partial(raw_definition_hash, spec))
@@ -192,8 +204,10 @@ async def _check_job(
     requests = sum(s.requests for s in summaries)
     budget = config.workspaces[spec.workspace].pending_budget
     line = f"{head}  {requests:>9,} requests  {spec.endpoint}  {spec.model}"
+    splits = split is not None and requests > split
+    digest = definition_hash(spec, summaries, split_requests=split if splits else None)
     if existing is not None:
-        if existing.definition_hash != definition_hash(spec, summaries):
+        if existing.definition_hash != digest:
             report.error(
                 f"{line}: ERROR: job {spec.name!r} is already in the ledger "
                 f"({existing.state.value}) with a different definition: the daemon leaves that "
@@ -205,6 +219,11 @@ async def _check_job(
             f"{line}: already in the ledger ({existing.state.value}{outcome}): nothing to send"
         )
         return None
+    if splits:
+        assert split is not None
+        count = -(-requests // split)
+        report.ok(f"{line}: new, would be split into {count:,} parts of at most {split:,}")
+        return requests
     if requests > budget:
         report.error(
             f"{line}: ERROR: more than the whole budget of workspace {spec.workspace!r} "

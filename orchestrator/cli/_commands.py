@@ -42,9 +42,11 @@ async def status(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
     async with open_ledger(config, clock) as ledger:
         states = [JobState(s) for s in args.state] if args.state else None
         jobs = await ledger.list_jobs(states=states, workspace=args.workspace)
+    if not args.parts:
+        jobs = [job for job in jobs if job.parent_id is None]
     now = clock.now()
     if args.json:
-        _json_out(out, [status_row(job, now=now) for job in jobs])
+        _json_out(out, [status_row(job, now=now, parent_field=args.parts) for job in jobs])
     elif not jobs:
         filtered = " matching the filters" if (args.state or args.workspace) else ""
         out.line(f"no jobs{filtered} in the ledger {ledger.url}")
@@ -61,13 +63,14 @@ async def show(args: argparse.Namespace, config: Config, clock: Clock, out: Outp
         job = await find_job(ledger, args.name, config)
         files = await ledger.files(job.id)
         events = await ledger.events(job.id)
+        parts = await ledger.parts(job.id) if job.is_parent else []
     now = clock.now()
     if args.json:
-        _json_out(out, show_detail(job, files, events, now=now))
+        _json_out(out, show_detail(job, files, events, now=now, parts=parts))
     elif out.rich:
-        out.show(show_rich(job, files, events, now=now))
+        out.show(show_rich(job, files, events, now=now, parts=parts))
     else:
-        out.write(show_plain(job, files, events, now=now))
+        out.write(show_plain(job, files, events, now=now, parts=parts))
     return EXIT_OK
 
 

@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="only jobs in this state (repeatable)",
     )
     status.add_argument("--workspace", help="only the jobs of this workspace")
+    status.add_argument(
+        "--parts",
+        action="store_true",
+        help="also list the parts of split jobs (each row then has a `parent` field)",
+    )
 
     show = command("show", "one job in full, with its event history")
     _add_common(show)

@@ -22,6 +22,7 @@ from orchestrator.cli._rows import (
     WorkspaceBudget,
     duration,
     first_line,
+    parent_name,
     progress,
     state_counts,
     timestamp,
@@ -210,9 +211,14 @@ def status_rich(jobs: Sequence[Job], *, now: float) -> RenderableType:
 
 
 def show_lines(
-    job: Job, files: Sequence[ResultFile], events: Sequence[JobEvent], *, now: float
+    job: Job,
+    files: Sequence[ResultFile],
+    events: Sequence[JobEvent],
+    *,
+    now: float,
+    parts: Sequence[Job] = (),
 ) -> list[tuple[str, str]]:
-    """``show`` as (label, value) pairs: definition, remote side, counts, times."""
+    """``show`` as (label, value) pairs: definition, remote side, counts, times, parts."""
     share = progress(job)
     state = job.state.value + (f" (remote {job.remote_status})" if job.remote_status else "")
     metadata = ", ".join(f"{k}={v}" for k, v in sorted(job.metadata.items())) or "-"
@@ -248,14 +254,31 @@ def show_lines(
     ]
     if job.attempts:
         rows.append(("attempts", f"{job.attempts} (next not before {timestamp(job.not_before)})"))
+    parent = parent_name(job)
+    if parent is not None:
+        rows.append(("parent", f"{parent} (`show {parent}` lists every part)"))
+    for i, part in enumerate(parts):
+        outcome = f", {part.outcome.value}" if part.outcome else ""
+        rows.append(
+            (
+                "parts" if i == 0 else "",
+                f"{part.name}  {part.state.value}{outcome}  {part.remote_id or '-'}  "
+                f"{part.completed:,}/{total(part):,} processed",
+            )
+        )
     return rows
 
 
 def show_plain(
-    job: Job, files: Sequence[ResultFile], events: Sequence[JobEvent], *, now: float
+    job: Job,
+    files: Sequence[ResultFile],
+    events: Sequence[JobEvent],
+    *,
+    now: float,
+    parts: Sequence[Job] = (),
 ) -> str:
     """``show NAME`` for a pipe: fields, error, files, then the full event history."""
-    pairs = show_lines(job, files, events, now=now)
+    pairs = show_lines(job, files, events, now=now, parts=parts)
     width = max(len(label) for label, _ in pairs)
     out = [f"{label.ljust(width)}  {value}".rstrip() for label, value in pairs]
     if job.error:
@@ -285,22 +308,27 @@ def _event_cells(event: JobEvent) -> list[str]:
 
 
 def show_rich(
-    job: Job, files: Sequence[ResultFile], events: Sequence[JobEvent], *, now: float
+    job: Job,
+    files: Sequence[ResultFile],
+    events: Sequence[JobEvent],
+    *,
+    now: float,
+    parts: Sequence[Job] = (),
 ) -> RenderableType:
     """``show NAME`` for a terminal."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    for label, value in show_lines(job, files, events, now=now):
+    for label, value in show_lines(job, files, events, now=now, parts=parts):
         style = ""
         if label == "state":
             style = STATE_STYLES[job.state]
         elif label == "outcome":
             style = OUTCOME_STYLES.get(value, "")
         grid.add_row(label, Text(value, style=style))
-    parts: list[RenderableType] = [grid]
+    blocks: list[RenderableType] = [grid]
     if job.error:
-        parts += [Text("\nerror:", style="bold red"), Text(job.error, style="red")]
+        blocks += [Text("\nerror:", style="bold red"), Text(job.error, style="red")]
     files_table = Table(box=box.SIMPLE_HEAD, title="files", title_justify="left", pad_edge=False)
     for header in ("KIND", "PATH", "BYTES", "LINES", "SHA256"):
         # Paths and digests are copied from here: fold them, never cut them short.
@@ -311,7 +339,7 @@ def show_rich(
         )
     for f in files:
         files_table.add_row(f.kind, f.path, f"{f.bytes:,}", f"{f.lines:,}", f.sha256)
-    parts.append(files_table if files else Text("\nfiles: none downloaded yet", style="dim"))
+    blocks.append(files_table if files else Text("\nfiles: none downloaded yet", style="dim"))
     history = Table(
         box=box.SIMPLE_HEAD,
         title=f"history ({len(events)} events)",
@@ -325,8 +353,8 @@ def show_rich(
         history.add_row(
             at, Text(move.strip(), style=STATE_STYLES[event.to_state]), remote.strip(), detail
         )
-    parts.append(history)
-    return Group(*parts)
+    blocks.append(history)
+    return Group(*blocks)
 
 
 def results_lines(detail: dict[str, Any]) -> list[str]:

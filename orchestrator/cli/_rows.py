@@ -15,8 +15,9 @@ from typing import Any
 import attrs
 
 from orchestrator.config import WorkspaceConfig
+from orchestrator.daemon.layout import result_dir
 from orchestrator.ledger import JobEvent, ResultFile
-from orchestrator.model import IN_FLIGHT_STATES, Job, JobState, pending
+from orchestrator.model import IN_FLIGHT_STATES, Job, JobState, pending, split_part_name
 
 STATE_ORDER = (
     JobState.COLLECTING,
@@ -70,10 +71,22 @@ def progress(job: Job) -> float | None:
     return min(1.0, done / n)
 
 
-def status_row(job: Job, *, now: float) -> dict[str, Any]:
-    """The ``status --json`` object of one job (design.md §9, plus a few more fields)."""
+def parent_name(job: Job) -> str | None:
+    """The name of a part's parent (None for any other job)."""
+    if job.parent_id is None:
+        return None
+    split = split_part_name(job.name)
+    return split[0] if split else None
+
+
+def status_row(job: Job, *, now: float, parent_field: bool = False) -> dict[str, Any]:
+    """The ``status --json`` object of one job (design.md §9, plus a few more fields).
+
+    A split job's parent has ``part_count`` (how many parts; 0 for any other job); with
+    ``parent_field`` every row also has ``parent`` (the parent's name for a part, else null).
+    """
     share = progress(job)
-    return {
+    row = {
         "name": job.name,
         "state": job.state.value,
         "outcome": job.outcome.value if job.outcome else None,
@@ -93,15 +106,29 @@ def status_row(job: Job, *, now: float) -> dict[str, Any]:
         "created_at": timestamp(job.created_at),
         "updated_at": timestamp(job.updated_at),
         "age_seconds": round(max(0.0, now - job.created_at), 3),
+        "part_count": job.part_count,
     }
+    if parent_field:
+        row["parent"] = parent_name(job)
+    return row
 
 
 def show_detail(
-    job: Job, files: Sequence[ResultFile], events: Sequence[JobEvent], *, now: float
+    job: Job,
+    files: Sequence[ResultFile],
+    events: Sequence[JobEvent],
+    *,
+    now: float,
+    parts: Sequence[Job] = (),
 ) -> dict[str, Any]:
-    """The ``show --json`` object: the status row, the definition, remote ids, files, history."""
+    """The ``show --json`` object: the status row, the definition, remote ids, files, history.
+
+    A split job's parent also lists its ``parts`` (their status rows); a part names its
+    ``parent``.
+    """
     return {
-        **status_row(job, now=now),
+        **status_row(job, now=now, parent_field=True),
+        "parts": [status_row(part, now=now, parent_field=True) for part in parts],
         "id": job.id,
         "model": job.model,
         "endpoint": job.endpoint,
@@ -144,7 +171,7 @@ def file_row(record: ResultFile) -> dict[str, Any]:
 
 def results_detail(job: Job, files: Sequence[ResultFile], results_dir: Path) -> dict[str, Any]:
     """The ``results --json`` object: where the job's results are, and their counts."""
-    folder = results_dir / job.name
+    folder = result_dir(results_dir, job)
     summary = folder / "job.json"
     return {
         "name": job.name,
@@ -227,6 +254,7 @@ def budgets(
     rows = []
     for name, members in by_workspace.items():
         ws = workspaces.get(name)
+        members = [j for j in members if not j.is_parent]  # its parts hold and wait
         flying = [j for j in members if j.state in IN_FLIGHT_STATES]
         queued = sorted(
             (j for j in members if j.state is JobState.QUEUED and not j.cancel_requested),

@@ -145,7 +145,8 @@ class DaemonCollector(Collector):
         pending, queued_jobs, queued_requests = {}, {}, {}
         for name in {*self._daemon.workspaces, *by_workspace}:
             jobs = by_workspace.get(name, [])
-            queued = [job for job in jobs if job.state is JobState.QUEUED]
+            # A split job's parent is queued beside its parts: count the parts only.
+            queued = [job for job in jobs if job.state is JobState.QUEUED and not job.is_parent]
             pending[name] = in_flight_pending(jobs)
             queued_jobs[name] = len(queued)
             queued_requests[name] = sum(job.request_count for job in queued)
