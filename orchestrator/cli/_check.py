@@ -132,14 +132,14 @@ def _check_workspaces(config: Config, report: _Report) -> None:
             continue
         if ws.embedded:
             report.ok(f"{where}, the embedded emulator): no API key needed")
-            continue
-        source = f"${ws.api_key_env}" if ws.api_key_env else str(ws.api_key_file)
-        try:
-            ws.api_key(os.environ)
-        except ConfigError as exc:
-            report.error(f"error: {exc}")
         else:
-            report.ok(f"{where} at {ws.base_url}): API key from {source}: present")
+            source = f"${ws.api_key_env}" if ws.api_key_env else str(ws.api_key_file)
+            try:
+                ws.api_key(os.environ)
+            except ConfigError as exc:
+                report.error(f"error: {exc}")
+            else:
+                report.ok(f"{where} at {ws.base_url}): API key from {source}: present")
         if ws.count_external:
             report.ok(f"  {name}: count_external = true (external jobs are counted while running)")
         if ws.split_requests is not None:

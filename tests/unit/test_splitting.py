@@ -126,9 +126,9 @@ def test_aggregate_sums_counts_and_follows_the_parts(parts: list[Job]) -> None:
             assert agg.state is JobState.RUNNING
     # The aggregate's next state is always reachable from the previous one by the parent table.
     if agg.state is not JobState.QUEUED:
-        assert agg.state in PARENT_TRANSITIONS[JobState.QUEUED] | PARENT_TRANSITIONS[
-            JobState.RUNNING
-        ]
+        assert (
+            agg.state in PARENT_TRANSITIONS[JobState.QUEUED] | PARENT_TRANSITIONS[JobState.RUNNING]
+        )
 
 
 def test_aggregate_summary_names_the_states() -> None:

@@ -1,0 +1,150 @@
+"""Intake of split jobs: identity, part files, per-job overrides and config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from orchestrator.cli import main
+from orchestrator.clock import FakeClock
+from orchestrator.config import Config
+from orchestrator.daemon.intake import Intake
+from orchestrator.daemon.waker import Waker
+from orchestrator.ledger import SqlLedger
+from orchestrator.ledger.migrate import upgrade
+from orchestrator.model import JobState
+from tests.daemon.conftest import load, write_config
+
+pytestmark = pytest.mark.anyio
+
+
+async def _scan(config: Config, clock: FakeClock) -> tuple[int, list[str]]:
+    """One intake pass by a fresh process (nothing cached); returns (added, error events)."""
+    await upgrade(config.ledger.url)
+    async with await SqlLedger.connect(config.ledger.url, clock=clock) as ledger:
+        intake = Intake(
+            config=config, ledger=ledger, clock=clock, waker=Waker(clock), on_new_job=lambda j: None
+        )
+        with capture_logs() as logs:
+            added = await intake.scan()
+    return added, [str(e["error"]) for e in logs if e["log_level"] == "error"]
+
+
+def _inputs(config: Config) -> list[Path]:
+    return sorted((config.results.dir / "big" / "parts").glob("*/input.jsonl"))
+
+
+async def test_parts_hold_the_input_in_order_and_a_rescan_is_a_no_op(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Parts of <= split lines, byte for byte in order; rescanning neither adds nor rewrites."""
+    config = load(write_config(tmp_path, [("big", 2500)], extra="split_requests = 1000"))
+    assert await _scan(config, clock) == (1, [])
+    written = _inputs(config)
+    assert [p.parent.name for p in written] == ["0001", "0002", "0003"]
+    source = (tmp_path / "data" / "big.jsonl").read_bytes()
+    assert b"".join(p.read_bytes() for p in written) == source
+    assert [len(p.read_bytes().splitlines()) for p in written] == [1000, 1000, 500]
+    stamps = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in written]
+    assert await _scan(config, clock) == (0, [])
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in _inputs(config)] == stamps
+    async with await SqlLedger.connect(config.ledger.url, clock=clock) as ledger:
+        parent = await ledger.get_by_name("big")
+        parts = await ledger.parts(parent.id)
+    assert [p.inputs for p in parts] == [(str(p),) for p in written]
+
+
+async def test_a_crash_before_the_insert_rewrites_the_parts(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Stale part files without a ledger row (a crash) are replaced at the next intake."""
+    config = load(write_config(tmp_path, [("big", 1500)], extra="split_requests = 1000"))
+    stale = config.results.dir / "big" / "parts" / "0007" / "input.jsonl"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left by a crash\n")
+    assert await _scan(config, clock) == (1, [])
+    assert [p.parent.name for p in _inputs(config)] == ["0001", "0002"]
+
+
+async def test_existing_jobs_keep_their_identity_when_splitting_is_enabled(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A ledger's job smaller than the new part size is still the same job on rescan."""
+    config = load(write_config(tmp_path, [("small", 500)]))
+    assert await _scan(config, clock) == (1, [])
+    config = load(write_config(tmp_path, [("small", 500)], extra="split_requests = 1000"))
+    assert await _scan(config, clock) == (0, [])
+
+
+async def test_changing_the_part_size_is_a_different_definition(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Another split_requests for a recorded split job is refused; the job stays as it was."""
+    config = load(write_config(tmp_path, [("big", 2500)], extra="split_requests = 1000"))
+    assert await _scan(config, clock) == (1, [])
+    config = load(write_config(tmp_path, [("big", 2500)], extra="split_requests = 500"))
+    added, errors = await _scan(config, clock)
+    assert added == 0
+    assert len(errors) == 1 and "different definition" in errors[0]
+    assert "split_requests" in errors[0]
+    assert len(_inputs(config)) == 3
+
+
+async def test_a_job_can_override_or_disable_the_workspace_part_size(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """split_requests in [[jobs]] wins over the workspace's; 0 turns splitting off."""
+    path = write_config(tmp_path, [("big", 2500), ("whole", 1200)], extra="split_requests = 1000")
+    text = (
+        path.read_text()
+        .replace('name = "big"', 'name = "big"\nsplit_requests = 2000')
+        .replace('name = "whole"', 'name = "whole"\nsplit_requests = 0')
+    )
+    path.write_text(text)
+    config = load(path)
+    assert await _scan(config, clock) == (2, [])
+    async with await SqlLedger.connect(config.ledger.url, clock=clock) as ledger:
+        big = await ledger.get_by_name("big")
+        whole = await ledger.get_by_name("whole")
+        assert [p.request_count for p in await ledger.parts(big.id)] == [2000, 500]
+    assert (whole.part_count, whole.state) == (0, JobState.QUEUED)
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        ("workspace", "2000", "more than the workspace's pending_budget (1,500)"),
+        ("workspace", "0", "must be at least 1"),
+        ("workspace", '"1000"', "expected an integer"),
+        ("job", "2000", "more than the workspace's pending_budget (1,500)"),
+        ("job", "-1", "must be at least 0"),
+        ("job", "1.5", "expected an integer"),
+    ],
+)
+def test_bad_part_sizes_are_config_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, value: str, message: str
+) -> None:
+    """check-config exits 2 and names the file and key of a bad split_requests."""
+    if where == "workspace":
+        path = write_config(tmp_path, [("big", 10)], budget=1500, extra=f"split_requests = {value}")
+        key = "workspaces.main.split_requests"
+    else:
+        path = write_config(tmp_path, [("big", 10)], budget=1500)
+        path.write_text(path.read_text() + f"split_requests = {value}\n")
+        key = "jobs[0].split_requests"
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and key in err and message in err, err
+
+
+def test_check_config_reports_the_parts_a_job_would_get(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job over the budget but split is fine: check-config says how it would be split."""
+    path = write_config(tmp_path, [("big", 2500)], budget=1500, extra="split_requests = 1000")
+    assert main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "would be split into 3 parts of at most 1,000" in out
+    assert "split_requests = 1,000" in out
