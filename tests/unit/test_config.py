@@ -134,6 +134,7 @@ def test_example_config_loads_and_sets_every_key() -> None:
     assert set(document["daemon"]) == {"grace_period", "reconcile_grace"}
     assert set(document["workspaces"]["main"]) == {
         "provider", "base_url", "api_key_env", "pending_budget", "count_external",
+        "split_requests",
     }  # fmt: skip
     assert "api_key_file" in path.read_text()  # the alternative, shown as a comment
     assert set(document["jobs"][0]) == {
@@ -141,6 +142,8 @@ def test_example_config_loads_and_sets_every_key() -> None:
         "priority",
     }  # fmt: skip
     assert "inputs" in document["jobs"][1]
+    assert "# split_requests = 50_000" in path.read_text()  # a job's override, as a comment
+    assert config.workspaces["main"].split_requests == 100_000
 
 
 def test_demo_config_loads() -> None:
