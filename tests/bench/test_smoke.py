@@ -40,6 +40,21 @@ def test_budget_use_runs_the_daemon_and_the_models(run_harness: Runner) -> None:
     assert all(0 < m["utilisation"] <= 1 for m in figures["models"])
 
 
+def test_budget_use_runs_the_daemon_with_splitting(run_harness: Runner) -> None:
+    """The same backlog split by the daemon: more batch jobs than jobs, never over budget."""
+    report, figures = run_harness(
+        budget_use.main, "--jobs", "4", "--scale", "0.001", "--rate", "2000", "--validation",
+        "5", "--split", "100000",
+    )  # fmt: skip
+    daemon = figures["daemon"]
+    assert "split_requests = 100,000" in report
+    assert daemon["split"] == 100
+    assert daemon["batch_jobs"] > 4
+    assert 0 < daemon["utilisation"] <= 1
+    assert daemon["max_pending"] <= daemon["budget"]
+    assert daemon["refused_creates"] == 0
+
+
 @needs_curl
 def test_downloads_compares_curl_and_the_daemon_path(run_harness: Runner) -> None:
     """A 0.2 MB file: both clients download every byte; the child reports its memory."""
