@@ -200,15 +200,18 @@ async def test_cancel_of_a_parent_cancels_its_parts_and_merges_what_ran(
     """Cancel while one part runs and others wait: done/cancelled, partial output merged."""
     config = load(_split_config(tmp_path, 3000))
     emulator = emulator_factory()
-    lists = 0
+    cancelled = False
 
     async def cancel_after_progress(request: httpx.Request, response: httpx.Response) -> None:
-        nonlocal lists
-        if request.method == "GET" and request.url.path.endswith("/v1/batch/jobs"):
-            lists += 1
-            if lists == 8:
-                async with await SqlLedger.connect(config.ledger.url, clock=clock) as ledger:
-                    await ledger.request_cancel("big")
+        # The first list that shows progress: the first part runs, the last one still waits.
+        nonlocal cancelled
+        if cancelled or request.method != "GET" or not request.url.path.endswith("/batch/jobs"):
+            return
+        listed = json.loads(await response.aread()).get("data", [])
+        if any(job.get("completed_requests", 0) > 0 for job in listed):
+            cancelled = True
+            async with await SqlLedger.connect(config.ledger.url, clock=clock) as ledger:
+                await ledger.request_cancel("big")
 
     daemon = Daemon(
         config,
