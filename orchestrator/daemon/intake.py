@@ -229,7 +229,7 @@ async def _admit_split(
             return existing, False
         raise DefinitionConflict(spec.name, definition_differences(existing, spec, splits=True))
     parts = await anyio.to_thread.run_sync(
-        write_part_inputs, spec.inputs, results, spec.name, split
+        write_part_inputs, spec.inputs, results, spec.name, split, [s.sha256 for s in summaries]
     )
     written = sum(part.request_count for part in parts)
     if written != requests:

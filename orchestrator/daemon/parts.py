@@ -57,30 +57,46 @@ class MergeMismatch(OrchestratorError):
     """A merged file does not hold the lines its parts recorded (retried, never final)."""
 
 
-def write_part_inputs(inputs: Sequence[str], results: Path, name: str, size: int) -> list[PartSpec]:
+def write_part_inputs(
+    inputs: Sequence[str],
+    results: Path,
+    name: str,
+    size: int,
+    sha256: Sequence[str] | None = None,
+) -> list[PartSpec]:
     """Write the parts of a job: ``size`` requests each (the last may hold fewer), in order.
 
     Lines are copied byte for byte (a last line without a newline gets one), spanning input
     files as needed. Each part is written atomically (``.part``, fsync, rename, fsync the
     folder). An earlier ``parts/`` of the same name (a crash before the ledger recorded the
-    job) is removed first: nothing refers to it.
+    job) is removed first: nothing refers to it. With ``sha256`` (the validated inputs'
+    digests), an input whose bytes changed since validation fails the split.
 
     Raises:
-        OSError: an input cannot be read or a part cannot be written.
+        OSError: an input cannot be read, changed since validation, or a part cannot be
+            written (nothing is published then).
     """
     root = results / name / PARTS_DIR
     shutil.rmtree(root, ignore_errors=True)
     writer = _PartWriter(results, name, size)
     try:
-        for path in inputs:
+        for index, path in enumerate(inputs):
+            digest = hashlib.sha256()
             with open(path, "rb") as stream:
                 for line in stream:
+                    digest.update(line)
                     if not line.strip():
                         continue  # validation allows none but a final newline
                     writer.add(line if line.endswith(b"\n") else line + b"\n")
+            if sha256 is not None and digest.hexdigest() != sha256[index]:
+                raise OSError(
+                    f"job {name!r}: {path} changed after it was validated; it is read again "
+                    "at the next scan"
+                )
         writer.close()
     except BaseException:
         writer.abort()
+        shutil.rmtree(root, ignore_errors=True)  # parts of a failed split are nobody's
         raise
     return writer.parts
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,12 @@ from orchestrator.cli import main
 from orchestrator.clock import FakeClock
 from orchestrator.config import Config
 from orchestrator.daemon.intake import Intake
+from orchestrator.daemon.parts import write_part_inputs
 from orchestrator.daemon.waker import Waker
 from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.migrate import upgrade
 from orchestrator.model import JobState
-from tests.daemon.conftest import load, write_config
+from tests.daemon.conftest import load, write_chat_input, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -148,3 +150,17 @@ def test_check_config_reports_the_parts_a_job_would_get(
     out = capsys.readouterr().out
     assert "would be split into 3 parts of at most 1,000" in out
     assert "split_requests = 1,000" in out
+
+
+def test_an_input_changed_after_validation_publishes_no_part(tmp_path: Path) -> None:
+    """Splitting re-reads the inputs: bytes that differ from the validated ones fail it whole."""
+    source = tmp_path / "in.jsonl"
+    write_chat_input(source, 5)
+    validated = hashlib.sha256(source.read_bytes()).hexdigest()
+    parts = write_part_inputs([str(source)], tmp_path / "results", "big", 2, [validated])
+    assert [part.request_count for part in parts] == [2, 2, 1]
+
+    write_chat_input(source, 5, prefix="edited")  # same line count, other bytes
+    with pytest.raises(OSError, match="changed after it was validated"):
+        write_part_inputs([str(source)], tmp_path / "results", "big", 2, [validated])
+    assert not list((tmp_path / "results" / "big" / "parts").glob("*/input.jsonl"))
