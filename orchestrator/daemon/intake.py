@@ -225,7 +225,8 @@ async def _admit_split(
     except JobNotFound:
         existing = None
     if existing is not None:
-        if existing.definition_hash == digest:
+        # The same definition recorded whole (before splitting was switched on) stays whole.
+        if existing.definition_hash in (digest, definition_hash(spec, summaries)):
             return existing, False
         raise DefinitionConflict(spec.name, definition_differences(existing, spec, splits=True))
     parts = await anyio.to_thread.run_sync(

@@ -80,6 +80,20 @@ async def test_existing_jobs_keep_their_identity_when_splitting_is_enabled(
     assert await _scan(config, clock) == (0, [])
 
 
+async def test_a_job_recorded_whole_stays_whole_when_splitting_is_enabled(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A job recorded before its workspace split jobs is not split (nor a conflict) later."""
+    config = load(write_config(tmp_path, [("big", 2500)]))
+    assert await _scan(config, clock) == (1, [])
+    config = load(write_config(tmp_path, [("big", 2500)], extra="split_requests = 1000"))
+    assert await _scan(config, clock) == (0, [])
+    assert _inputs(config) == []
+    async with await SqlLedger.connect(config.ledger.url, clock=clock) as ledger:
+        (job,) = await ledger.list_jobs()
+    assert (job.part_count, job.request_count, job.state) == (0, 2500, JobState.QUEUED)
+
+
 async def test_changing_the_part_size_is_a_different_definition(
     tmp_path: Path, clock: FakeClock
 ) -> None:
