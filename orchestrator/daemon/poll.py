@@ -13,6 +13,7 @@ from orchestrator.daemon.context import Runtime, WorkspaceRuntime
 from orchestrator.errors import PermanentProviderError, StaleTransition, TransientProviderError
 from orchestrator.model import (
     Job,
+    JobChanges,
     JobState,
     RemotePhase,
     outcome_for,
@@ -57,6 +58,8 @@ class Poller:
         self._observed: dict[int, _Observed] = {}
         self._released = False
         """Budget was released this cycle (a job progressed or ended): wake admission once."""
+        self._progress: list[tuple[int, JobState, JobChanges]] = []
+        """Progress of this cycle's running jobs, stored together at the cycle's end."""
         self.consecutive_failures = 0
         self.cycles = 0
 
@@ -114,6 +117,8 @@ class Poller:
         try:
             changed = await self._apply_all(running, active)
         finally:
+            # Also when the cycle fails half-way: what was learnt before the failure is kept.
+            await self._store_progress()
             if self._released:
                 # Once per cycle, not once per job: every wake-up costs an admission pass
                 # (bench/scale.py: 25 passes per cycle over 1,000 running jobs before).
@@ -191,18 +196,33 @@ class Poller:
         status_changed = remote.status != job.remote_status
         progressed = (remote.total, remote.completed) != (job.total, job.completed)
         if status_changed or progressed:
-            await ledger.update(
-                job.id,
-                JobState.RUNNING,
-                remote_status=remote.status,
-                total=remote.total,
-                completed=remote.completed,
-                succeeded=remote.succeeded,
-                failed=remote.failed,
+            self._progress.append(
+                (
+                    job.id,
+                    JobState.RUNNING,
+                    {
+                        "remote_status": remote.status,
+                        "total": remote.total,
+                        "completed": remote.completed,
+                        "succeeded": remote.succeeded,
+                        "failed": remote.failed,
+                    },
+                )
             )
+        return status_changed
+
+    async def _store_progress(self) -> None:
+        """Store the cycle's progress in one transaction (one per job cost 1.8 ms each)."""
+        if not self._progress:
+            return
+        updates, self._progress = self._progress, []
+        result = await self._rt.ledger.update_many(updates)
+        for job_id in result.stale + result.missing:
+            # A cancel or another replica moved the job since it was read: their move stands.
+            log.info("poll.lost_race", job_id=job_id, detail="progress not stored")
+        if result.updated:
             # Released budget may let a queued job in (admission is woken at the cycle's end).
             self._released = True
-        return status_changed
 
     def _observe(self, job: Job, remote: RemoteJob, now: float) -> None:
         seen = self._observed.setdefault(
