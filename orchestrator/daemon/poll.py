@@ -23,6 +23,11 @@ from orchestrator.providers.base import RemoteJob
 
 log = structlog.get_logger(__name__)
 
+SETTLE_FRACTION = 0.2
+"""Woken by a submission or a cancel, the poller lists once wake-ups have stopped for this
+share of ``polling.initial`` (or ``polling.initial`` after the first, if they never stop): a
+burst of 100 creates cost 100 list calls of jobs still validating (docs/benchmarks.md, 1)."""
+
 
 @attrs.define
 class _Observed:
@@ -70,6 +75,18 @@ class Poller:
             self._rt.beat(f"poll:{self._ws.name}")
             if await self._ws.poll.wait(delay):
                 self._base = None  # a submission or cancel: look again soon
+                await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait for the burst of wake-ups to end (on the injected clock), then return."""
+        policy, clock = self._rt.policy, self._rt.clock
+        deadline = clock.now() + policy.initial
+        while not self._rt.stopping.is_set():
+            left = deadline - clock.now()
+            if left <= 0 or not await self._ws.poll.wait(
+                min(left, policy.initial * SETTLE_FRACTION)
+            ):
+                return
 
     async def cycle(self) -> float:
         """One poll cycle; returns the delay until the next one."""

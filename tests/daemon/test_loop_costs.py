@@ -16,20 +16,22 @@ import httpx
 import pytest
 from sqlalchemy import event
 
+from bench._clock import SettledClock, counting_sqlite
 from orchestrator.clock import FakeClock
+from orchestrator.daemon import Daemon
 from orchestrator.daemon.app import embedded_api_key
 from orchestrator.daemon.context import Runtime, WorkspaceRuntime
 from orchestrator.daemon.poll import Poller
 from orchestrator.daemon.submit import Submitter
 from orchestrator.daemon.waker import Waker
-from orchestrator.emulator import Emulator
+from orchestrator.emulator import Emulator, EmulatorSettings
 from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.engine import create_engine
 from orchestrator.ledger.migrate import upgrade
 from orchestrator.model import CLIENT_TOKEN_KEY, FINAL_STATES, Job, JobSpec, JobState, Outcome
 from orchestrator.polling import PollPolicy
 from orchestrator.providers.mistral import MistralProvider
-from tests.daemon.conftest import write_chat_input
+from tests.daemon.conftest import ObservingTransport, load, write_chat_input, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -235,7 +237,8 @@ async def test_a_poll_cycle_stores_all_progress_in_one_transaction(
     provider = _provider(emulator, clock)
     try:
         await _start_running(ledger, provider, data)
-        poller = Poller(_runtime(clock, ledger, tmp_path), _workspace(clock, provider))
+        workspace = _workspace(clock, provider)
+        poller = Poller(_runtime(clock, ledger, tmp_path), workspace)
         clock.advance(10.0)  # every job has done 10 requests
         before = counter.commits
         await poller.cycle()
@@ -254,3 +257,39 @@ async def test_a_poll_cycle_stores_all_progress_in_one_transaction(
     assert sorted(job.state for job in after) == [JobState.COLLECTING] * 2 + [JobState.RUNNING] * 8
     assert [job.completed for job in after if job.state is JobState.RUNNING] == [25] * 8
     assert second_cycle == 1 + 2
+
+
+async def test_a_burst_of_creates_costs_one_list_call_not_one_each(tmp_path: Path) -> None:
+    """100 jobs submitted together: the poller lists at most twice in the burst, not 100 times."""
+    # SettledClock: with a plain autojump clock, simulated time leaps while aiosqlite commits,
+    # and the burst would be spread over minutes of simulated time (bench/_clock.py).
+    clock = SettledClock()
+    emulator = Emulator(
+        EmulatorSettings(time_scale=1.0, throughput=10.0, validation_seconds=60.0, seed=3),
+        clock=clock,
+    )
+    config = load(write_config(tmp_path, [(f"job-{i:03d}", 2) for i in range(100)]))
+    routes: list[tuple[float, str]] = []
+
+    async def record(request: httpx.Request, _response: httpx.Response) -> None:
+        routes.append((clock.now(), f"{request.method} {request.url.path}"))
+
+    def observe(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        return ObservingTransport(inner, record)
+
+    daemon = Daemon(config, clock=clock, emulator=emulator, wrap_transport=observe)
+    try:
+        with counting_sqlite():
+            await daemon.run(exit_when_idle=True, migrate=True)
+    finally:
+        emulator.close()
+    creates = [at for at, route in routes if route == "POST /v1/batch/jobs"]
+    lists = [at for at, route in routes if route == "GET /v1/batch/jobs"]
+    assert len(creates) == 100
+    assert creates[-1] - creates[0] < 1.0, "the burst took no simulated time"
+    during_burst = [at for at in lists if at <= creates[-1]]
+    assert len(during_burst) <= 2, during_burst
+    # The first list after the burst comes soon after it, not polling.initial later.
+    assert min(at for at in lists if at > creates[-1]) - creates[-1] <= 5.0
+    # All 100 jobs validate for 60 s, then end together: a few list calls in all.
+    assert len(lists) <= 12, lists
