@@ -17,6 +17,7 @@ from orchestrator.model import (
     JobState,
     RemotePhase,
     outcome_for,
+    pending,
 )
 from orchestrator.polling import Progress, next_base, poll_delay
 from orchestrator.providers.base import RemoteJob
@@ -65,6 +66,8 @@ class Poller:
         """Budget was released this cycle (a job progressed or ended): wake admission once."""
         self._progress: list[tuple[int, JobState, JobChanges]] = []
         """Progress of this cycle's running jobs, stored together at the cycle's end."""
+        self._freed: dict[int, int] = {}
+        """Budget each of those updates releases (counted once they are stored)."""
         self.consecutive_failures = 0
         self.cycles = 0
 
@@ -113,12 +116,14 @@ class Poller:
             )
         self._base = next_base(self._base, changed=changed, policy=policy)
         samples = [p for o in self._observed.values() if (p := o.progress()) is not None]
+        head = self._ws.head
         return poll_delay(
             self._base,
             now=self._rt.clock.now(),
             jobs=samples,
             policy=policy,
             jitter_sample=self._rt.rng.uniform(-1.0, 1.0),
+            head_shortfall=None if head is None else head.shortfall_now(self._ws.released),
         )
 
     async def _refresh(self, running: list[Job]) -> bool:
@@ -197,6 +202,7 @@ class Poller:
                 failed=remote.failed,
             )
             self._observed.pop(job.id, None)
+            self._ws.released += pending(job)
             log.info(
                 "poll.job_ended",
                 job=job.name,
@@ -213,6 +219,8 @@ class Poller:
         status_changed = remote.status != job.remote_status
         progressed = (remote.total, remote.completed) != (job.total, job.completed)
         if status_changed or progressed:
+            after = attrs.evolve(job, total=remote.total, completed=remote.completed)
+            self._freed[job.id] = pending(job) - pending(after)
             self._progress.append(
                 (
                     job.id,
@@ -233,7 +241,9 @@ class Poller:
         if not self._progress:
             return
         updates, self._progress = self._progress, []
+        freed, self._freed = self._freed, {}
         result = await self._rt.ledger.update_many(updates)
+        self._ws.released += sum(freed[job_id] for job_id in result.updated)
         for job_id in result.stale + result.missing:
             # A cancel or another replica moved the job since it was read: their move stands.
             log.info("poll.lost_race", job_id=job_id, detail="progress not stored")

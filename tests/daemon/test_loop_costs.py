@@ -243,6 +243,7 @@ async def test_a_poll_cycle_stores_all_progress_in_one_transaction(
         before = counter.commits
         await poller.cycle()
         first_cycle = counter.commits - before
+        released_first = workspace.released
         progressed = await ledger.list_jobs(states=(JobState.RUNNING,))
         clock.advance(15.0)  # the jobs of 20 and 25 requests have ended, the others have done 25
         before = counter.commits
@@ -257,6 +258,9 @@ async def test_a_poll_cycle_stores_all_progress_in_one_transaction(
     assert sorted(job.state for job in after) == [JobState.COLLECTING] * 2 + [JobState.RUNNING] * 8
     assert [job.completed for job in after if job.state is JobState.RUNNING] == [25] * 8
     assert second_cycle == 1 + 2
+    # The poller counts the budget it released, for the blocked head's due time: 10 requests
+    # a job, then 25 held by the two that ended and 15 more by each of the eight.
+    assert (released_first, workspace.released) == (100, 100 + 25 + 8 * 15)
 
 
 async def test_a_burst_of_creates_costs_one_list_call_not_one_each(tmp_path: Path) -> None:
@@ -293,3 +297,43 @@ async def test_a_burst_of_creates_costs_one_list_call_not_one_each(tmp_path: Pat
     assert min(at for at in lists if at > creates[-1]) - creates[-1] <= 5.0
     # All 100 jobs validate for 60 s, then end together: a few list calls in all.
     assert len(lists) <= 12, lists
+
+
+async def test_a_blocked_head_is_admitted_soon_after_it_fits(tmp_path: Path) -> None:
+    """A 300-request head behind a 600-request job (budget 600, 1 request/s): admitted at once
+    when the running job has done 300, though the poll interval had grown to minutes."""
+    clock = SettledClock()
+    emulator = Emulator(
+        EmulatorSettings(time_scale=1.0, throughput=1.0, validation_seconds=30.0, seed=3),
+        clock=clock,
+    )
+    config = load(write_config(tmp_path, [("first", 600), ("head", 300)], budget=600))
+    lists: list[float] = []
+
+    async def record(request: httpx.Request, _response: httpx.Response) -> None:
+        if (request.method, request.url.path) == ("GET", "/v1/batch/jobs"):
+            lists.append(clock.now())
+
+    def observe(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        return ObservingTransport(inner, record)
+
+    daemon = Daemon(config, clock=clock, emulator=emulator, wrap_transport=observe)
+    try:
+        with counting_sqlite():
+            await daemon.run(exit_when_idle=True, migrate=True)
+        ledger = await SqlLedger.connect(config.ledger.url, clock=clock)
+        try:
+            first, head = await ledger.get_by_name("first"), await ledger.get_by_name("head")
+            admitted = [
+                e.at for e in await ledger.events(head.id) if e.to_state is JobState.ADMITTED
+            ]
+        finally:
+            await ledger.close()
+    finally:
+        emulator.close()
+    assert first.submitted_at is not None
+    fits_at = first.submitted_at + 30.0 + 300.0  # validation, then 300 requests at 1/s
+    # Without the head's due time the interval had grown to 83 s, and it was admitted 90 s late.
+    assert fits_at <= admitted[0] <= fits_at + 6.0, admitted[0] - fits_at
+    # Two jobs over 660 s: 32 list calls (one poll a second would make 660).
+    assert len(lists) <= 40, " ".join(f"{at - first.submitted_at:.1f}" for at in lists)
