@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from sqlalchemy import event
@@ -337,3 +338,28 @@ async def test_a_blocked_head_is_admitted_soon_after_it_fits(tmp_path: Path) -> 
     assert fits_at <= admitted[0] <= fits_at + 6.0, admitted[0] - fits_at
     # Two jobs over 660 s: 32 list calls (one poll a second would make 660).
     assert len(lists) <= 40, " ".join(f"{at - first.submitted_at:.1f}" for at in lists)
+
+
+async def test_the_idle_watcher_counts_jobs_by_state_and_never_lists_them(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """``--exit-when-idle`` waits while a job runs and stops once all are final, reading counts."""
+    data = write_chat_input(tmp_path / "in.jsonl", 2)
+    ledger = await _ledger(tmp_path, clock)
+    try:
+        for index in range(3):
+            await _finished_job(ledger, f"old-{index}", data)
+        job, _ = await ledger.add_job(_spec("live", data), definition_hash="live", request_count=2)
+        recording = RecordingLedger(ledger)
+        runtime = _runtime(clock, recording, tmp_path)
+        daemon = Daemon(load(write_config(tmp_path, [])), clock=clock)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon._exit_when_idle, runtime)  # the watcher alone
+            await clock.sleep(1.0)
+            assert not runtime.stopping.is_set()
+            await ledger.transition(job.id, JobState.QUEUED, JobState.REJECTED, error="test")
+            runtime.activity.wake()
+        assert runtime.stopping.is_set()
+    finally:
+        await ledger.close()
+    assert recording.listed == []
