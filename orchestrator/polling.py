@@ -77,8 +77,9 @@ def release_eta(shortfall: int, *, jobs: Iterable[Progress]) -> float | None:
     if shortfall <= 0:
         return -math.inf
     # Each job adds its rate from its last observation until its hold is gone: sweep the
-    # starts and ends in time order, accumulating what has been released.
-    changes: list[tuple[float, float]] = []
+    # starts and ends in time order, accumulating what has been released. A job whose hold
+    # goes at once (an interval too short for a float) releases it as a step.
+    events: list[tuple[float, float, float]] = []  # (time, change of rate, released at once)
     held = 0
     for progress in jobs:
         remaining = progress.total - progress.last_completed
@@ -86,18 +87,28 @@ def release_eta(shortfall: int, *, jobs: Iterable[Progress]) -> float | None:
         done = progress.last_completed - progress.first_completed
         if progress.total <= 0 or remaining <= 0 or elapsed <= 0 or done <= 0:
             continue
-        rate = done / elapsed
         held += remaining
-        changes += [(progress.last_at, rate), (progress.last_at + remaining / rate, -rate)]
+        end = progress.last_at + remaining * elapsed / done
+        if end > progress.last_at:
+            # The rate that releases exactly ``remaining`` over the (rounded) interval.
+            rate = remaining / (end - progress.last_at)
+            events += [(progress.last_at, rate, 0.0), (end, -rate, 0.0)]
+        else:
+            events.append((progress.last_at, 0.0, float(remaining)))
     if held < shortfall:
         return None
-    changes.sort()
-    released, rate, at = 0.0, 0.0, changes[0][0]
-    for when, delta in changes:
-        if rate > 0 and released + rate * (when - at) >= shortfall:
-            return at + (shortfall - released) / rate
-        released += rate * (when - at)
+    events.sort()
+    # A millionth of a request below the shortfall: float sums of whole holds fall a hair
+    # short of them, which must not push the answer to the next job's end.
+    target = shortfall - 1e-6
+    released, rate, at = 0.0, 0.0, events[0][0]
+    for when, delta, step in events:
+        if rate > 0 and released + rate * (when - at) >= target:
+            return at + (target - released) / rate
+        released += rate * (when - at) + step
         rate, at = rate + delta, when
+        if released >= target:
+            return when
     # Rounding left the sum a hair short of the whole hold, which covers the shortfall.
     return at
 

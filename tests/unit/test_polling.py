@@ -103,7 +103,8 @@ def _released_by(at: float, jobs: list[Progress]) -> float:
         remaining = p.total - p.last_completed
         if p.total <= 0 or remaining <= 0 or elapsed <= 0 or done <= 0:
             continue
-        total += min(remaining, done / elapsed * max(0.0, at - p.last_at))
+        if at > p.last_at:
+            total += min(remaining, done / elapsed * (at - p.last_at))
     return total
 
 
@@ -123,6 +124,12 @@ def _released_by(at: float, jobs: list[Progress]) -> float:
         (30, [{"total": 110}, {}], 220.0),
         # A job seen later (t=300) releases from there: 100 by A alone, then 50 at 2/s.
         (150, [{}, {"first_at": 200.0, "last_at": 300.0}], 325.0),
+        # A rate too high for a float (seen twice 5e-324 s apart): the hold goes at once.
+        (
+            1,
+            [{"first_at": 0.0, "last_at": 5e-324, "first_completed": 0, "last_completed": 1}],
+            5e-324,
+        ),
         # Without a rate (validating, no progress, seen once) a job releases nothing.
         (50, [{"total": 0}, {"last_completed": 0}, {"last_at": 100.0}], None),
     ],
@@ -144,7 +151,8 @@ _jobs = st.lists(
             total=first_completed + done + left,
         ),
         st.floats(0.0, 1_000.0),
-        st.floats(0.0, 1_000.0),
+        # Two observations of a job are poll cycles apart (or the same one).
+        st.one_of(st.just(0.0), st.floats(0.1, 1_000.0)),
         st.integers(0, 10_000),
         st.integers(0, 10_000),
         st.integers(0, 1_000_000),
