@@ -26,8 +26,9 @@ log = structlog.get_logger(__name__)
 
 SETTLE_FRACTION = 0.2
 """Woken by a submission or a cancel, the poller lists once wake-ups have stopped for this
-share of ``polling.initial`` (or ``polling.initial`` after the first, if they never stop): a
-burst of 100 creates cost 100 list calls of jobs still validating (docs/benchmarks.md, 1)."""
+share of ``polling.initial`` (or ``polling.initial`` after the first, if they never stop).
+Listing at each wake-up made a burst of 100 creates cost 100 list calls of jobs that were all
+still validating (docs/benchmarks.md, section 1)."""
 
 
 @attrs.define
