@@ -25,6 +25,10 @@ class Admission:
     """Job ids that need more than the whole budget: reject them."""
     pending_after: int = 0
     """Σpending of this daemon's in-flight jobs (plus external) once ``admit`` is applied."""
+    blocked: int | None = None
+    """The job id of the queue's head when it does not fit yet (None: nothing waits)."""
+    shortfall: int = 0
+    """Requests that must be released before ``blocked`` fits (0 when nothing waits)."""
 
 
 def queue_order(jobs: Iterable[Job]) -> list[Job]:
@@ -62,18 +66,24 @@ def admit(
     used = in_flight + external
     admitted: list[int] = []
     never_fits: list[int] = []
-    blocked = False
+    blocked: Job | None = None
     for job in queue_order(queued):
         if job.state is not JobState.QUEUED or job.cancel_requested or job.is_parent:
             continue  # a split job's parent is never admitted: its parts are
         if job.request_count > budget:
             never_fits.append(job.id)
             continue
-        if blocked or (job.not_before is not None and job.not_before > now):
+        if blocked is not None or (job.not_before is not None and job.not_before > now):
             continue  # keep scanning only to find jobs that can never fit
         if used + job.request_count > budget:
-            blocked = True  # the head waits for room; nothing behind it jumps the queue
+            blocked = job  # the head waits for room; nothing behind it jumps the queue
             continue
         used += job.request_count
         admitted.append(job.id)
-    return Admission(admit=tuple(admitted), never_fits=tuple(never_fits), pending_after=used)
+    return Admission(
+        admit=tuple(admitted),
+        never_fits=tuple(never_fits),
+        pending_after=used,
+        blocked=None if blocked is None else blocked.id,
+        shortfall=0 if blocked is None else used + blocked.request_count - budget,
+    )

@@ -31,7 +31,7 @@ from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.engine import display_url
 from orchestrator.ledger.migrate import upgrade
 from orchestrator.logging import redactor
-from orchestrator.model import FINAL_STATES, Job
+from orchestrator.model import FINAL_STATES, Job, JobState
 from orchestrator.polling import PollPolicy
 from orchestrator.providers.base import Provider
 from orchestrator.providers.mistral import MistralProvider
@@ -230,9 +230,10 @@ class Daemon:
     async def _exit_when_idle(self, runtime: Runtime) -> None:
         """Stop once every known job is done or rejected (what the demo and tests use)."""
         while not runtime.stopping.is_set():
-            jobs = await runtime.ledger.list_jobs()
-            if all(job.state in FINAL_STATES for job in jobs):
-                log.info("daemon.idle", jobs=len(jobs))
+            # A count by state, not the jobs: this runs on every state change of every job.
+            counts = await runtime.ledger.counts_by_state()
+            if all(JobState(state) in FINAL_STATES for state, _ in counts):
+                log.info("daemon.idle", jobs=sum(counts.values()))
                 runtime.stop()
                 return
             await runtime.activity.wait(IDLE_CHECK)

@@ -61,6 +61,22 @@ class Runtime:
             waker.wake()
 
 
+@attrs.frozen(kw_only=True)
+class HeadWait:
+    """Admission is blocked: the queue's head needs requests released before it fits."""
+
+    job_id: int
+    shortfall: int
+    """Requests to be released, as the admission pass computed them."""
+    released_mark: int
+    """:attr:`WorkspaceRuntime.released` when that pass read the ledger: the poller subtracts
+    what it has released since, without waiting for the next pass."""
+
+    def shortfall_now(self, released: int) -> int:
+        """The shortfall left once the running total of releases is ``released``."""
+        return self.shortfall - (released - self.released_mark)
+
+
 @attrs.define(kw_only=True)
 class WorkspaceRuntime:
     """One workspace: its provider, budget and the wakers of its loops."""
@@ -74,6 +90,10 @@ class WorkspaceRuntime:
     collect: Waker
     external_pending: int = 0
     """Pending requests of unfinished remote jobs this ledger did not create (last count)."""
+    released: int = 0
+    """Budget the poller has released so far (a running total of stored progress and ends)."""
+    head: HeadWait | None = None
+    """Set by admission while the queue's head does not fit; the poller plans by it."""
 
 
 def backoff(attempts: int, *, base: float = 5.0, cap: float = RETRY_BACKOFF_MAX) -> float:

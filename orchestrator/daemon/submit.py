@@ -15,9 +15,10 @@ from typing import Unpack
 import anyio
 import structlog
 
-from orchestrator.budget import admit, in_flight_pending
+from orchestrator.budget import Admission, admit, in_flight_pending
 from orchestrator.daemon.context import (
     SAFE_RECONCILE_GRACE,
+    HeadWait,
     Runtime,
     WorkspaceRuntime,
     backoff,
@@ -83,6 +84,7 @@ class Submitter:
         ):
             if job.cancel_requested and not job.is_parent:
                 await self._cancel_locally(job)
+        released = self._ws.released  # before the read: the ledger holds at least this much
         jobs = await ledger.list_jobs(states=UNFINISHED, workspace=self._ws.name)
         queued = [j for j in jobs if j.state is JobState.QUEUED and not j.is_parent]
         external = 0
@@ -95,6 +97,7 @@ class Submitter:
             external=external,
             now=now,
         )
+        self._publish_head(decision, released)
         for job_id in decision.never_fits:
             job = next(j for j in queued if j.id == job_id)
             reason = str(BudgetExhausted(job.name, job.request_count, self._ws.pending_budget))
@@ -135,6 +138,18 @@ class Submitter:
                 self._busy.add(job.id)
                 tg.start_soon(self._advance, job)
         return max(0.0, next_wake)
+
+    def _publish_head(self, decision: Admission, released: int) -> None:
+        """Tell the poller how much the blocked head needs released (it polls by then)."""
+        previous = self._ws.head
+        if decision.blocked is None:
+            self._ws.head = None
+            return
+        self._ws.head = HeadWait(
+            job_id=decision.blocked, shortfall=decision.shortfall, released_mark=released
+        )
+        if previous is None or previous.job_id != decision.blocked:
+            self._ws.poll.wake()  # a new head: the poller's current sleep did not plan for it
 
     async def _external_pending(self, jobs: list[Job]) -> int:
         """Pending requests of the workspace's unfinished jobs that this ledger does not hold.

@@ -32,6 +32,7 @@ from orchestrator.errors import (
     LedgerLocked,
     LedgerNotMigrated,
 )
+from orchestrator.ledger._bulk import BulkUpdate, update_many
 from orchestrator.ledger._queries import add_event, job_row, raise_missing_or_stale, require_job
 from orchestrator.ledger.engine import READ_ONLY, create_engine, display_url, sqlite_path
 from orchestrator.ledger.lock import DaemonLock
@@ -608,6 +609,35 @@ class SqlLedger:
             if detail is not None:
                 await add_event(conn, row, expected, at=now, detail=detail)
         return job_from_row(row)
+
+    async def update_many(self, updates: Sequence[tuple[int, JobState, JobChanges]]) -> BulkUpdate:
+        """:meth:`update` for many jobs, in one transaction (the poller's progress writes).
+
+        Each ``(job id, expected state, changes)`` is a compare-and-set of its own: a job no
+        longer in its expected state (or gone) is skipped and reported, and the others are
+        still written. An event is recorded for each job whose remote status changed.
+
+        Returns:
+            Which jobs were updated, which were stale, which do not exist.
+
+        Raises:
+            TypeError: a key of some ``changes`` is not a job field the ledger changes
+                (nothing is written).
+            ValueError: a job appears twice (nothing is written).
+        """
+        encoded = [
+            (job_id, JobState(expected), encode_changes(changes))
+            for job_id, expected, changes in updates
+        ]
+        if len({job_id for job_id, _, _ in encoded}) != len(encoded):
+            raise ValueError("update_many: each job may appear once")
+        if not encoded:
+            return BulkUpdate()
+        async with self._write() as conn:
+            result = await update_many(conn, encoded, now=self._clock.now())
+        if result.stale or result.missing:
+            log.debug("ledger.update_many_skipped", stale=result.stale, missing=result.missing)
+        return result
 
     async def request_cancel(self, name: str) -> Job:
         """Flag the job named ``name`` for cancellation (the daemon acts on the flag).

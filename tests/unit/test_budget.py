@@ -29,6 +29,22 @@ def test_head_that_does_not_fit_blocks_the_rest() -> None:
     queued = [make_job(2, request_count=600_000), make_job(3, request_count=1)]
     decision = admit(queued, in_flight=500_000, budget=1_000_000, now=NOW)
     assert decision.admit == ()
+    assert (decision.blocked, decision.shortfall) == (2, 100_000)
+
+
+def test_shortfall_counts_what_was_admitted_before_the_head_and_external() -> None:
+    """The head's shortfall is what it lacks after the jobs admitted ahead of it."""
+    queued = [make_job(1, request_count=300), make_job(2, request_count=500)]
+    decision = admit(queued, in_flight=200, budget=1_000, external=100, now=NOW)
+    assert decision.admit == (1,)
+    assert (decision.blocked, decision.shortfall) == (2, 100)
+
+
+def test_nothing_blocked_means_no_shortfall() -> None:
+    """Everything fits, or a head waits out its backoff: no head is blocked."""
+    assert admit([make_job(1)], in_flight=0, budget=1_000, now=NOW).blocked is None
+    backoff = admit([make_job(1, not_before=NOW + 5)], in_flight=999, budget=1_000, now=NOW)
+    assert (backoff.blocked, backoff.shortfall) == (None, 0)
 
 
 def test_priority_then_fifo() -> None:
@@ -99,3 +115,11 @@ def test_admission_never_exceeds_budget(
     order = [job.id for job in queue_order(queued) if job.request_count <= budget]
     assert list(decision.admit) == order[: len(decision.admit)]
     assert set(decision.never_fits) == {job.id for job in queued if job.request_count > budget}
+    # The blocked head is the next fitting job, exactly ``shortfall`` short of room.
+    if decision.blocked is None:
+        assert list(decision.admit) == order
+        assert decision.shortfall == 0
+    else:
+        assert decision.blocked == order[len(decision.admit)]
+        needed = decision.pending_after + by_id[decision.blocked].request_count - budget
+        assert decision.shortfall == needed > 0
