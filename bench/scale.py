@@ -369,7 +369,7 @@ def report(figures: dict[str, Any], command: str) -> str:
                 f"Poll interval fixed at {figures['interval']:g} s; every running job "
                 f"progresses between two polls. Per poll cycle: CPU of the daemon process (all "
                 f"threads, every loop) in ms, the cycle's own duration in ms, admission passes "
-                f"(each progress update wakes the admission loop), job rows read from the "
+                f"(a cycle that released budget wakes admission once), job rows read from the "
                 f"ledger, API calls, and the emulator's CPU in ms."
             ),
             table(
