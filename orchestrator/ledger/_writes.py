@@ -26,11 +26,14 @@ async def cas_transition(
     kinds: list[bool],
     now: float,
     detail: str | None,
+    guard: sa.ColumnElement[bool] | None = None,
+    owner: str | None = None,
 ) -> Job:
     """Move job ``job_id`` from ``expected`` to ``target`` with ``values``, plus its event.
 
     ``kinds`` says which kinds of job allow the move (False: an ordinary job, True: a split
-    job's parent). Raises as :meth:`SqlLedger.transition <orchestrator.ledger.SqlLedger>`.
+    job's parent). ``guard`` is the lease fence (with ``owner``, who it names). Raises as
+    :meth:`SqlLedger.transition <orchestrator.ledger.SqlLedger>`.
     """
     values["state"] = target.value
     values["updated_at"] = now
@@ -48,12 +51,16 @@ async def cas_transition(
         statement = statement.where(jobs.c.part_count == 0)
     elif kinds == [True]:
         statement = statement.where(jobs.c.part_count > 0)
+    if guard is not None:
+        statement = statement.where(guard)
     row = (await conn.execute(statement)).first()
     if row is None:
         is_parent = await conn.scalar(sa.select(jobs.c.part_count > 0).where(jobs.c.id == job_id))
         if is_parent is not None and bool(is_parent) not in kinds:
             check_transition(expected, target, parent=bool(is_parent))  # raises
-        await raise_missing_or_stale(conn, job_id, expected, target)
+        await raise_missing_or_stale(
+            conn, job_id, expected, target, owner=None if guard is None else owner
+        )
     job = job_from_row(row)
     if target is JobState.DONE and job.outcome is None:
         # Raising inside the transaction rolls the update back.
@@ -72,23 +79,29 @@ async def cas_update(
     *,
     now: float,
     detail: str | None,
+    owner: str | None = None,
 ) -> Any:
     """Set ``values`` on job ``job_id`` if it is still in ``expected``; return the new row.
 
-    An event is recorded when ``detail`` is given or the remote status changed.
+    An event is recorded when ``detail`` is given or the remote status changed. With
+    ``owner`` (a fenced write) the job must also be claimed by it, else :class:`LeaseLost`.
     """
     values["updated_at"] = now
     # FOR UPDATE holds the row on PostgreSQL until commit, so the status comparison below
     # cannot be overtaken (SQLite already holds its write lock).
     before = (
         await conn.execute(
-            sa.select(jobs.c.state, jobs.c.remote_status)
+            sa.select(jobs.c.state, jobs.c.remote_status, jobs.c.claimed_by)
             .where(jobs.c.id == job_id)
             .with_for_update()
         )
     ).first()
-    if before is None or before.state != expected.value:
-        await raise_missing_or_stale(conn, job_id, expected, expected)
+    if (
+        before is None
+        or before.state != expected.value
+        or (owner is not None and before.claimed_by != owner)
+    ):
+        await raise_missing_or_stale(conn, job_id, expected, expected, owner=owner)
     row = (
         await conn.execute(
             jobs.update()

@@ -9,18 +9,15 @@ read-then-write steps lock their row with ``SELECT ... FOR UPDATE``.
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from os import PathLike
 from types import TracebackType
-from typing import Self, Unpack
+from typing import Self, TypeVar, Unpack
 
 import anyio
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import (
@@ -29,22 +26,23 @@ from orchestrator.errors import (
     JobNotFound,
     LedgerNotMigrated,
 )
+from orchestrator.ledger import leases
 from orchestrator.ledger._bulk import BulkUpdate, update_many
-from orchestrator.ledger._files import job_files, new_file_record, upsert_file
+from orchestrator.ledger._files import new_file_record, upsert_file
 from orchestrator.ledger._newjobs import PartSpec, insert_job, insert_split_job, new_job_values
-from orchestrator.ledger._queries import job_row, require_job
+from orchestrator.ledger._queries import job_row
+from orchestrator.ledger._reads import ReadMethods
 from orchestrator.ledger._writes import cas_transition, cas_update, flag_cancel
-from orchestrator.ledger.engine import READ_ONLY, create_engine, display_url, sqlite_path
+from orchestrator.ledger.engine import create_engine, display_url, sqlite_path
+from orchestrator.ledger.leases import claim_changes
 from orchestrator.ledger.lock import DAEMON_LOCK_KEY, DaemonLock, postgres_session_lock
 from orchestrator.ledger.migrate import head_revision, revision_of
-from orchestrator.ledger.schema import job_events, jobs
+from orchestrator.ledger.schema import jobs
 from orchestrator.ledger.values import (
     FileKind,
-    JobEvent,
     ResultFile,
     definition_differences,
     encode_changes,
-    event_from_row,
     job_from_row,
 )
 from orchestrator.model import (
@@ -57,48 +55,15 @@ from orchestrator.model import (
 
 log = structlog.get_logger(__name__)
 
+D = TypeVar("D", bound=leases.Decision)
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
-
-class SqlLedger:
+class SqlLedger(ReadMethods):
     """The job ledger on SQLite (one daemon per file) or PostgreSQL (several replicas).
 
     Open it with :meth:`connect`, close it with :meth:`close` or ``async with``. Every
     timestamp it writes comes from the injected clock.
     """
-
-    def __init__(self, engine: AsyncEngine, *, url: str, clock: Clock) -> None:
-        """Wrap an engine of :func:`~orchestrator.ledger.engine.create_engine` (use connect).
-
-        :meth:`connect` also checks the schema revision; this does not.
-        """
-        self._engine = engine
-        # Reads start with a deferred BEGIN on SQLite, so they never wait for the write lock.
-        self._reader = engine.execution_options(**{READ_ONLY: True})
-        self._url = url
-        self._clock = clock
-        self._locks: list[DaemonLock] = []
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction that cancellation cannot cut in half.
-
-        Cancelling a task mid-transaction would leave its connection inside ``BEGIN
-        IMMEDIATE`` in aiosqlite's thread, holding the write lock until the busy timeout of
-        whoever comes next; transactions here are short, so they always run to commit or
-        rollback, and the cancellation lands right after.
-        """
-        with anyio.CancelScope(shield=True):
-            async with self._engine.begin() as conn:
-                yield conn
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only connection, shielded for the same reason as :meth:`_write`."""
-        with anyio.CancelScope(shield=True):
-            async with self._reader.connect() as conn:
-                yield conn
 
     @classmethod
     async def connect(cls, url: str, *, clock: Clock | None = None) -> SqlLedger:
@@ -301,77 +266,6 @@ class SqlLedger:
             return job, False
         raise DefinitionConflict(spec.name, definition_differences(job, spec, splits=True))
 
-    async def parts(self, parent_id: int) -> list[Job]:
-        """The parts of the split job ``parent_id``, in part order (empty for another job)."""
-        query = sa.select(jobs).where(jobs.c.parent_id == parent_id).order_by(jobs.c.id)
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [job_from_row(row) for row in rows]
-
-    async def parents(
-        self, states: Iterable[JobState] | None = None, workspace: str | None = None
-    ) -> list[Job]:
-        """Split jobs' parents in any of ``states`` (all by default), oldest first."""
-        query = sa.select(jobs).where(jobs.c.part_count > 0).order_by(jobs.c.id)
-        if states is not None:
-            query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
-        if workspace is not None:
-            query = query.where(jobs.c.workspace == workspace)
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [job_from_row(row) for row in rows]
-
-    async def get(self, job_id: int) -> Job:
-        """The job with id ``job_id``.
-
-        Raises:
-            JobNotFound: no such job.
-        """
-        async with self._read() as conn:
-            row = await job_row(conn, jobs.c.id == job_id)
-        if row is None:
-            raise JobNotFound(job_id)
-        return job_from_row(row)
-
-    async def get_by_name(self, name: str) -> Job:
-        """The job named ``name``.
-
-        Raises:
-            JobNotFound: no such job.
-        """
-        async with self._read() as conn:
-            row = await job_row(conn, jobs.c.name == name)
-        if row is None:
-            raise JobNotFound(name)
-        return job_from_row(row)
-
-    async def jobs_by_tokens(self, tokens: Iterable[str]) -> dict[str, Job]:
-        """Our jobs whose client token is one of ``tokens``, by token (unknown ones absent)."""
-        wanted = sorted(set(tokens))
-        if not wanted:
-            return {}
-        async with self._read() as conn:
-            rows = (
-                await conn.execute(sa.select(jobs).where(jobs.c.client_token.in_(wanted)))
-            ).all()
-        return {row.client_token: job_from_row(row) for row in rows}
-
-    async def list_jobs(
-        self, states: Iterable[JobState] | None = None, workspace: str | None = None
-    ) -> list[Job]:
-        """Jobs in any of ``states`` (all by default), of one workspace or all.
-
-        Ordered by priority (highest first), then id (oldest first): admission order.
-        """
-        query = sa.select(jobs).order_by(jobs.c.priority.desc(), jobs.c.id)
-        if states is not None:
-            query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
-        if workspace is not None:
-            query = query.where(jobs.c.workspace == workspace)
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [job_from_row(row) for row in rows]
-
     async def transition(
         self,
         job_id: int,
@@ -417,16 +311,20 @@ class SqlLedger:
         if not kinds:
             check_transition(expected, target)  # raises
         now = self._clock.now()
+        values = encode_changes(changes)
+        values.update(claim_changes(self._owner, self._ttl, expected, target, now))
         async with self._write() as conn:
             job = await cas_transition(
                 conn,
                 job_id,
                 expected,
                 target,
-                encode_changes(changes),
+                values,
                 kinds=kinds,
                 now=now,
                 detail=detail,
+                guard=self._fence(expected),
+                owner=self._owner,
             )
         log.debug(
             "ledger.transitioned",
@@ -494,7 +392,9 @@ class SqlLedger:
         if not encoded:
             return BulkUpdate()
         async with self._write() as conn:
-            result = await update_many(conn, encoded, now=self._clock.now())
+            result = await update_many(
+                conn, encoded, now=self._clock.now(), owner=self._owner if self._fenced else None
+            )
         if result.stale or result.missing:
             log.debug("ledger.update_many_skipped", stale=result.stale, missing=result.missing)
         return result
@@ -537,44 +437,10 @@ class SqlLedger:
         )
         try:
             async with self._write() as conn:
+                if self._fenced:
+                    await self._require_held(conn, job_id)
                 await upsert_file(conn, record)
         except IntegrityError:
             await self.get(job_id)  # JobNotFound when the foreign key is what failed
             raise
         return record
-
-    async def files(self, job_id: int) -> list[ResultFile]:
-        """The job's recorded result files, output first.
-
-        Raises:
-            JobNotFound: no such job.
-        """
-        async with self._read() as conn:
-            return await job_files(conn, job_id)
-
-    async def events(self, job_id: int) -> list[JobEvent]:
-        """The job's history, oldest first.
-
-        Raises:
-            JobNotFound: no such job.
-        """
-        async with self._read() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(job_events)
-                    .where(job_events.c.job_id == job_id)
-                    .order_by(job_events.c.at, job_events.c.id)
-                )
-            ).all()
-            if not rows:
-                await require_job(conn, job_id)
-        return [event_from_row(row) for row in rows]
-
-    async def counts_by_state(self) -> dict[tuple[str, str | None], int]:
-        """How many jobs are in each ``(state, outcome)``; absent pairs have none."""
-        query = sa.select(jobs.c.state, jobs.c.outcome, sa.func.count()).group_by(
-            jobs.c.state, jobs.c.outcome
-        )
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return {(state, outcome): count for state, outcome, count in rows}
