@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import anyio
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,6 +29,9 @@ from orchestrator.model import (
 )
 
 log = structlog.get_logger("orchestrator.ledger.store")
+
+SCAN_LOCK_KEY = 0x6F72_6368_7363_616E & 0x7FFF_FFFF_FFFF_FFFF
+"""The advisory-lock key of intake scans on PostgreSQL ("orchscan")."""
 
 D = TypeVar("D", bound=leases.Decision)
 
@@ -100,6 +104,29 @@ class LeaseMethods(LedgerBase):
                 yield
         except LedgerLocked:
             raise ReplicaIdTaken(replica_id, display_url(self._url)) from None
+
+    @asynccontextmanager
+    async def scan_lock(self) -> AsyncIterator[None]:
+        """Serialise intake scans across the replicas of a PostgreSQL ledger (else a no-op).
+
+        A session advisory lock, waited for and held for the block on a connection of its own:
+        a split job writes its part files outside any transaction, so two replicas scanning
+        the same config at once would write them side by side.
+        """
+        if not self.shared:
+            yield
+            return
+        async with self._engine.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": SCAN_LOCK_KEY})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await conn.execute(
+                        sa.text("SELECT pg_advisory_unlock(:key)"), {"key": SCAN_LOCK_KEY}
+                    )
+                    await conn.commit()
 
     async def renew_leases(self) -> int:
         """Extend every lease this replica holds by the ttl, in one statement; how many."""

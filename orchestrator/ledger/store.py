@@ -124,9 +124,9 @@ class SqlLedger(ReadMethods):
 
         SQLite: an exclusive ``flock`` on ``<db file>.lock``, which the kernel releases when
         the process dies, however it dies. PostgreSQL: a session advisory lock on a connection
-        held for the block, which the server releases when that connection drops. Several
-        replicas on one PostgreSQL ledger need leases (design §8), which do not exist yet, so
-        until then one daemon per ledger holds there too. In-memory SQLite: a no-op.
+        held for the block, which the server releases when that connection drops (the daemon
+        does not take it there: replicas share a PostgreSQL ledger through leases, design §8;
+        it is for a tool that needs the ledger to itself). In-memory SQLite: a no-op.
 
         Raises:
             LedgerLocked: another daemon holds the lock; raised at once, without waiting.

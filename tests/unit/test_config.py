@@ -131,7 +131,8 @@ def test_example_config_loads_and_sets_every_key() -> None:
     assert set(document["emulator"]) == {
         "time_scale", "throughput", "validation_seconds", "failure_fraction", "seed",
     }  # fmt: skip
-    assert set(document["daemon"]) == {"grace_period", "reconcile_grace"}
+    assert set(document["daemon"]) == {"grace_period", "reconcile_grace", "lease_ttl"}
+    assert "# replica_id = " in path.read_text()  # optional, shown as a comment
     assert set(document["workspaces"]["main"]) == {
         "provider", "base_url", "api_key_env", "pending_budget", "count_external",
         "split_requests",
