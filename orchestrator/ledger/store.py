@@ -365,6 +365,7 @@ class SqlLedger(ReadMethods):
                 encode_changes(changes),
                 now=self._clock.now(),
                 detail=detail,
+                owner=self._owner if self._fence(expected) is not None else None,
             )
         return job_from_row(row)
 
