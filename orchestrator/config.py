@@ -428,7 +428,7 @@ def _daemon(table: Section) -> DaemonConfig:
     if replica_id is not None and not _REPLICA_ID.fullmatch(replica_id):
         raise table.error(
             "replica_id",
-            f"must be 1-200 of letters, digits, '.', '_', ':' or '-', got {replica_id!r}",
+            f"must be 1-50 of letters, digits, '.', '_', ':' or '-', got {replica_id!r}",
         )
     lease_ttl = table.duration("lease_ttl", 60.0, positive=True)
     if lease_ttl < MIN_LEASE_TTL:
@@ -448,7 +448,8 @@ def _daemon(table: Section) -> DaemonConfig:
 MIN_LEASE_TTL = 3.0
 """Shortest ``[daemon] lease_ttl`` accepted, in seconds."""
 
-_REPLICA_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+_REPLICA_ID = re.compile(r"[A-Za-z0-9._:-]{1,50}")
+"""A replica id; 50 at most, so it fits PostgreSQL's application_name (63 bytes) with a prefix."""
 
 
 def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:

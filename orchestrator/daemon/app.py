@@ -55,7 +55,7 @@ TransportWrapper = Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport
 
 def default_replica_id() -> str:
     """A fresh replica id: ``<hostname>-<pid>-<6 hex>``."""
-    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:100] or "host"
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:30] or "host"
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
@@ -194,8 +194,10 @@ class Daemon:
 
         SQLite: the file lock proves this daemon is alone, so it claims every in-flight job at
         once, with leases that never expire and no fencing. PostgreSQL: no global lock; a
-        configured ``replica_id`` is kept to one live process by a session advisory lock and
-        takes its own leases back at once; the heartbeat (:meth:`_keep_leases`) does the rest.
+        replica announces itself in a session of its own (admission hands work to the replicas
+        it sees); a configured ``replica_id`` is kept to one live process by a session advisory
+        lock and takes its own leases back at once; the heartbeat (:meth:`_keep_leases`) does
+        the rest.
         A graceful stop releases this replica's leases, so the others take over at once.
         """
         daemon = self.config.daemon
@@ -206,8 +208,9 @@ class Daemon:
             claimed = await ledger.claim_all()
             log.info("daemon.replica", replica_id=replica, mode="exclusive", claimed=claimed)
             return replica
-        if daemon.replica_id is not None:
-            await stack.enter_async_context(ledger.replica_lock(replica))
+        await stack.enter_async_context(
+            ledger.replica_session(replica, unique=daemon.replica_id is not None)
+        )
         ledger.act_as(replica, lease_ttl=daemon.lease_ttl)
         reclaimed = await ledger.renew_leases() if daemon.replica_id is not None else 0
         stack.push_async_callback(self._release_leases, ledger)
@@ -233,7 +236,9 @@ class Daemon:
 
         Each pass: one UPDATE renews every claim; then up to ``ORPHAN_BATCH`` in-flight jobs
         whose lease expired (a dead replica's) are claimed ``FOR UPDATE SKIP LOCKED``, and the
-        loops that carry them on are woken. A database error is logged and retried next pass.
+        loops that carry them on are woken. Admission is woken in every workspace too: another
+        replica's admission may have given this one jobs (it learns of them here, within
+        ttl/3). A database error is logged and retried next pass.
         """
         ledger, period = runtime.ledger, self.config.daemon.lease_ttl / 3
         while True:
@@ -248,6 +253,8 @@ class Daemon:
                         replica_id=ledger.owner,
                     )
                     self._wake_for(job)
+                for ws in self.workspaces.values():
+                    ws.admission.wake()
             except Exception as exc:  # a database outage must not end the daemon
                 log.warning("daemon.lease_renewal_failed", error=str(exc) or type(exc).__name__)
             runtime.beat("leases")

@@ -138,6 +138,7 @@ class Submitter:
                 pending_after=decision.pending_after,
                 budget=self._ws.pending_budget,
                 replica_id=ledger.owner,
+                holder=job.claimed_by,
             )
 
         if self._rt.stopping.is_set():

@@ -14,14 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from orchestrator.errors import (
     JobNotFound,
     LeaseLost,
-    LedgerLocked,
     ReplicaIdTaken,
 )
 from orchestrator.ledger import leases
 from orchestrator.ledger._base import LedgerBase
 from orchestrator.ledger.engine import display_url
 from orchestrator.ledger.leases import EXCLUSIVE_TTL, fence
-from orchestrator.ledger.lock import postgres_session_lock
 from orchestrator.ledger.schema import jobs
 from orchestrator.model import (
     Job,
@@ -91,19 +89,41 @@ class LeaseMethods(LedgerBase):
         return self._owner
 
     @asynccontextmanager
-    async def replica_lock(self, replica_id: str) -> AsyncIterator[None]:
-        """Keep ``replica_id`` to one live process on this PostgreSQL ledger for the block.
+    async def replica_session(self, replica_id: str, *, unique: bool = True) -> AsyncIterator[None]:
+        """Announce replica ``replica_id`` on this PostgreSQL ledger for the block.
+
+        A session of its own, kept open for the block, carries ``application_name`` =
+        ``PRESENCE_PREFIX + replica_id``: admission gives work to the replicas it sees there
+        (:func:`leases.live_replicas`), and the server ends the session when the process dies.
+        With ``unique`` (a configured id), a session advisory lock on the id keeps it to one
+        live process.
 
         Raises:
-            ReplicaIdTaken: another live process runs with this id.
+            ReplicaIdTaken: ``unique`` and another live process runs with this id.
         """
-        try:
-            async with postgres_session_lock(
-                self._engine, leases.replica_lock_key(replica_id), display_url(self._url)
-            ):
+        url = display_url(self._url)
+        async with self._engine.connect() as conn:
+            await conn.execute(
+                sa.text("SELECT set_config('application_name', :name, false)"),
+                {"name": leases.PRESENCE_PREFIX + replica_id},
+            )
+            if unique:
+                held = await conn.scalar(
+                    sa.text("SELECT pg_try_advisory_lock(:key)"),
+                    {"key": leases.replica_lock_key(replica_id)},
+                )
+                if not held:
+                    await conn.rollback()
+                    raise ReplicaIdTaken(replica_id, url)
+            await conn.commit()  # the settings and the lock are the session's
+            log.debug("ledger.replica_announced", replica=replica_id, url=url)
+            try:
                 yield
-        except LedgerLocked:
-            raise ReplicaIdTaken(replica_id, display_url(self._url)) from None
+            finally:
+                # Invalidating closes the connection instead of pooling it: the session ends,
+                # and the name and the lock go with it.
+                with anyio.CancelScope(shield=True):
+                    await conn.invalidate()
 
     @asynccontextmanager
     async def scan_lock(self) -> AsyncIterator[None]:

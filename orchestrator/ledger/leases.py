@@ -45,6 +45,9 @@ ORPHAN_BATCH = 25
 
 _ADMISSION_LOCK_PREFIX = b"orchestrator admission "
 
+PRESENCE_PREFIX = "orch-replica:"
+"""``application_name`` of a replica's presence session: ``<prefix><replica id>``."""
+
 
 class Decision(Protocol):
     """What admission needs of a decision (:class:`orchestrator.budget.Admission` fits)."""
@@ -165,6 +168,29 @@ async def claim_orphans(
     return [job_from_row(row) for row in rows]
 
 
+async def live_replicas(conn: AsyncConnection) -> set[str]:
+    """Replica ids with a live presence session on this database (PostgreSQL; else empty).
+
+    Each replica keeps one session open for its life with ``application_name`` set to
+    ``PRESENCE_PREFIX + id``; the server drops it when the process dies, however it dies.
+    """
+    if conn.dialect.name != "postgresql":
+        return set()
+    rows = await conn.execute(
+        sa.text(
+            "SELECT DISTINCT application_name FROM pg_stat_activity "
+            "WHERE datname = current_database() AND starts_with(application_name, :prefix)"
+        ),
+        {"prefix": PRESENCE_PREFIX},
+    )
+    return {str(name)[len(PRESENCE_PREFIX) :] for (name,) in rows}
+
+
+def least_loaded(loads: dict[str, int], owner: str) -> str:
+    """The replica to give the next admitted job: fewest in-flight jobs, the admitter first."""
+    return min(loads, key=lambda replica: (loads[replica], replica != owner, replica))
+
+
 async def admit_workspace(
     conn: AsyncConnection,
     workspace: str,
@@ -179,8 +205,9 @@ async def admit_workspace(
     PostgreSQL: ``pg_advisory_xact_lock`` on the workspace's key serialises the passes of
     every replica until commit; SQLite: ``BEGIN IMMEDIATE`` already does. Reads the
     workspace's unfinished jobs (every replica's), asks ``decide`` (the pure budget rule),
-    and moves each admitted job ``queued -> admitted`` with ``owner``'s claim, compare-and-set
-    (a job cancelled meanwhile is skipped).
+    and moves each admitted job ``queued -> admitted``, compare-and-set (a job cancelled
+    meanwhile is skipped), claimed for the least-loaded live replica (:func:`live_replicas`;
+    ``owner`` on a tie, and always on SQLite).
 
     Returns:
         ``(decision, admitted jobs)``.
@@ -199,7 +226,20 @@ async def admit_workspace(
     ).all()
     decision = decide([job_from_row(row) for row in rows])
     admitted: list[Job] = []
+    # Spread the work: each admitted job goes to the live replica holding the fewest in-flight
+    # jobs of the workspace (the admitter on a tie); it picks it up on its next pass.
+    loads: dict[str, int] = {}
+    if owner is not None:
+        loads = dict.fromkeys(await live_replicas(conn) | {owner}, 0)
+        for held_row in rows:
+            if (
+                held_row.claimed_by in loads
+                and held_row.state in _CLAIMED
+                and not held_row.part_count
+            ):
+                loads[held_row.claimed_by] += 1
     for job_id in decision.admit:
+        holder = least_loaded(loads, owner) if owner is not None else None
         row = (
             await conn.execute(
                 jobs.update()
@@ -207,14 +247,17 @@ async def admit_workspace(
                 .values(
                     state=JobState.ADMITTED.value,
                     updated_at=now,
-                    claimed_by=owner,
-                    lease_until=None if owner is None else until,
+                    claimed_by=holder,
+                    lease_until=None if holder is None else until,
                 )
                 .returning(*jobs.c)
             )
         ).first()
         if row is None:
             continue
-        await add_event(conn, row, JobState.QUEUED, at=now, detail="budget admitted")
+        if holder is not None:
+            loads[holder] += 1
+        detail = "budget admitted" + ("" if holder in (None, owner) else f" for {holder}")
+        await add_event(conn, row, JobState.QUEUED, at=now, detail=detail)
         admitted.append(job_from_row(row))
     return decision, admitted

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 
@@ -288,13 +289,13 @@ async def test_a_replica_id_is_one_live_process(postgres_url: str, clock: FakeCl
         await SqlLedger.connect(postgres_url, clock=clock) as first,
         await SqlLedger.connect(postgres_url, clock=clock) as second,
     ):
-        async with first.replica_lock("pod-0"):
+        async with first.replica_session("pod-0"):
             with anyio.fail_after(5), pytest.raises(ReplicaIdTaken, match="'pod-0'"):
-                async with second.replica_lock("pod-0"):
+                async with second.replica_session("pod-0"):
                     pytest.fail("the id was taken twice")
-            async with second.replica_lock("pod-1"):
+            async with second.replica_session("pod-1"):
                 pass
-        async with second.replica_lock("pod-0"):
+        async with second.replica_session("pod-0"):
             pass
 
 
@@ -338,3 +339,22 @@ async def test_the_admission_lock_is_per_workspace(postgres_url: str, clock: Fak
             assert admitted == ["two"]  # main waits for the lock
             release.set()
         assert admitted == ["two", "one"]
+
+
+@pytest.mark.postgres
+async def test_admission_spreads_jobs_over_live_replicas(
+    pg_replicas: list[SqlLedger], clock: FakeClock
+) -> None:
+    """Admitted jobs go to the least-loaded live replica; a replica gone gets none."""
+    a, b, c = pg_replicas
+    for index in range(6):
+        await add(a, f"job-{index}")
+    async with a.replica_session("a", unique=False), b.replica_session("b", unique=False):
+        async with c.replica_session("c", unique=False):
+            pass  # c came and went: not live any more
+        _, admitted = await a.admit("main", admit_all())
+    holders = Counter(j.claimed_by for j in admitted)
+    assert holders == {"a": 3, "b": 3}
+    events = await a.events(next(j.id for j in admitted if j.claimed_by == "b"))
+    assert events[-1].detail == "budget admitted for b"
+    assert [j.claimed_by for j in await b.list_jobs(held=True)] == ["b"] * 3

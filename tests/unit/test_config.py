@@ -258,7 +258,7 @@ ERRORS = [
     (
         "[daemon]\nreplica_id = 'pod 0'",
         "daemon.replica_id",
-        "must be 1-200 of letters, digits, '.', '_', ':' or '-', got 'pod 0'",
+        "must be 1-50 of letters, digits, '.', '_', ':' or '-', got 'pod 0'",
     ),
     (
         "[emulator]\nfailure_fraction = 2",
