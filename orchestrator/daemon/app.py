@@ -238,7 +238,8 @@ class Daemon:
         whose lease expired (a dead replica's) are claimed ``FOR UPDATE SKIP LOCKED``, and the
         loops that carry them on are woken. Admission is woken in every workspace too: another
         replica's admission may have given this one jobs (it learns of them here, within
-        ttl/3). A database error is logged and retried next pass.
+        ttl/3), and so is the idle watcher (other replicas finish jobs too). A database error
+        is logged and retried next pass.
         """
         ledger, period = runtime.ledger, self.config.daemon.lease_ttl / 3
         while True:
@@ -255,6 +256,8 @@ class Daemon:
                     self._wake_for(job)
                 for ws in self.workspaces.values():
                     ws.admission.wake()
+                # Other replicas' moves do not wake this process: the idle watcher looks again.
+                runtime.activity.wake()
             except Exception as exc:  # a database outage must not end the daemon
                 log.warning("daemon.lease_renewal_failed", error=str(exc) or type(exc).__name__)
             runtime.beat("leases")

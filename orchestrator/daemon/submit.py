@@ -92,9 +92,10 @@ class Submitter:
         # Finished jobs are never read: a pass costs what the live jobs cost, not the ledger's
         # history (bench/scale.py: 20,000 rows a pass at 10,000 jobs before). Queued jobs have
         # no holder; an admitted one is cancelled by the replica that holds it.
-        for job in await ledger.list_jobs(
+        listed = await ledger.list_jobs(
             states=(JobState.QUEUED, JobState.ADMITTED), workspace=self._ws.name, held=True
-        ):
+        )
+        for job in listed:
             if job.cancel_requested and not job.is_parent:
                 await self._lost_race_is_fine(self._cancel_locally(job))
         released = self._ws.released  # before the read: the ledger holds at least this much
@@ -117,7 +118,10 @@ class Submitter:
                 now=now,
             )
 
-        decision, admitted = await ledger.admit(self._ws.name, decide)
+        if any(j.state is JobState.QUEUED and not j.is_parent for j in listed):
+            decision, admitted = await ledger.admit(self._ws.name, decide)
+        else:  # nothing waits: no admission transaction (it takes the write lock on SQLite)
+            decision, admitted = Admission(), []
         queued = [j for j in seen if j.state is JobState.QUEUED and not j.is_parent]
         self._publish_head(decision, released)
         for job_id in decision.never_fits:

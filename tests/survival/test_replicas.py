@@ -145,6 +145,10 @@ def run_replicas(root: Path, ledger: str, *, kill: bool, seed: int) -> dict[str,
                 assert victim.wait_for_event(frozenset({"submit.running"}), timeout=60), (
                     victim.log_text()
                 )
+            # Then right after an upload: that job is about to record its intent and create
+            # (0.3 s of latency on creates), so the survivors may have to reconcile it.
+            victim.wait_for_event(frozenset({"submit.uploaded"}), timeout=20)
+            time.sleep(0.05)
             victim.kill()
             killed_at = time.monotonic()
             held = {
