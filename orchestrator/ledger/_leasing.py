@@ -11,20 +11,13 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.errors import (
-    JobNotFound,
-    LeaseLost,
-    ReplicaIdTaken,
-)
+from orchestrator.errors import JobNotFound, LeaseLost, ReplicaIdTaken
 from orchestrator.ledger import leases
 from orchestrator.ledger._base import LedgerBase
 from orchestrator.ledger.engine import display_url
 from orchestrator.ledger.leases import EXCLUSIVE_TTL, fence
 from orchestrator.ledger.schema import jobs
-from orchestrator.model import (
-    Job,
-    JobState,
-)
+from orchestrator.model import Job, JobState
 
 log = structlog.get_logger("orchestrator.ledger.store")
 
@@ -36,8 +29,6 @@ D = TypeVar("D", bound=leases.Decision)
 
 class LeaseMethods(LedgerBase):
     """Replica identity, fencing and leases (design §8)."""
-
-    # Leases (design §8): the SQL is in orchestrator.ledger.leases.
 
     def act_as(self, owner: str, *, lease_ttl: float | None) -> None:
         """Write as replica ``owner`` from now on.

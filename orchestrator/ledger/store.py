@@ -1,10 +1,16 @@
-"""SqlLedger: the durable truth of every job; with ``_queries`` the only SQL in the project.
+"""SqlLedger: the durable truth of every job; this package holds the only SQL in the project.
 
 Every state change is a compare-and-set: ``UPDATE jobs ... WHERE id = :id AND state =
 :expected``, with the event row in the same transaction. A lost race raises
-:class:`StaleTransition`; it never overwrites. On SQLite, write transactions start with
-``BEGIN IMMEDIATE`` (see :mod:`orchestrator.ledger.engine`); on PostgreSQL, the few
+:class:`StaleTransition`; it never overwrites. A replica's writes about a job it holds are
+also fenced on its lease (:mod:`orchestrator.ledger.leases`). On SQLite, write transactions
+start with ``BEGIN IMMEDIATE`` (see :mod:`orchestrator.ledger.engine`); on PostgreSQL, the few
 read-then-write steps lock their row with ``SELECT ... FOR UPDATE``.
+
+The class is assembled from parts: connections (``_base``), leases (``_leasing``), reads
+(``_reads``) and, here, the writes; their SQL lives in modules of functions that run on the
+caller's connection (``_newjobs``, ``_writes``, ``_bulk``, ``_files``, ``_queries``,
+``leases``).
 """
 
 from __future__ import annotations

@@ -90,3 +90,46 @@ async def test_postgres_replicas_share_a_ledger_but_not_an_id(
     async with anyio.create_task_group() as tg:
         tg.start_soon(second)
         await first.run(migrate=True)
+
+
+@pytest.mark.postgres
+async def test_a_stopping_replica_releases_its_leases(
+    postgres_url: str,
+    tmp_path: Path,
+    clock: FakeClock,
+    emulator_factory: Callable[..., Emulator],
+) -> None:
+    """A drained stop ends the replica's leases at once: another replica need not wait."""
+    emulator = emulator_factory(validation_seconds=0.0, throughput=0.001)  # runs for ages
+    path = write_config(
+        tmp_path, [("long", 5)], extra='[daemon]\nreplica_id = "pod-0"\nlease_ttl = "30s"'
+    )
+    daemon = Daemon(
+        load_config(path, environ={"ORCH_LEDGER_URL": postgres_url}), clock=clock, emulator=emulator
+    )
+
+    async def stop_once_running() -> None:
+        while daemon.runtime is None:  # noqa: ASYNC110 (the daemon exposes no started event)
+            await anyio.sleep(0.01)
+        ledger = daemon.runtime.ledger
+        while not await ledger.list_jobs(states=(JobState.RUNNING,)):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+        (held,) = await ledger.list_jobs(states=(JobState.RUNNING,))
+        assert held.claimed_by == "pod-0"
+        assert held.lease_until is not None and held.lease_until > clock.now()
+        daemon.runtime.stop()  # what SIGTERM does
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_once_running)
+        await daemon.run(migrate=True)
+    async with await SqlLedger.connect(postgres_url, clock=clock) as ledger:
+        (job,) = await ledger.list_jobs()
+        other = await SqlLedger.connect(postgres_url, clock=clock)
+        try:
+            other.act_as("pod-1", lease_ttl=30.0)
+            taken = await other.claim_orphans()
+        finally:
+            await other.close()
+    assert job.state is JobState.RUNNING
+    assert job.lease_until is not None and job.lease_until <= clock.now()
+    assert [j.name for j in taken] == ["long"]
