@@ -44,6 +44,7 @@ created or mounted later); :func:`load_jobs_dir` reports it while it is.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -194,6 +195,10 @@ class DaemonConfig:
     request timeout (60 s), so the default is 180 s. Only a test against a local emulator that
     answers in milliseconds has a reason to shorten it.
     """
+    replica_id: str | None = None
+    """This daemon's id among the replicas of one PostgreSQL ledger (None: a random one)."""
+    lease_ttl: float = 60.0
+    """Seconds a replica's claim on a job lasts unless renewed (every third of it)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -373,6 +378,8 @@ _ELSEWHERE: Mapping[str, str] = {
     "listen": "http.listen",
     "grace_period": "daemon.grace_period",
     "reconcile_grace": "daemon.reconcile_grace",
+    "replica_id": "daemon.replica_id",
+    "lease_ttl": "daemon.lease_ttl",
     "time_scale": "emulator.time_scale",
     "throughput": "emulator.throughput",
     "validation_seconds": "emulator.validation_seconds",
@@ -416,11 +423,33 @@ def _emulator(table: Section) -> EmulatorConfig:
 
 
 def _daemon(table: Section) -> DaemonConfig:
-    table.only({"grace_period", "reconcile_grace"}, elsewhere=_ELSEWHERE)
+    table.only({"grace_period", "reconcile_grace", "replica_id", "lease_ttl"}, elsewhere=_ELSEWHERE)
+    replica_id = table.optional_string("replica_id")
+    if replica_id is not None and not _REPLICA_ID.fullmatch(replica_id):
+        raise table.error(
+            "replica_id",
+            f"must be 1-50 of letters, digits, '.', '_', ':' or '-', got {replica_id!r}",
+        )
+    lease_ttl = table.duration("lease_ttl", 60.0, positive=True)
+    if lease_ttl < MIN_LEASE_TTL:
+        raise table.error(
+            "lease_ttl",
+            f"must be at least {MIN_LEASE_TTL:g}s (a replica renews its leases every third of "
+            f"it, and a shorter lease is lost to a slow database round trip), got {lease_ttl:g}s",
+        )
     return DaemonConfig(
         grace_period=table.duration("grace_period", 30.0),
         reconcile_grace=table.duration("reconcile_grace", 180.0, positive=True),
+        replica_id=replica_id,
+        lease_ttl=lease_ttl,
     )
+
+
+MIN_LEASE_TTL = 3.0
+"""Shortest ``[daemon] lease_ttl`` accepted, in seconds."""
+
+_REPLICA_ID = re.compile(r"[A-Za-z0-9._:-]{1,50}")
+"""A replica id; 50 at most, so it fits PostgreSQL's application_name (63 bytes) with a prefix."""
 
 
 def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:

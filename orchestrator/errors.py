@@ -8,9 +8,11 @@
     ├── LedgerError
     │   ├── JobNotFound              (also a LookupError)
     │   ├── StaleTransition          a compare-and-set lost: the job was not in the expected state
+    │   │   └── LeaseLost            a fenced write by a replica that no longer holds the lease
     │   ├── IllegalTransition        the transition table forbids the move
     │   ├── DefinitionConflict       same job name, different definition
     │   ├── LedgerLocked             another daemon holds this SQLite ledger
+    │   ├── ReplicaIdTaken           another live process runs with this replica id
     │   └── LedgerNotMigrated        the schema is not at the migration head
     ├── ProviderError
     │   ├── TransientProviderError   network faults, 429, 5xx: retried with backoff
@@ -75,6 +77,18 @@ class StaleTransition(LedgerError):
         )
 
 
+class LeaseLost(StaleTransition):
+    """A fenced write about a job whose lease another replica holds now (nothing changed)."""
+
+    def __init__(self, job_id: int, expected: str, target: str, owner: str) -> None:
+        super().__init__(job_id, expected, target)
+        self.owner = owner
+        self.args = (
+            f"job {job_id}: cannot move {expected} -> {target}: replica {owner!r} no longer "
+            "holds its lease (another replica carries it on)",
+        )
+
+
 class IllegalTransition(LedgerError):
     """The transition table does not allow this move."""
 
@@ -105,7 +119,18 @@ class LedgerLocked(LedgerError):
         self.path = path
         super().__init__(
             f"another orchestrator daemon holds the ledger {path}: run one daemon per ledger "
-            "(several replicas on one ledger are not supported yet)"
+            "(several replicas need a PostgreSQL ledger)"
+        )
+
+
+class ReplicaIdTaken(LedgerError):
+    """Another live daemon on this PostgreSQL ledger runs with the same ``replica_id``."""
+
+    def __init__(self, replica_id: str, url: str) -> None:
+        self.replica_id = replica_id
+        super().__init__(
+            f"replica id {replica_id!r} is already in use on the ledger {url} by another "
+            "running daemon: give each replica its own [daemon] replica_id (or leave it unset)"
         )
 
 

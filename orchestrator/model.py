@@ -195,6 +195,10 @@ class Job:
     """For a part of a split job: the id of its parent."""
     part_count: int = 0
     """For the parent of a split job: how many parts it has (0 for every other job)."""
+    claimed_by: str | None = None
+    """The replica that holds the job's lease (design §8); None when nobody does."""
+    lease_until: float | None = None
+    """When that lease ends unless renewed (epoch seconds)."""
 
     @property
     def is_parent(self) -> bool:

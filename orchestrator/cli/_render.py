@@ -254,6 +254,8 @@ def show_lines(
     ]
     if job.attempts:
         rows.append(("attempts", f"{job.attempts} (next not before {timestamp(job.not_before)})"))
+    if job.claimed_by:
+        rows.append(("lease", f"held by {job.claimed_by} until {timestamp(job.lease_until)}"))
     parent = parent_name(job)
     if parent is not None:
         rows.append(("parent", f"{parent} (`show {parent}` lists every part)"))

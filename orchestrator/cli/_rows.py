@@ -143,6 +143,8 @@ def show_detail(
         "not_before": timestamp(job.not_before),
         "submitted_at": timestamp(job.submitted_at),
         "finished_at": timestamp(job.finished_at),
+        "claimed_by": job.claimed_by,
+        "lease_until": timestamp(job.lease_until),
         "files": [file_row(f) for f in files],
         "events": [
             {

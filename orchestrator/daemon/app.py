@@ -1,6 +1,7 @@
 """The composition root: the only place that picks concrete classes.
 
-``Daemon`` opens the ledger, takes the one-daemon lock, builds one provider per workspace (an
+``Daemon`` opens the ledger, becomes one of its replicas (SQLite: the one-daemon lock;
+PostgreSQL: leases shared with the other replicas), builds one provider per workspace (an
 in-process emulator for ``base_url = "embedded"``), and runs every loop in one anyio task group.
 """
 
@@ -8,7 +9,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import secrets
 import signal
+import socket
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -49,6 +53,12 @@ TransportWrapper = Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport
 """Wraps each provider's HTTP transport: the seam where tests inject faults and crashes."""
 
 
+def default_replica_id() -> str:
+    """A fresh replica id: ``<hostname>-<pid>-<6 hex>``."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:30] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 def embedded_api_key(workspace: str) -> str:
     """The API key an embedded workspace uses with the in-process emulator."""
     return f"embedded-{workspace}"
@@ -86,6 +96,8 @@ class Daemon:
         """Set while :meth:`run` runs (health and metrics read it)."""
         self.http: HttpService | None = None
         """The health and metrics endpoint, while :meth:`run` runs with ``[http] listen``."""
+        self.replica_id: str | None = None
+        """This process's id among the replicas of the ledger, once :meth:`run` started."""
 
     async def run(self, *, exit_when_idle: bool = False, migrate: bool = False) -> None:
         """Run until cancelled, a signal, or (with ``exit_when_idle``) every job is final."""
@@ -95,7 +107,7 @@ class Daemon:
         async with _ShieldedExitStack() as stack:
             ledger = await SqlLedger.connect(config.ledger.url, clock=self.clock)
             stack.push_async_callback(ledger.close)
-            await stack.enter_async_context(ledger.daemon_lock())
+            self.replica_id = await self._take_jobs(ledger, stack)
             runtime = Runtime(
                 clock=self.clock,
                 ledger=ledger,
@@ -168,11 +180,100 @@ class Daemon:
                             loops.start_soon(Collector(runtime, ws).run)
                         if exit_when_idle:
                             loops.start_soon(self._exit_when_idle, runtime)
+                        if ledger.shared:
+                            # In the outer group: leases stay renewed while the loops drain.
+                            outer.start_soon(self._keep_leases, runtime)
                     outer.cancel_scope.cancel()  # every loop has returned: stop listening
             except BaseException:
                 log.exception("daemon.crashed")
                 raise
             log.info("daemon.stopped")
+
+    async def _take_jobs(self, ledger: SqlLedger, stack: AsyncExitStack) -> str:
+        """Become a replica of the ledger; return this process's replica id.
+
+        SQLite: the file lock proves this daemon is alone, so it claims every in-flight job at
+        once, with leases that never expire and no fencing. PostgreSQL: no global lock; a
+        replica announces itself in a session of its own (admission hands work to the replicas
+        it sees); a configured ``replica_id`` is kept to one live process by a session advisory
+        lock and takes its own leases back at once; the heartbeat (:meth:`_keep_leases`) does
+        the rest.
+        A graceful stop releases this replica's leases, so the others take over at once.
+        """
+        daemon = self.config.daemon
+        replica = daemon.replica_id or default_replica_id()
+        if not ledger.shared:
+            await stack.enter_async_context(ledger.daemon_lock())
+            ledger.act_as(replica, lease_ttl=None)
+            claimed = await ledger.claim_all()
+            log.info("daemon.replica", replica_id=replica, mode="exclusive", claimed=claimed)
+            return replica
+        await stack.enter_async_context(
+            ledger.replica_session(replica, unique=daemon.replica_id is not None)
+        )
+        ledger.act_as(replica, lease_ttl=daemon.lease_ttl)
+        reclaimed = await ledger.renew_leases() if daemon.replica_id is not None else 0
+        stack.push_async_callback(self._release_leases, ledger)
+        log.info(
+            "daemon.replica",
+            replica_id=replica,
+            mode="shared",
+            lease_ttl=daemon.lease_ttl,
+            reclaimed=reclaimed,
+        )
+        return replica
+
+    async def _release_leases(self, ledger: SqlLedger) -> None:
+        try:
+            released = await ledger.release_leases()
+        except Exception as exc:  # the database may be what failed: leases expire anyway
+            log.warning("daemon.leases_not_released", error=str(exc) or type(exc).__name__)
+            return
+        log.info("daemon.leases_released", replica_id=ledger.owner, jobs=released)
+
+    async def _keep_leases(self, runtime: Runtime) -> None:
+        """Renew this replica's leases every ttl/3 and claim orphans, until cancelled.
+
+        Each pass: one UPDATE renews every claim; then up to ``ORPHAN_BATCH`` in-flight jobs
+        whose lease expired (a dead replica's) are claimed ``FOR UPDATE SKIP LOCKED``, and the
+        loops that carry them on are woken. Admission is woken in every workspace too: another
+        replica's admission may have given this one jobs (it learns of them here, within
+        ttl/3), and so is the idle watcher (other replicas finish jobs too). A database error
+        is logged and retried next pass.
+        """
+        ledger, period = runtime.ledger, self.config.daemon.lease_ttl / 3
+        while True:
+            try:
+                await ledger.renew_leases()
+                for job in await ledger.claim_orphans():
+                    log.info(
+                        "daemon.job_taken_over",
+                        job=job.name,
+                        job_id=job.id,
+                        state=job.state,
+                        replica_id=ledger.owner,
+                    )
+                    self._wake_for(job)
+                for ws in self.workspaces.values():
+                    ws.admission.wake()
+                # Other replicas' moves do not wake this process: the idle watcher looks again.
+                runtime.activity.wake()
+            except Exception as exc:  # a database outage must not end the daemon
+                log.warning("daemon.lease_renewal_failed", error=str(exc) or type(exc).__name__)
+            runtime.beat("leases")
+            await self.clock.sleep(period)
+
+    def _wake_for(self, job: Job) -> None:
+        """Wake the loop that carries ``job`` on from its state."""
+        ws = self.workspaces.get(job.workspace)
+        if ws is None:
+            return
+        if job.state in (JobState.ADMITTED, JobState.SUBMITTING):
+            ws.admission.wake()
+        elif job.state is JobState.RUNNING and not job.is_parent:
+            ws.poll.wake()
+        else:
+            ws.collect.wake()  # collecting, and a parent's parts keeper
 
     def _on_new_job(self, job: Job) -> None:
         ws = self.workspaces.get(job.workspace)

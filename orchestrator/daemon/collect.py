@@ -51,7 +51,7 @@ class Collector:
         """One pass; returns how long the loop may sleep."""
         now = self._rt.clock.now()
         jobs = await self._rt.ledger.list_jobs(
-            states=(JobState.COLLECTING,), workspace=self._ws.name
+            states=(JobState.COLLECTING,), workspace=self._ws.name, held=True
         )
         jobs = [j for j in jobs if not j.is_parent]  # a parent is merged by the parts keeper
         due = [j for j in jobs if j.not_before is None or j.not_before <= now]

@@ -366,32 +366,34 @@ class Intake:
 
     async def scan(self) -> int:
         """One pass over every definition; returns how many jobs were added."""
-        added = 0
-        for spec, origins in self._definitions():
-            keys = _file_keys(spec.inputs)
-            if keys is not None and self._seen.get(spec.name) == (spec, keys):
-                continue  # unchanged since this process last recorded it
-            try:
-                _, created = await admit_spec(
-                    self._ledger,
-                    spec,
-                    origins=origins,
-                    split=self._config.workspaces[spec.workspace].part_size(spec),
-                    results=self._config.results.dir,
-                )
-            except OSError as exc:
-                self._report_once("intake.split_failed", spec.name, str(exc))
-                continue
-            except DefinitionConflict as exc:
-                existing = await self._ledger.get_by_name(spec.name)
-                self._report_once(
-                    "intake.definition_conflict", spec.name, conflict_message(exc, existing)
-                )
-                continue
-            if keys is not None:
-                self._seen[spec.name] = (spec, keys)
-            if created:
-                added += 1
+        # One replica scans at a time (split jobs write part files outside the ledger).
+        async with self._ledger.scan_lock():
+            added = 0
+            for spec, origins in self._definitions():
+                keys = _file_keys(spec.inputs)
+                if keys is not None and self._seen.get(spec.name) == (spec, keys):
+                    continue  # unchanged since this process last recorded it
+                try:
+                    _, created = await admit_spec(
+                        self._ledger,
+                        spec,
+                        origins=origins,
+                        split=self._config.workspaces[spec.workspace].part_size(spec),
+                        results=self._config.results.dir,
+                    )
+                except OSError as exc:
+                    self._report_once("intake.split_failed", spec.name, str(exc))
+                    continue
+                except DefinitionConflict as exc:
+                    existing = await self._ledger.get_by_name(spec.name)
+                    self._report_once(
+                        "intake.definition_conflict", spec.name, conflict_message(exc, existing)
+                    )
+                    continue
+                if keys is not None:
+                    self._seen[spec.name] = (spec, keys)
+                if created:
+                    added += 1
         await self._announce()
         self.passes += 1
         return added

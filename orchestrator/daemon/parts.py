@@ -202,9 +202,12 @@ class PartsKeeper:
             self._swept = True
         now = self._rt.clock.now()
         waits: list[float] = []
+        # Queued parents have no holder (the first replica to move one claims it); running
+        # and collecting ones are followed by the replica that holds them.
         parents = await ledger.parents(
             states=(JobState.QUEUED, JobState.RUNNING, JobState.COLLECTING),
             workspace=self._ws.name,
+            held=True,
         )
         for parent in parents:
             structlog.contextvars.bind_contextvars(job=parent.name, job_id=parent.id)

@@ -102,7 +102,7 @@ class Poller:
         """One poll cycle; returns the delay until the next one."""
         policy = self._rt.policy
         running = await self._rt.ledger.list_jobs(
-            states=(JobState.RUNNING,), workspace=self._ws.name
+            states=(JobState.RUNNING,), workspace=self._ws.name, held=True
         )
         running = [job for job in running if not job.is_parent]  # no remote job to poll
         if not running:
@@ -203,9 +203,11 @@ class Poller:
 
         The listing already returned them, so this costs one ledger read, plus one cancel
         call per duplicate found. Remote jobs with tokens this ledger never issued belong to
-        someone else (another ledger on the workspace) and are left alone.
+        someone else (another ledger on the workspace) and are left alone. With several
+        replicas, only duplicates of jobs this replica holds (or of finished jobs, which no
+        replica holds) are cancelled: another replica's running job is its own to sweep.
         """
-        owners = await self._rt.ledger.jobs_by_tokens(strays.values())
+        owners = await self._rt.ledger.jobs_by_tokens(strays.values(), held=True)
         for remote_id, owner in duplicate_remote_jobs(strays, owners):
             try:
                 await self._ws.provider.cancel_job(remote_id)

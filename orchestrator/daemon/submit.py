@@ -5,10 +5,22 @@ Intent before side effect: file ids are recorded as each upload finishes, and th
 is not creating right now is *uncertain*: once the reconcile grace has passed, the workspace's
 jobs are listed by the job's token and the remote job is adopted if it exists; only if none exists
 is it created again.
+
+Several replicas (design §8): admission runs in one ledger transaction per workspace,
+serialised across replicas, and claims what it admits; a replica then works only on the jobs it
+holds. Every ledger write about a claimed job is fenced on the lease, so a replica that lost
+its lease gets :class:`~orchestrator.errors.LeaseLost` (a :class:`StaleTransition`) and changes
+nothing. That is what keeps a create from being sent twice: the intent write
+``admitted -> submitting`` (and ``no remote job found: creating`` before a re-create) is fenced,
+so a replica that lost its claim never calls create after it. A create already in flight when
+the lease is lost is bounded by the provider's request timeout, which is below the reconcile
+grace (``SAFE_RECONCILE_GRACE``); the new holder reconciles a ``submitting`` job only once the
+grace has passed since the intent, so its listing sees any create that landed and adopts it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Unpack
 
@@ -78,33 +90,50 @@ class Submitter:
         """One pass; returns how long the loop may sleep before the next one."""
         ledger, now = self._rt.ledger, self._rt.clock.now()
         # Finished jobs are never read: a pass costs what the live jobs cost, not the ledger's
-        # history (bench/scale.py: 20,000 rows a pass at 10,000 jobs before).
-        for job in await ledger.list_jobs(
-            states=(JobState.QUEUED, JobState.ADMITTED), workspace=self._ws.name
-        ):
-            if job.cancel_requested and not job.is_parent:
-                await self._cancel_locally(job)
-        released = self._ws.released  # before the read: the ledger holds at least this much
-        jobs = await ledger.list_jobs(states=UNFINISHED, workspace=self._ws.name)
-        queued = [j for j in jobs if j.state is JobState.QUEUED and not j.is_parent]
-        external = 0
-        if self._ws.count_external and queued:
-            external = await self._external_pending(jobs)
-        decision = admit(
-            queued,
-            in_flight=in_flight_pending(jobs),
-            budget=self._ws.pending_budget,
-            external=external,
-            now=now,
+        # history (bench/scale.py: 20,000 rows a pass at 10,000 jobs before). Queued jobs have
+        # no holder; an admitted one is cancelled by the replica that holds it.
+        listed = await ledger.list_jobs(
+            states=(JobState.QUEUED, JobState.ADMITTED), workspace=self._ws.name, held=True
         )
+        for job in listed:
+            if job.cancel_requested and not job.is_parent:
+                await self._lost_race_is_fine(self._cancel_locally(job))
+        released = self._ws.released  # before the read: the ledger holds at least this much
+        external = 0
+        if self._ws.count_external:
+            unfinished = await ledger.list_jobs(states=UNFINISHED, workspace=self._ws.name)
+            if any(j.state is JobState.QUEUED and not j.is_parent for j in unfinished):
+                external = await self._external_pending(unfinished)
+        seen: list[Job] = []
+
+        def decide(jobs: list[Job]) -> Admission:
+            # Runs inside the ledger's admission transaction, which serialises the passes of
+            # every replica on the workspace (design §8): ``jobs`` are all replicas' jobs.
+            seen.extend(jobs)
+            return admit(
+                [j for j in jobs if j.state is JobState.QUEUED and not j.is_parent],
+                in_flight=in_flight_pending(jobs),
+                budget=self._ws.pending_budget,
+                external=external,
+                now=now,
+            )
+
+        if any(j.state is JobState.QUEUED and not j.is_parent for j in listed):
+            decision, admitted = await ledger.admit(self._ws.name, decide)
+        else:  # nothing waits: no admission transaction (it takes the write lock on SQLite)
+            decision, admitted = Admission(), []
+        queued = [j for j in seen if j.state is JobState.QUEUED and not j.is_parent]
         self._publish_head(decision, released)
         for job_id in decision.never_fits:
             job = next(j for j in queued if j.id == job_id)
             reason = str(BudgetExhausted(job.name, job.request_count, self._ws.pending_budget))
-            await self._move(job, JobState.REJECTED, detail="never fits", error=reason)
-        for job_id in decision.admit:
-            job = next(j for j in queued if j.id == job_id)
-            await self._move(job, JobState.ADMITTED, detail="budget admitted")
+            await self._lost_race_is_fine(
+                self._move(job, JobState.REJECTED, detail="never fits", error=reason)
+            )
+        for job in admitted:
+            self._rt.activity.wake()
+            if job.parent_id is not None:
+                self._ws.collect.wake()  # the parts keeper follows its parent's parts
             log.info(
                 "submit.admitted",
                 job=job.name,
@@ -112,6 +141,8 @@ class Submitter:
                 requests=job.request_count,
                 pending_after=decision.pending_after,
                 budget=self._ws.pending_budget,
+                replica_id=ledger.owner,
+                holder=job.claimed_by,
             )
 
         if self._rt.stopping.is_set():
@@ -119,7 +150,7 @@ class Submitter:
         due: list[Job] = []
         next_wake = IDLE_WAIT
         for job in await ledger.list_jobs(
-            states=(JobState.ADMITTED, JobState.SUBMITTING), workspace=self._ws.name
+            states=(JobState.ADMITTED, JobState.SUBMITTING), workspace=self._ws.name, held=True
         ):
             if job.id in self._busy:
                 continue
@@ -138,6 +169,13 @@ class Submitter:
                 self._busy.add(job.id)
                 tg.start_soon(self._advance, job)
         return max(0.0, next_wake)
+
+    async def _lost_race_is_fine(self, move: Awaitable[object]) -> None:
+        """Run ``move``; another replica (or a cancel) moving the job first is no failure."""
+        try:
+            await move
+        except StaleTransition as exc:
+            log.info("submit.lost_race", detail=str(exc))
 
     def _publish_head(self, decision: Admission, released: int) -> None:
         """Tell the poller how much the blocked head needs released (it polls by then)."""

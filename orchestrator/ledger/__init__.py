@@ -7,7 +7,7 @@ database to the schema the code expects.
 from __future__ import annotations
 
 from orchestrator.ledger._bulk import BulkUpdate as BulkUpdate
-from orchestrator.ledger.store import PartSpec as PartSpec
+from orchestrator.ledger._newjobs import PartSpec as PartSpec
 from orchestrator.ledger.store import SqlLedger as SqlLedger
 from orchestrator.ledger.values import FileKind as FileKind
 from orchestrator.ledger.values import JobEvent as JobEvent

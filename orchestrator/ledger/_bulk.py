@@ -16,6 +16,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from orchestrator.ledger.leases import CLAIMED_STATES
 from orchestrator.ledger.schema import job_events, jobs
 from orchestrator.model import JobState
 
@@ -40,6 +41,7 @@ async def update_many(
     updates: Sequence[tuple[int, JobState, dict[str, Any]]],
     *,
     now: float,
+    owner: str | None = None,
 ) -> BulkUpdate:
     """Apply each ``(job id, expected state, column values)`` whose job is still in that state.
 
@@ -47,13 +49,15 @@ async def update_many(
     bulk writers cannot deadlock) before they are written, so on PostgreSQL a row checked here
     cannot move before the commit; on SQLite the transaction already holds the write lock.
     The ``UPDATE`` still carries the state guard. An event is recorded for each row whose
-    remote status changes, as :meth:`SqlLedger.update` does.
+    remote status changes, as :meth:`SqlLedger.update` does. With ``owner`` (fenced writes),
+    a job in a claimed state that another replica holds is stale too, and left untouched.
     """
+
     ids = [job_id for job_id, _, _ in updates]
     before: dict[int, Any] = {}
     for start in range(0, len(ids), CHUNK):
         query = (
-            sa.select(jobs.c.id, jobs.c.state, jobs.c.remote_status)
+            sa.select(jobs.c.id, jobs.c.state, jobs.c.remote_status, jobs.c.claimed_by)
             .where(jobs.c.id.in_(ids[start : start + CHUNK]))
             .order_by(jobs.c.id)
             .with_for_update()
@@ -69,7 +73,9 @@ async def update_many(
         if row is None:
             missing.append(job_id)
             continue
-        if row.state != expected.value:
+        if row.state != expected.value or (
+            owner is not None and expected in CLAIMED_STATES and row.claimed_by != owner
+        ):
             stale.append(job_id)
             continue
         updated.append(job_id)

@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.errors import JobNotFound, StaleTransition
+from orchestrator.errors import JobNotFound, LeaseLost, StaleTransition
 from orchestrator.ledger.schema import job_events, jobs
 from orchestrator.model import JobState
 
@@ -24,10 +24,25 @@ async def require_job(conn: AsyncConnection, job_id: int) -> None:
 
 
 async def raise_missing_or_stale(
-    conn: AsyncConnection, job_id: int, expected: JobState, target: JobState
+    conn: AsyncConnection,
+    job_id: int,
+    expected: JobState,
+    target: JobState,
+    *,
+    owner: str | None = None,
 ) -> NoReturn:
-    """Raise JobNotFound or StaleTransition for a compare-and-set that matched nothing."""
-    await require_job(conn, job_id)
+    """Raise JobNotFound or StaleTransition for a compare-and-set that matched nothing.
+
+    With ``owner`` (a fenced write): :class:`LeaseLost` when the job is still in ``expected``
+    but another replica holds it.
+    """
+    row = (
+        await conn.execute(sa.select(jobs.c.state, jobs.c.claimed_by).where(jobs.c.id == job_id))
+    ).first()
+    if row is None:
+        raise JobNotFound(job_id)
+    if owner is not None and row.state == expected.value and row.claimed_by != owner:
+        raise LeaseLost(job_id, expected.value, target.value, owner)
     raise StaleTransition(job_id, expected.value, target.value)
 
 

@@ -1,4 +1,4 @@
-"""The one-daemon-per-SQLite-file lock: an exclusive ``flock`` on ``<db file>.lock``.
+"""The one-daemon locks: an exclusive ``flock`` on ``<db file>.lock``; PostgreSQL advisory locks.
 
 The kernel drops a ``flock`` when the last descriptor of its open file closes, which
 includes the death of the process by ``kill -9``: the lock can never outlive its holder, and a
@@ -11,9 +11,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
+import sqlalchemy as sa
 import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.errors import LedgerLocked
 
@@ -82,3 +86,31 @@ def _read_pid(fd: int) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         return int(os.pread(fd, 32, 0).decode().strip())
     return None
+
+
+DAEMON_LOCK_KEY = 0x6F72_6368_6461_656D & 0x7FFF_FFFF_FFFF_FFFF
+"""The advisory-lock key of the one-daemon lock on PostgreSQL ("orchdaem")."""
+
+
+@contextlib.asynccontextmanager
+async def postgres_session_lock(engine: AsyncEngine, key: int, url: str) -> AsyncIterator[None]:
+    """Hold session advisory lock ``key`` on a connection kept for the block, or fail at once.
+
+    The server releases the lock when that connection drops, however the process dies.
+
+    Raises:
+        LedgerLocked: another session holds the lock.
+    """
+    async with engine.connect() as conn:
+        held = await conn.scalar(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
+        await conn.commit()  # the lock is the session's; no transaction stays open
+        if not held:
+            raise LedgerLocked(url)
+        log.debug("ledger.lock_acquired", url=url)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                await conn.commit()
+            log.debug("ledger.lock_released", url=url)

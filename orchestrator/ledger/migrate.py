@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import sqlalchemy as sa
 import structlog
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -140,6 +141,10 @@ def _revision(sync: Connection) -> str | None:
     return MigrationContext.configure(sync).get_current_revision()
 
 
+MIGRATION_LOCK_KEY = 0x6F72_6368_6D69_6772 & 0x7FFF_FFFF_FFFF_FFFF
+"""The advisory-lock key that serialises migrations on PostgreSQL ("orchmigr")."""
+
+
 async def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the ledger at ``url`` up to ``revision`` (creating a SQLite file if needed).
 
@@ -177,6 +182,12 @@ async def _run(url: str, direction: str, revision: str) -> None:
         # Also turns an unreachable database into a clear LedgerError before any DDL.
         before = await revision_of(engine)
         async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Replicas started together with --migrate: one migrates, the others wait
+                # for its commit and then find the schema at head.
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
 
             def migrate(sync: Connection) -> None:
                 config = alembic_config(connection=sync)

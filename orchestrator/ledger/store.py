@@ -1,152 +1,75 @@
-"""SqlLedger: the durable truth of every job; with ``_queries`` the only SQL in the project.
+"""SqlLedger: the durable truth of every job; this package holds the only SQL in the project.
 
 Every state change is a compare-and-set: ``UPDATE jobs ... WHERE id = :id AND state =
 :expected``, with the event row in the same transaction. A lost race raises
-:class:`StaleTransition`; it never overwrites. On SQLite, write transactions start with
-``BEGIN IMMEDIATE`` (see :mod:`orchestrator.ledger.engine`); on PostgreSQL, the few
+:class:`StaleTransition`; it never overwrites. A replica's writes about a job it holds are
+also fenced on its lease (:mod:`orchestrator.ledger.leases`). On SQLite, write transactions
+start with ``BEGIN IMMEDIATE`` (see :mod:`orchestrator.ledger.engine`); on PostgreSQL, the few
 read-then-write steps lock their row with ``SELECT ... FOR UPDATE``.
+
+The class is assembled from parts: connections (``_base``), leases (``_leasing``), reads
+(``_reads``) and, here, the writes; their SQL lives in modules of functions that run on the
+caller's connection (``_newjobs``, ``_writes``, ``_bulk``, ``_files``, ``_queries``,
+``leases``).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from os import PathLike
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import Self, TypeVar, Unpack
 
 import anyio
-import attrs
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import (
     DefinitionConflict,
     IllegalTransition,
     JobNotFound,
-    LedgerLocked,
     LedgerNotMigrated,
 )
+from orchestrator.ledger import leases
 from orchestrator.ledger._bulk import BulkUpdate, update_many
-from orchestrator.ledger._queries import add_event, job_row, raise_missing_or_stale, require_job
-from orchestrator.ledger.engine import READ_ONLY, create_engine, display_url, sqlite_path
-from orchestrator.ledger.lock import DaemonLock
+from orchestrator.ledger._files import new_file_record, upsert_file
+from orchestrator.ledger._newjobs import PartSpec, insert_job, insert_split_job, new_job_values
+from orchestrator.ledger._queries import job_row
+from orchestrator.ledger._reads import ReadMethods
+from orchestrator.ledger._writes import cas_transition, cas_update, flag_cancel
+from orchestrator.ledger.engine import create_engine, display_url, sqlite_path
+from orchestrator.ledger.leases import claim_changes
+from orchestrator.ledger.lock import DAEMON_LOCK_KEY, DaemonLock, postgres_session_lock
 from orchestrator.ledger.migrate import head_revision, revision_of
-from orchestrator.ledger.schema import FILE_KINDS, job_events, jobs, result_files
+from orchestrator.ledger.schema import jobs
 from orchestrator.ledger.values import (
     FileKind,
-    JobEvent,
     ResultFile,
     definition_differences,
     encode_changes,
-    event_from_row,
-    file_from_row,
     job_from_row,
 )
 from orchestrator.model import (
-    FINAL_STATES,
     Job,
     JobChanges,
     JobSpec,
     JobState,
     check_transition,
-    new_client_token,
-    part_name,
 )
 
 log = structlog.get_logger(__name__)
 
-
-@attrs.frozen(kw_only=True)
-class PartSpec:
-    """One part of a split job as intake wrote it: its input file and request count."""
-
-    inputs: tuple[str, ...]
-    request_count: int
+D = TypeVar("D", bound=leases.Decision)
 
 
-def _new_job_values(
-    spec: JobSpec,
-    *,
-    definition_hash: str,
-    request_count: int,
-    state: JobState,
-    error: str | None,
-    at: float,
-) -> dict[str, Any]:
-    """The column values of a new job row."""
-    return {
-        "name": spec.name,
-        "workspace": spec.workspace,
-        "model": spec.model,
-        "endpoint": spec.endpoint,
-        "inputs": list(spec.inputs),
-        "metadata": dict(spec.metadata),
-        "timeout_hours": spec.timeout_hours,
-        "priority": spec.priority,
-        "definition_hash": definition_hash,
-        "client_token": new_client_token(),
-        "request_count": request_count,
-        "state": state.value,
-        "input_file_ids": [],
-        "error": error,
-        "cancel_requested": False,
-        "created_at": at,
-        "updated_at": at,
-        "finished_at": at if state is JobState.REJECTED else None,
-    }
-
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-_LOCK_KEY = 0x6F72_6368_6461_656D & 0x7FFF_FFFF_FFFF_FFFF
-"""The advisory-lock key of the one-daemon lock on PostgreSQL ("orchdaem")."""
-
-
-class SqlLedger:
+class SqlLedger(ReadMethods):
     """The job ledger on SQLite (one daemon per file) or PostgreSQL (several replicas).
 
     Open it with :meth:`connect`, close it with :meth:`close` or ``async with``. Every
     timestamp it writes comes from the injected clock.
     """
-
-    def __init__(self, engine: AsyncEngine, *, url: str, clock: Clock) -> None:
-        """Wrap an engine of :func:`~orchestrator.ledger.engine.create_engine` (use connect).
-
-        :meth:`connect` also checks the schema revision; this does not.
-        """
-        self._engine = engine
-        # Reads start with a deferred BEGIN on SQLite, so they never wait for the write lock.
-        self._reader = engine.execution_options(**{READ_ONLY: True})
-        self._url = url
-        self._clock = clock
-        self._locks: list[DaemonLock] = []
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction that cancellation cannot cut in half.
-
-        Cancelling a task mid-transaction would leave its connection inside ``BEGIN
-        IMMEDIATE`` in aiosqlite's thread, holding the write lock until the busy timeout of
-        whoever comes next; transactions here are short, so they always run to commit or
-        rollback, and the cancellation lands right after.
-        """
-        with anyio.CancelScope(shield=True):
-            async with self._engine.begin() as conn:
-                yield conn
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only connection, shielded for the same reason as :meth:`_write`."""
-        with anyio.CancelScope(shield=True):
-            async with self._reader.connect() as conn:
-                yield conn
 
     @classmethod
     async def connect(cls, url: str, *, clock: Clock | None = None) -> SqlLedger:
@@ -207,15 +130,15 @@ class SqlLedger:
 
         SQLite: an exclusive ``flock`` on ``<db file>.lock``, which the kernel releases when
         the process dies, however it dies. PostgreSQL: a session advisory lock on a connection
-        held for the block, which the server releases when that connection drops. Several
-        replicas on one PostgreSQL ledger need leases (design §8), which do not exist yet, so
-        until then one daemon per ledger holds there too. In-memory SQLite: a no-op.
+        held for the block, which the server releases when that connection drops (the daemon
+        does not take it there: replicas share a PostgreSQL ledger through leases, design §8;
+        it is for a tool that needs the ledger to itself). In-memory SQLite: a no-op.
 
         Raises:
             LedgerLocked: another daemon holds the lock; raised at once, without waiting.
         """
         if self._engine.dialect.name == "postgresql":
-            async with self._postgres_daemon_lock():
+            async with postgres_session_lock(self._engine, DAEMON_LOCK_KEY, self.url):
                 yield
             return
         path = sqlite_path(self._url)
@@ -230,26 +153,6 @@ class SqlLedger:
             lock.release()
             if lock in self._locks:
                 self._locks.remove(lock)
-
-    @asynccontextmanager
-    async def _postgres_daemon_lock(self) -> AsyncIterator[None]:
-        async with self._engine.connect() as conn:
-            held = await conn.scalar(
-                sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": _LOCK_KEY}
-            )
-            await conn.commit()  # the lock is the session's; no transaction stays open
-            if not held:
-                raise LedgerLocked(display_url(self._url))
-            log.debug("ledger.lock_acquired", url=display_url(self._url))
-            try:
-                yield
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await conn.execute(
-                        sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY}
-                    )
-                    await conn.commit()
-                log.debug("ledger.lock_released", url=display_url(self._url))
 
     async def add_job(
         self,
@@ -289,7 +192,7 @@ class SqlLedger:
         if request_count < 0:
             raise ValueError(f"job {spec.name!r}: request_count must be >= 0")
         at = self._clock.now() if now is None else now
-        values = _new_job_values(
+        values = new_job_values(
             spec,
             definition_hash=definition_hash,
             request_count=request_count,
@@ -297,17 +200,12 @@ class SqlLedger:
             error=error,
             at=at,
         )
+        detail = "created" if state is JobState.QUEUED else "rejected at intake"
         try:
             async with self._write() as conn:
-                existing = await job_row(conn, jobs.c.name == spec.name)
-                if existing is None:
-                    row = (
-                        await conn.execute(jobs.insert().values(values).returning(*jobs.c))
-                    ).one()
-                    detail = "created" if state is JobState.QUEUED else "rejected at intake"
-                    await add_event(conn, row, None, at=at, detail=detail)
-                    log.debug("ledger.job_added", job=spec.name, job_id=row.id, state=state)
-                    return job_from_row(row), True
+                existing, inserted = await insert_job(conn, values, detail=detail)
+                if inserted:
+                    return job_from_row(existing), True
         except IntegrityError:
             # Another replica inserted the same name between our check and our insert.
             async with self._read() as conn:
@@ -348,7 +246,7 @@ class SqlLedger:
         if any(part.request_count <= 0 for part in parts):
             raise ValueError(f"job {spec.name!r}: every part needs at least one request")
         at = self._clock.now() if now is None else now
-        values = _new_job_values(
+        values = new_job_values(
             spec,
             definition_hash=definition_hash,
             request_count=request_count,
@@ -359,37 +257,11 @@ class SqlLedger:
         values["part_count"] = len(parts)
         try:
             async with self._write() as conn:
-                existing = await job_row(conn, jobs.c.name == spec.name)
-                if existing is None:
-                    row = (
-                        await conn.execute(jobs.insert().values(values).returning(*jobs.c))
-                    ).one()
-                    await add_event(
-                        conn, row, None, at=at, detail=f"created, split into {len(parts)} parts"
-                    )
-                    for number, part in enumerate(parts, start=1):
-                        part_spec = attrs.evolve(
-                            spec, name=part_name(spec.name, number), inputs=part.inputs
-                        )
-                        part_values = _new_job_values(
-                            part_spec,
-                            definition_hash=f"{definition_hash}:{number}",
-                            request_count=part.request_count,
-                            state=JobState.QUEUED,
-                            error=None,
-                            at=at,
-                        )
-                        part_values["parent_id"] = row.id
-                        part_row = (
-                            await conn.execute(jobs.insert().values(part_values).returning(*jobs.c))
-                        ).one()
-                        await add_event(
-                            conn, part_row, None, at=at, detail=f"created, part of {spec.name}"
-                        )
-                    log.debug(
-                        "ledger.split_job_added", job=spec.name, job_id=row.id, parts=len(parts)
-                    )
-                    return job_from_row(row), True
+                existing, inserted = await insert_split_job(
+                    conn, spec, values, definition_hash=definition_hash, parts=parts
+                )
+                if inserted:
+                    return job_from_row(existing), True
         except IntegrityError:
             async with self._read() as conn:
                 existing = await job_row(conn, jobs.c.name == spec.name)
@@ -399,77 +271,6 @@ class SqlLedger:
         if job.definition_hash == definition_hash:
             return job, False
         raise DefinitionConflict(spec.name, definition_differences(job, spec, splits=True))
-
-    async def parts(self, parent_id: int) -> list[Job]:
-        """The parts of the split job ``parent_id``, in part order (empty for another job)."""
-        query = sa.select(jobs).where(jobs.c.parent_id == parent_id).order_by(jobs.c.id)
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [job_from_row(row) for row in rows]
-
-    async def parents(
-        self, states: Iterable[JobState] | None = None, workspace: str | None = None
-    ) -> list[Job]:
-        """Split jobs' parents in any of ``states`` (all by default), oldest first."""
-        query = sa.select(jobs).where(jobs.c.part_count > 0).order_by(jobs.c.id)
-        if states is not None:
-            query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
-        if workspace is not None:
-            query = query.where(jobs.c.workspace == workspace)
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [job_from_row(row) for row in rows]
-
-    async def get(self, job_id: int) -> Job:
-        """The job with id ``job_id``.
-
-        Raises:
-            JobNotFound: no such job.
-        """
-        async with self._read() as conn:
-            row = await job_row(conn, jobs.c.id == job_id)
-        if row is None:
-            raise JobNotFound(job_id)
-        return job_from_row(row)
-
-    async def get_by_name(self, name: str) -> Job:
-        """The job named ``name``.
-
-        Raises:
-            JobNotFound: no such job.
-        """
-        async with self._read() as conn:
-            row = await job_row(conn, jobs.c.name == name)
-        if row is None:
-            raise JobNotFound(name)
-        return job_from_row(row)
-
-    async def jobs_by_tokens(self, tokens: Iterable[str]) -> dict[str, Job]:
-        """Our jobs whose client token is one of ``tokens``, by token (unknown ones absent)."""
-        wanted = sorted(set(tokens))
-        if not wanted:
-            return {}
-        async with self._read() as conn:
-            rows = (
-                await conn.execute(sa.select(jobs).where(jobs.c.client_token.in_(wanted)))
-            ).all()
-        return {row.client_token: job_from_row(row) for row in rows}
-
-    async def list_jobs(
-        self, states: Iterable[JobState] | None = None, workspace: str | None = None
-    ) -> list[Job]:
-        """Jobs in any of ``states`` (all by default), of one workspace or all.
-
-        Ordered by priority (highest first), then id (oldest first): admission order.
-        """
-        query = sa.select(jobs).order_by(jobs.c.priority.desc(), jobs.c.id)
-        if states is not None:
-            query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
-        if workspace is not None:
-            query = query.where(jobs.c.workspace == workspace)
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [job_from_row(row) for row in rows]
 
     async def transition(
         self,
@@ -515,40 +316,22 @@ class SqlLedger:
             kinds.append(parent)
         if not kinds:
             check_transition(expected, target)  # raises
-        values = encode_changes(changes)
         now = self._clock.now()
-        values["state"] = target.value
-        values["updated_at"] = now
-        if target in FINAL_STATES and "finished_at" not in values:
-            values["finished_at"] = sa.func.coalesce(jobs.c.finished_at, now)
-        if target is JobState.RUNNING and "submitted_at" not in values:
-            values["submitted_at"] = sa.func.coalesce(jobs.c.submitted_at, now)
-        statement = (
-            jobs.update()
-            .where(jobs.c.id == job_id, jobs.c.state == expected.value)
-            .values(values)
-            .returning(*jobs.c)
-        )
-        if kinds == [False]:
-            statement = statement.where(jobs.c.part_count == 0)
-        elif kinds == [True]:
-            statement = statement.where(jobs.c.part_count > 0)
+        values = encode_changes(changes)
+        values.update(claim_changes(self._owner, self._ttl, expected, target, now))
         async with self._write() as conn:
-            row = (await conn.execute(statement)).first()
-            if row is None:
-                is_parent = await conn.scalar(
-                    sa.select(jobs.c.part_count > 0).where(jobs.c.id == job_id)
-                )
-                if is_parent is not None and bool(is_parent) not in kinds:
-                    check_transition(expected, target, parent=bool(is_parent))  # raises
-                await raise_missing_or_stale(conn, job_id, expected, target)
-            job = job_from_row(row)
-            if target is JobState.DONE and job.outcome is None:
-                # Raising inside the block rolls the update back.
-                raise ValueError(
-                    f"job {job_id}: a job reaches done with an outcome: pass outcome=Outcome.…"
-                )
-            await add_event(conn, row, expected, at=now, detail=detail)
+            job = await cas_transition(
+                conn,
+                job_id,
+                expected,
+                target,
+                values,
+                kinds=kinds,
+                now=now,
+                detail=detail,
+                guard=self._fence(expected),
+                owner=self._owner,
+            )
         log.debug(
             "ledger.transitioned",
             job=job.name,
@@ -580,34 +363,16 @@ class SqlLedger:
             JobNotFound: no such job.
             TypeError: a key of ``changes`` is not a job field the ledger changes.
         """
-        values = encode_changes(changes)
-        now = self._clock.now()
-        values["updated_at"] = now
         async with self._write() as conn:
-            # FOR UPDATE holds the row on PostgreSQL until commit, so the status comparison
-            # below cannot be overtaken (SQLite already holds its write lock).
-            before = (
-                await conn.execute(
-                    sa.select(jobs.c.state, jobs.c.remote_status)
-                    .where(jobs.c.id == job_id)
-                    .with_for_update()
-                )
-            ).first()
-            if before is None or before.state != expected.value:
-                await raise_missing_or_stale(conn, job_id, expected, expected)
-            row = (
-                await conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == job_id, jobs.c.state == expected.value)
-                    .values(values)
-                    .returning(*jobs.c)
-                )
-            ).one()
-            status_changed = row.remote_status != before.remote_status
-            if detail is None and status_changed:
-                detail = f"remote status {before.remote_status or 'none'} -> {row.remote_status}"
-            if detail is not None:
-                await add_event(conn, row, expected, at=now, detail=detail)
+            row = await cas_update(
+                conn,
+                job_id,
+                expected,
+                encode_changes(changes),
+                now=self._clock.now(),
+                detail=detail,
+                owner=self._owner if self._fence(expected) is not None else None,
+            )
         return job_from_row(row)
 
     async def update_many(self, updates: Sequence[tuple[int, JobState, JobChanges]]) -> BulkUpdate:
@@ -634,7 +399,9 @@ class SqlLedger:
         if not encoded:
             return BulkUpdate()
         async with self._write() as conn:
-            result = await update_many(conn, encoded, now=self._clock.now())
+            result = await update_many(
+                conn, encoded, now=self._clock.now(), owner=self._owner if self._fenced else None
+            )
         if result.stale or result.missing:
             log.debug("ledger.update_many_skipped", stale=result.stale, missing=result.missing)
         return result
@@ -649,43 +416,8 @@ class SqlLedger:
         Raises:
             JobNotFound: no such job.
         """
-        now = self._clock.now()
-        unfinished = jobs.c.state.not_in([s.value for s in FINAL_STATES])
         async with self._write() as conn:
-            row = (
-                await conn.execute(
-                    jobs.update()
-                    .where(jobs.c.name == name, unfinished, jobs.c.cancel_requested.is_(False))
-                    .values(cancel_requested=True, updated_at=now)
-                    .returning(*jobs.c)
-                )
-            ).first()
-            if row is not None:
-                await add_event(conn, row, JobState(row.state), at=now, detail="cancel requested")
-                log.info("ledger.cancel_requested", job=name, job_id=row.id, state=row.state)
-                if row.part_count > 0:
-                    parts = (
-                        await conn.execute(
-                            jobs.update()
-                            .where(
-                                jobs.c.parent_id == row.id,
-                                unfinished,
-                                jobs.c.cancel_requested.is_(False),
-                            )
-                            .values(cancel_requested=True, updated_at=now)
-                            .returning(*jobs.c)
-                        )
-                    ).all()
-                    for part in parts:
-                        await add_event(
-                            conn,
-                            part,
-                            JobState(part.state),
-                            at=now,
-                            detail=f"cancel requested (with {name})",
-                        )
-                return job_from_row(row)
-            row = await job_row(conn, jobs.c.name == name)
+            row = await flag_cancel(conn, name, now=self._clock.now())
         if row is None:
             raise JobNotFound(name)
         return job_from_row(row)
@@ -707,81 +439,15 @@ class SqlLedger:
             ValueError: unknown kind, negative size or line count, or a sha256 that is not
                 64 lowercase hex digits.
         """
-        if kind not in FILE_KINDS:
-            raise ValueError(f"result file kind must be one of {FILE_KINDS}, not {kind!r}")
-        if bytes < 0 or lines < 0:
-            raise ValueError(f"job {job_id} {kind} file: bytes and lines must be >= 0")
-        if not _SHA256.fullmatch(sha256):
-            raise ValueError(
-                f"job {job_id} {kind} file: sha256 must be 64 lowercase hex digits, got {sha256!r}"
-            )
-        record = ResultFile(
-            job_id=job_id,
-            kind=kind,
-            path=str(path),
-            bytes=bytes,
-            sha256=sha256,
-            lines=lines,
-            recorded_at=self._clock.now(),
-        )
-        fields = {
-            "path": record.path,
-            "bytes": record.bytes,
-            "sha256": record.sha256,
-            "lines": record.lines,
-            "recorded_at": record.recorded_at,
-        }
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-        statement = (
-            insert(result_files)
-            .values(job_id=job_id, kind=kind, **fields)
-            .on_conflict_do_update(index_elements=["job_id", "kind"], set_=fields)
+        record = new_file_record(
+            job_id, kind, path=path, bytes=bytes, sha256=sha256, lines=lines, at=self._clock.now()
         )
         try:
             async with self._write() as conn:
-                await conn.execute(statement)
+                if self._fenced:
+                    await self._require_held(conn, job_id)
+                await upsert_file(conn, record)
         except IntegrityError:
             await self.get(job_id)  # JobNotFound when the foreign key is what failed
             raise
         return record
-
-    async def files(self, job_id: int) -> list[ResultFile]:
-        """The job's recorded result files, output first.
-
-        Raises:
-            JobNotFound: no such job.
-        """
-        async with self._read() as conn:
-            rows = (
-                await conn.execute(sa.select(result_files).where(result_files.c.job_id == job_id))
-            ).all()
-            if not rows:
-                await require_job(conn, job_id)
-        return sorted((file_from_row(row) for row in rows), key=lambda f: FILE_KINDS.index(f.kind))
-
-    async def events(self, job_id: int) -> list[JobEvent]:
-        """The job's history, oldest first.
-
-        Raises:
-            JobNotFound: no such job.
-        """
-        async with self._read() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(job_events)
-                    .where(job_events.c.job_id == job_id)
-                    .order_by(job_events.c.at, job_events.c.id)
-                )
-            ).all()
-            if not rows:
-                await require_job(conn, job_id)
-        return [event_from_row(row) for row in rows]
-
-    async def counts_by_state(self) -> dict[tuple[str, str | None], int]:
-        """How many jobs are in each ``(state, outcome)``; absent pairs have none."""
-        query = sa.select(jobs.c.state, jobs.c.outcome, sa.func.count()).group_by(
-            jobs.c.state, jobs.c.outcome
-        )
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return {(state, outcome): count for state, outcome, count in rows}

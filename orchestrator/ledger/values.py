@@ -106,6 +106,8 @@ def job_from_row(row: Any) -> Job:
         finished_at=row.finished_at,
         parent_id=row.parent_id,
         part_count=row.part_count,
+        claimed_by=row.claimed_by,
+        lease_until=row.lease_until,
     )
 
 

@@ -111,6 +111,8 @@ class LedgerSnapshot:
     """Σpending of the in-flight jobs, per workspace."""
     queued_jobs: dict[str, int]
     queued_requests: dict[str, int]
+    held: int = 0
+    """In-flight jobs this replica holds a live lease on."""
 
 
 class DaemonCollector(Collector):
@@ -136,6 +138,7 @@ class DaemonCollector(Collector):
             with anyio.fail_after(self._ledger_timeout):
                 counts = await runtime.ledger.counts_by_state()
                 active = await runtime.ledger.list_jobs(states=(JobState.QUEUED, *IN_FLIGHT_STATES))
+                held = await runtime.ledger.held_count() if runtime.ledger.owner else 0
         except Exception as exc:  # any database error: the scrape itself must still answer
             log.warning("metrics.ledger_unavailable", error=str(exc) or type(exc).__name__)
             return
@@ -155,6 +158,7 @@ class DaemonCollector(Collector):
             pending=pending,
             queued_jobs=queued_jobs,
             queued_requests=queued_requests,
+            held=held,
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -213,6 +217,12 @@ class DaemonCollector(Collector):
         for (state, outcome), count in sorted(combos.items()):
             family.add_metric([state, outcome], count)
         yield family
+        yield GaugeMetricFamily(
+            f"{PREFIX}_jobs_held",
+            "In-flight jobs this replica holds a live lease on (with several replicas on one "
+            "PostgreSQL ledger, each reports its own share).",
+            value=snapshot.held,
+        )
 
     def _budgets(self, snapshot: LedgerSnapshot) -> Iterator[Metric]:
         labels = ["workspace"]

@@ -79,6 +79,7 @@ def test_minimal_config_gets_documented_defaults(folder: Path) -> None:
     assert config.intake.rescan_interval == 30.0
     assert config.http.listen is None
     assert config.daemon.grace_period == 30.0
+    assert (config.daemon.replica_id, config.daemon.lease_ttl) == (None, 60.0)
     assert (config.emulator.time_scale, config.emulator.throughput) == (1.0, 1000.0)
     assert (config.emulator.validation_seconds, config.emulator.seed) == (5.0, 0)
     assert config.jobs == ()
@@ -131,7 +132,8 @@ def test_example_config_loads_and_sets_every_key() -> None:
     assert set(document["emulator"]) == {
         "time_scale", "throughput", "validation_seconds", "failure_fraction", "seed",
     }  # fmt: skip
-    assert set(document["daemon"]) == {"grace_period", "reconcile_grace"}
+    assert set(document["daemon"]) == {"grace_period", "reconcile_grace", "lease_ttl"}
+    assert "# replica_id = " in path.read_text()  # optional, shown as a comment
     assert set(document["workspaces"]["main"]) == {
         "provider", "base_url", "api_key_env", "pending_budget", "count_external",
         "split_requests",
@@ -246,6 +248,17 @@ ERRORS = [
         "daemon.grace_period",
         'expected a duration such as "250ms", "5s", "10m", "1h" (or "1h30m"), or a number of '
         "seconds, got 'x'",
+    ),
+    (
+        "[daemon]\nlease_ttl = '2s'",
+        "daemon.lease_ttl",
+        "must be at least 3s (a replica renews its leases every third of it, and a shorter "
+        "lease is lost to a slow database round trip), got 2s",
+    ),
+    (
+        "[daemon]\nreplica_id = 'pod 0'",
+        "daemon.replica_id",
+        "must be 1-50 of letters, digits, '.', '_', ':' or '-', got 'pod 0'",
     ),
     (
         "[emulator]\nfailure_fraction = 2",

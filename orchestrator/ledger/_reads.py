@@ -1,0 +1,150 @@
+"""The read methods of :class:`~orchestrator.ledger.SqlLedger`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from orchestrator.errors import (
+    JobNotFound,
+)
+from orchestrator.ledger._files import job_files
+from orchestrator.ledger._leasing import LeaseMethods
+from orchestrator.ledger._queries import job_row, require_job
+from orchestrator.ledger.schema import job_events, jobs
+from orchestrator.ledger.values import (
+    JobEvent,
+    ResultFile,
+    event_from_row,
+    job_from_row,
+)
+from orchestrator.model import (
+    Job,
+    JobState,
+)
+
+
+class ReadMethods(LeaseMethods):
+    """Reads: jobs, parents and parts, files, history, counts."""
+
+    async def parts(self, parent_id: int) -> list[Job]:
+        """The parts of the split job ``parent_id``, in part order (empty for another job)."""
+        query = sa.select(jobs).where(jobs.c.parent_id == parent_id).order_by(jobs.c.id)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [job_from_row(row) for row in rows]
+
+    async def parents(
+        self,
+        states: Iterable[JobState] | None = None,
+        workspace: str | None = None,
+        *,
+        held: bool = False,
+    ) -> list[Job]:
+        """Split jobs' parents in any of ``states`` (all by default), oldest first.
+
+        ``held`` as in :meth:`list_jobs`.
+        """
+        query = self._held(sa.select(jobs), held).where(jobs.c.part_count > 0).order_by(jobs.c.id)
+        if states is not None:
+            query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
+        if workspace is not None:
+            query = query.where(jobs.c.workspace == workspace)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [job_from_row(row) for row in rows]
+
+    async def get(self, job_id: int) -> Job:
+        """The job with id ``job_id``.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        async with self._read() as conn:
+            row = await job_row(conn, jobs.c.id == job_id)
+        if row is None:
+            raise JobNotFound(job_id)
+        return job_from_row(row)
+
+    async def get_by_name(self, name: str) -> Job:
+        """The job named ``name``.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        async with self._read() as conn:
+            row = await job_row(conn, jobs.c.name == name)
+        if row is None:
+            raise JobNotFound(name)
+        return job_from_row(row)
+
+    async def jobs_by_tokens(self, tokens: Iterable[str], *, held: bool = False) -> dict[str, Job]:
+        """Our jobs whose client token is one of ``tokens``, by token (unknown ones absent).
+
+        ``held`` as in :meth:`list_jobs`.
+        """
+        wanted = sorted(set(tokens))
+        if not wanted:
+            return {}
+        query = self._held(sa.select(jobs), held).where(jobs.c.client_token.in_(wanted))
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {row.client_token: job_from_row(row) for row in rows}
+
+    async def list_jobs(
+        self,
+        states: Iterable[JobState] | None = None,
+        workspace: str | None = None,
+        *,
+        held: bool = False,
+    ) -> list[Job]:
+        """Jobs in any of ``states`` (all by default), of one workspace or all.
+
+        Ordered by priority (highest first), then id (oldest first): admission order. With
+        ``held``, a job in a claimed state is listed only if this replica holds its lease.
+        """
+        query = self._held(sa.select(jobs), held).order_by(jobs.c.priority.desc(), jobs.c.id)
+        if states is not None:
+            query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
+        if workspace is not None:
+            query = query.where(jobs.c.workspace == workspace)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [job_from_row(row) for row in rows]
+
+    async def files(self, job_id: int) -> list[ResultFile]:
+        """The job's recorded result files, output first.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        async with self._read() as conn:
+            return await job_files(conn, job_id)
+
+    async def events(self, job_id: int) -> list[JobEvent]:
+        """The job's history, oldest first.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(job_events)
+                    .where(job_events.c.job_id == job_id)
+                    .order_by(job_events.c.at, job_events.c.id)
+                )
+            ).all()
+            if not rows:
+                await require_job(conn, job_id)
+        return [event_from_row(row) for row in rows]
+
+    async def counts_by_state(self) -> dict[tuple[str, str | None], int]:
+        """How many jobs are in each ``(state, outcome)``; absent pairs have none."""
+        query = sa.select(jobs.c.state, jobs.c.outcome, sa.func.count()).group_by(
+            jobs.c.state, jobs.c.outcome
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {(state, outcome): count for state, outcome, count in rows}
