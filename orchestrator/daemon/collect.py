@@ -8,6 +8,7 @@ fails the job: it is retried with backoff and the error is visible in ``status``
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -77,14 +78,32 @@ class Collector:
                 log.info("collect.lost_race", job=job.name, detail=str(exc))
             except OrchestratorError as exc:
                 attempts = job.attempts + 1
-                await self._rt.ledger.update(
-                    job.id,
-                    JobState.COLLECTING,
-                    error=f"download failed, will retry: {exc}",
-                    attempts=attempts,
-                    not_before=self._rt.clock.now() + backoff(attempts),
-                )
+                try:
+                    await self._rt.ledger.update(
+                        job.id,
+                        JobState.COLLECTING,
+                        error=f"download failed, will retry: {exc}",
+                        attempts=attempts,
+                        not_before=self._rt.clock.now() + backoff(attempts),
+                    )
+                except StaleTransition as lost:
+                    # Finished or taken over meanwhile (a replica that lost its lease).
+                    log.info("collect.lost_race", job=job.name, detail=str(lost))
+                    return
                 log.warning("collect.retry_later", job=job.name, job_id=job.id, error=str(exc))
+
+    @property
+    def _writer(self) -> str | None:
+        """This replica's own ``.part`` names when replicas share the results folder.
+
+        A short digest of the replica id (any characters may be configured): a replica that
+        stalled past its lease never writes into the file the job's new holder fills. Alone
+        on its ledger, the daemon keeps the plain ``.part``, which a restart resumes.
+        """
+        ledger = self._rt.ledger
+        if not ledger.shared or ledger.owner is None:
+            return None
+        return "r" + hashlib.sha256(ledger.owner.encode()).hexdigest()[:10]
 
     async def collect(self, job: Job) -> Job:
         """Download what the job produced, verify it, write job.json, and finish the job."""
@@ -102,7 +121,7 @@ class Collector:
             dest = folder / RESULT_NAMES[kind]
             if kind in recorded and _intact(recorded[kind], dest):
                 continue  # downloaded before a restart
-            got = await self._ws.provider.download_file(file_id, dest)
+            got = await self._ws.provider.download_file(file_id, dest, writer=self._writer)
             self._rt.bytes_downloaded += got.bytes
             await ledger.record_file(
                 job.id,

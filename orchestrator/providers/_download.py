@@ -54,9 +54,34 @@ about ``PIPELINE_BLOCKS + 2`` chunks). Overlapping the two took a 1 GB download 
 _HASH_READ_BYTES = 4 << 20
 
 
-def meta_path(dest: Path) -> Path:
+def part_path(dest: Path, writer: str | None = None) -> Path:
+    """The ``.part`` that ``writer`` (or the only writer, by default) fills for ``dest``.
+
+    Several daemons sharing a results folder (replicas) each write their own
+    ``<dest>.<writer>.part``: a replica that stalls past its lease and wakes up mid-download
+    then never writes into the file the job's new holder is filling.
+    """
+    if writer is None:
+        return fsutil.part_path(dest)
+    return dest.with_name(f"{dest.name}.{writer}{fsutil.PART_SUFFIX}")
+
+
+def meta_path(dest: Path, writer: str | None = None) -> Path:
     """The sidecar that makes ``dest``'s ``.part`` resumable after a crash."""
-    return dest.with_name(dest.name + fsutil.PART_SUFFIX + ".json")
+    part = part_path(dest, writer)
+    return part.with_name(part.name + ".json")
+
+
+def _other_writers_parts(dest: Path, writer: str) -> list[Path]:
+    """``.part`` files and sidecars other writers left for ``dest`` (a dead replica's)."""
+    mine = {part_path(dest, writer).name, meta_path(dest, writer).name}
+    pattern = f"{dest.name}.*{fsutil.PART_SUFFIX}"
+    return [
+        path
+        for glob in (pattern, pattern + ".json")
+        for path in dest.parent.glob(glob)
+        if path.name not in mine
+    ]
 
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -93,11 +118,12 @@ class _Truncated(TransientProviderError):
 class _PartFile:
     """The ``.part`` being written, with its running hash and line count (sync; thread-side)."""
 
-    def __init__(self, dest: Path, source: str) -> None:
+    def __init__(self, dest: Path, source: str, writer: str | None = None) -> None:
         self.dest = dest
         self.source = source
-        self.part = fsutil.part_path(dest)
-        self.meta = meta_path(dest)
+        self.writer = writer
+        self.part = part_path(dest, writer)
+        self.meta = meta_path(dest, writer)
         self.size = 0
         self.newlines = 0
         self.last_byte = b""
@@ -203,8 +229,22 @@ class _PartFile:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        fsutil.publish(self.part, self.dest)
+        try:
+            fsutil.publish(self.part, self.dest)
+        except FileNotFoundError:
+            if self.writer is None:
+                raise
+            # The job's new holder completed the file and removed this stale writer's copy.
+            fsutil.discard(self.meta)
+            raise DownloadIntegrityError(
+                f"{self.dest}: another writer completed this file first; this copy was dropped"
+            ) from None
         fsutil.discard(self.meta)
+        if self.writer is not None:
+            # The file is complete: what another writer left for it is garbage now (if that
+            # writer is still busy, its rename fails, or publishes the same verified bytes).
+            for leftover in _other_writers_parts(self.dest, self.writer):
+                fsutil.discard(leftover)
 
     def close(self) -> None:
         """Close the ``.part`` and keep it (a cancelled call: the next one resumes)."""
@@ -283,6 +323,8 @@ class ResumableDownload:
         url: the content URL, relative to the API root.
         dest: the final path.
         source: a stable id of the remote file (names the resumable ``.part``).
+        writer: names this writer's own ``.part`` when several processes may download into
+            the same folder (replicas); None for the plain ``<dest>.part``.
         size_hint: awaited for the expected length when the response announces none.
         chunk_bytes: read size.
         checkpoint_bytes: fsync-and-record interval.
@@ -299,6 +341,7 @@ class ResumableDownload:
         size_hint: Callable[[], Awaitable[int | None]],
         chunk_bytes: int = CHUNK_BYTES,
         checkpoint_bytes: int = CHECKPOINT_BYTES,
+        writer: str | None = None,
     ) -> None:
         self._api = api
         self._operation = operation
@@ -307,7 +350,7 @@ class ResumableDownload:
         self._size_hint = size_hint
         self._chunk_bytes = chunk_bytes
         self._checkpoint_bytes = checkpoint_bytes
-        self._part = _PartFile(dest, source)
+        self._part = _PartFile(dest, source, writer)
 
     async def run(self) -> DownloadedFile:
         """Download, verify and publish.

@@ -107,10 +107,13 @@ class Provider(abc.ABC):
         """Ask the provider to cancel a job; return its new state."""
 
     @abc.abstractmethod
-    async def download_file(self, file_id: str, dest: Path) -> DownloadedFile:
+    async def download_file(
+        self, file_id: str, dest: Path, *, writer: str | None = None
+    ) -> DownloadedFile:
         """Stream a result file to ``dest`` atomically and verify it.
 
-        Writes ``dest.part``, fsyncs, renames onto ``dest`` and fsyncs the folder; resumes
+        Writes ``dest.part`` (``dest.<writer>.part`` when several processes may download
+        into the same folder), fsyncs, renames onto ``dest`` and fsyncs the folder; resumes
         with ``Range`` after a transient fault where the server honours it. Never leaves a
         partial file under ``dest``.
 

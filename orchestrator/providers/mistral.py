@@ -421,7 +421,9 @@ class MistralProvider(Provider):
             return size
         return None
 
-    async def download_file(self, file_id: str, dest: Path) -> DownloadedFile:
+    async def download_file(
+        self, file_id: str, dest: Path, *, writer: str | None = None
+    ) -> DownloadedFile:
         url = f"/v1/files/{_path_id(file_id, 'file_id')}/content"
         download = ResumableDownload(
             self._api,
@@ -430,6 +432,7 @@ class MistralProvider(Provider):
             dest=Path(dest),
             source=f"{self.name}:{self.base_url}:{file_id}",
             size_hint=lambda: self.file_size(file_id),
+            writer=writer,
         )
         return await download.run()
 

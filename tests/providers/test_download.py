@@ -15,7 +15,7 @@ from orchestrator.errors import (
     PermanentProviderError,
     TransientProviderError,
 )
-from orchestrator.providers._download import ResumableDownload, meta_path
+from orchestrator.providers._download import ResumableDownload, _PartFile, meta_path, part_path
 from orchestrator.providers.base import DownloadedFile
 from orchestrator.providers.mistral import MistralProvider
 from tests.providers.rawserver import Behaviour, serve
@@ -260,4 +260,42 @@ async def test_cancelled_download_keeps_a_resumable_part(tmp_path: Path) -> None
             await provider.aclose()
     assert got.sha256 == SHA
     assert server.content_requests()[1].headers["range"] == f"bytes={meta['bytes']}-"
+    assert leftovers(tmp_path) == []
+
+
+async def test_writers_sharing_a_folder_each_fill_their_own_part(tmp_path: Path) -> None:
+    """Replicas sharing the results folder: each writer fills its own ``.part`` (never a
+    dead or stalled replica's, which is not resumed), and once the file is complete whatever
+    other writers left (a dead replica's .part and sidecar) is removed."""
+    dest = tmp_path / "output.jsonl"
+    part_path(dest, "rdead").write_bytes(CONTENT[:300_000])
+    fsutil.write_json_atomic(meta_path(dest, "rdead"), {"source": "x", "bytes": 300_000})
+    assert len({part_path(dest, "ra"), part_path(dest, "rb"), fsutil.part_path(dest)}) == 3
+    async with serve(CONTENT) as server:
+        provider = MistralProvider(server.base_url, KEY, timeout=10.0)
+        try:
+            got = await provider.download_file("file-1", dest, writer="ra")
+        finally:
+            await provider.aclose()
+    assert got.sha256 == SHA
+    assert dest.read_bytes() == CONTENT
+    assert leftovers(tmp_path) == []
+    assert "range" not in server.content_requests()[0].headers
+
+
+def test_a_stale_writer_whose_copy_was_removed_fails_without_touching_the_file(
+    tmp_path: Path,
+) -> None:
+    """A writer that stalled while another completed the file finds its .part gone: it fails
+    with an integrity error (the collector retries or, fenced, gives up) and the complete
+    file stays as the other writer published it."""
+    dest = tmp_path / "output.jsonl"
+    dest.write_bytes(CONTENT)
+    stale = _PartFile(dest, "test:file-1", "rstale")
+    stale.open()
+    stale.file.write(b"half a file")
+    part_path(dest, "rstale").unlink()  # what the other writer's clean-up does
+    with pytest.raises(DownloadIntegrityError, match="another writer completed"):
+        stale.finish()
+    assert dest.read_bytes() == CONTENT
     assert leftovers(tmp_path) == []

@@ -294,14 +294,16 @@ class ScriptedProvider(Provider):
             self._add(remote, "CANCELLATION_REQUESTED", remote.now.total, remote.now.completed)
         return self._job(remote, remote.now)
 
-    async def download_file(self, file_id: str, dest: Path) -> DownloadedFile:
+    async def download_file(
+        self, file_id: str, dest: Path, *, writer: str | None = None
+    ) -> DownloadedFile:
         mode = self._mode("download")
         if mode in ("transient", "lost", "capacity"):
             raise TransientProviderError("scripted download: connection reset")
         if mode == "permanent":
             raise PermanentProviderError(f"scripted download: HTTP 404: file {file_id}")
         data = self.files[file_id]
-        part = dest.with_name(dest.name + ".part")
+        part = dest.with_name(f"{dest.name}.{writer}.part" if writer else dest.name + ".part")
         if mode.startswith("crash"):
             part.write_bytes(data[: len(data) // 2])  # died mid-download: a half .part stays
             raise Crash("crash mid-download")
