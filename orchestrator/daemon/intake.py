@@ -17,6 +17,7 @@ once after a SIGHUP, which ``submit`` and ``cancel`` send to a local daemon).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -190,7 +191,9 @@ async def admit_spec(
         return job, created
     requests = sum(s.requests for s in summaries)
     if split is not None and results is not None and requests > split:
-        return await _admit_split(ledger, spec, summaries, requests, split, results)
+        return await _admit_split(
+            ledger, spec, summaries, requests, split, results, max_bytes=limits.max_file_bytes
+        )
     digest = definition_hash(spec, summaries)
     job, created = await ledger.add_job(spec, definition_hash=digest, request_count=requests)
     if created:
@@ -211,8 +214,12 @@ async def _admit_split(
     requests: int,
     split: int,
     results: Path,
+    *,
+    max_bytes: int,
 ) -> tuple[Job, bool]:
     """Record a job split into parts of ``split`` requests (written first, atomically).
+
+    A part is also kept under ``max_bytes`` (the provider's upload limit for one file).
 
     A name already recorded with this definition is a no-op and its part files are not
     rewritten; another definition is a conflict before anything is written. A crash between
@@ -230,7 +237,15 @@ async def _admit_split(
             return existing, False
         raise DefinitionConflict(spec.name, definition_differences(existing, spec, splits=True))
     parts = await anyio.to_thread.run_sync(
-        write_part_inputs, spec.inputs, results, spec.name, split, [s.sha256 for s in summaries]
+        functools.partial(
+            write_part_inputs,
+            spec.inputs,
+            results,
+            spec.name,
+            split,
+            [s.sha256 for s in summaries],
+            max_bytes=max_bytes,
+        )
     )
     written = sum(part.request_count for part in parts)
     if written != requests:

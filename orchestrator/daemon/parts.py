@@ -63,8 +63,13 @@ def write_part_inputs(
     name: str,
     size: int,
     sha256: Sequence[str] | None = None,
+    max_bytes: int | None = None,
 ) -> list[PartSpec]:
     """Write the parts of a job: ``size`` requests each (the last may hold fewer), in order.
+
+    With ``max_bytes`` (the provider's upload limit) a part is also closed before it would
+    grow past that many bytes: parts are uploaded as one file each, and one spanning two
+    input files could otherwise be larger than either.
 
     Lines are copied byte for byte (a last line without a newline gets one), spanning input
     files as needed. Each part is written atomically (``.part``, fsync, rename, fsync the
@@ -78,7 +83,7 @@ def write_part_inputs(
     """
     root = results / name / PARTS_DIR
     shutil.rmtree(root, ignore_errors=True)
-    writer = _PartWriter(results, name, size)
+    writer = _PartWriter(results, name, size, max_bytes)
     try:
         for index, path in enumerate(inputs):
             digest = hashlib.sha256()
@@ -104,23 +109,33 @@ def write_part_inputs(
 class _PartWriter:
     """Fills part files one after the other, publishing each when it is full."""
 
-    def __init__(self, results: Path, name: str, size: int) -> None:
+    def __init__(self, results: Path, name: str, size: int, max_bytes: int | None) -> None:
         self._results = results
         self._name = name
         self._size = size
+        self._max_bytes = max_bytes
         self._open: Any = None
         self._lines = 0
+        self._bytes = 0
         self.parts: list[PartSpec] = []
 
     def add(self, line: bytes) -> None:
+        if (
+            self._open is not None
+            and self._max_bytes is not None
+            and self._bytes + len(line) > self._max_bytes
+        ):
+            self.close()
         if self._open is None:
             folder = part_folder(self._results, self._name, len(self.parts) + 1)
             self._open = atomic_write(folder / PART_INPUT)
             self._file = self._open.__enter__()
             self._dest = folder / PART_INPUT
             self._lines = 0
+            self._bytes = 0
         self._file.write(line)
         self._lines += 1
+        self._bytes += len(line)
         if self._lines == self._size:
             self.close()
 

@@ -178,3 +178,20 @@ def test_an_input_changed_after_validation_publishes_no_part(tmp_path: Path) -> 
     with pytest.raises(OSError, match="changed after it was validated"):
         write_part_inputs([str(source)], tmp_path / "results", "big", 2, [validated])
     assert not list((tmp_path / "results" / "big" / "parts").glob("*/input.jsonl"))
+
+
+def test_a_part_stays_under_the_upload_limit_even_across_input_files(tmp_path: Path) -> None:
+    """Parts are cut by requests and by bytes: one spanning two files stays under the limit."""
+    first = write_chat_input(tmp_path / "a.jsonl", 3)
+    second = write_chat_input(tmp_path / "b.jsonl", 3, prefix="abc")  # lines of equal length
+    lines = first.read_bytes().splitlines(keepends=True) + second.read_bytes().splitlines(
+        keepends=True
+    )
+    limit = len(lines[0]) + len(lines[1]) + 1  # two lines fit, three do not
+    parts = write_part_inputs(
+        [str(first), str(second)], tmp_path / "results", "big", 100, max_bytes=limit
+    )
+    assert [part.request_count for part in parts] == [2, 2, 2]
+    written = [Path(part.inputs[0]).read_bytes() for part in parts]
+    assert all(len(data) <= limit for data in written)
+    assert b"".join(written) == b"".join(lines)  # in order, byte for byte
