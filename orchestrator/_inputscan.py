@@ -19,41 +19,6 @@ import attrs
 
 from orchestrator.errors import InputError
 
-MISTRAL_ENDPOINTS: tuple[str, ...] = (
-    "/v1/chat/completions",
-    "/v1/embeddings",
-    "/v1/fim/completions",
-    "/v1/moderations",
-    "/v1/chat/moderations",
-    "/v1/ocr",
-    "/v1/classifications",
-    "/v1/chat/classifications",
-    "/v1/conversations",
-    "/v1/audio/transcriptions",
-)
-"""Mistral's batch ``ApiEndpoint`` enum (OpenAPI ``CreateBatchJobRequest.endpoint``)."""
-
-OPENAI_ENDPOINTS: tuple[str, ...] = (
-    "/v1/responses",
-    "/v1/chat/completions",
-    "/v1/embeddings",
-    "/v1/completions",
-    "/v1/moderations",
-    "/v1/images/generations",
-    "/v1/images/edits",
-    "/v1/videos",
-)
-"""OpenAI's batch endpoints (``POST /v1/batches``)."""
-
-ENDPOINTS_BY_PROVIDER: Mapping[str, tuple[str, ...]] = {
-    "mistral": MISTRAL_ENDPOINTS,
-    "openai": OPENAI_ENDPOINTS,
-}
-"""The endpoints each provider's batch API accepts."""
-
-ENDPOINTS: tuple[str, ...] = tuple(dict.fromkeys(MISTRAL_ENDPOINTS + OPENAI_ENDPOINTS))
-"""Every endpoint :func:`validate_input` knows (the union over providers)."""
-
 _BODY_KEYS: Mapping[str, tuple[str, ...]] = {
     "/v1/chat/completions": ("messages",),
     "/v1/embeddings": ("input",),
