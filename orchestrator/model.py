@@ -313,7 +313,7 @@ class ParentAggregate:
     """A short summary of the parts' states, e.g. ``parts: 2 running, 5 done, 3 queued``."""
 
 
-_SUMMARY_ORDER = (
+STATE_ORDER = (
     JobState.COLLECTING,
     JobState.RUNNING,
     JobState.SUBMITTING,
@@ -322,6 +322,7 @@ _SUMMARY_ORDER = (
     JobState.DONE,
     JobState.REJECTED,
 )
+"""States, the ones that move first: a parent's summary and the live view list them so."""
 REMOTE_STATUS_WIDTH = 64
 """Width of the ledger's ``remote_status`` column; a parent's summary is cut to fit."""
 
@@ -364,7 +365,7 @@ def parent_aggregate(parts: Sequence[Job]) -> ParentAggregate:
         else:
             outcome = Outcome.PARTIAL
     summary = "parts: " + ", ".join(
-        f"{by_state[s]} {s.value}" for s in _SUMMARY_ORDER if by_state.get(s)
+        f"{by_state[s]} {s.value}" for s in STATE_ORDER if by_state.get(s)
     )
     if len(summary) > REMOTE_STATUS_WIDTH:
         summary = summary[: REMOTE_STATUS_WIDTH - 3] + "..."

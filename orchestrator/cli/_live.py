@@ -22,13 +22,13 @@ from rich.text import Text
 
 from orchestrator.cli._parser import EXIT_OK
 from orchestrator.cli._render import Output, budget_rich, status_table
-from orchestrator.cli._rows import STATE_ORDER, budgets, duration, state_counts
+from orchestrator.cli._rows import budgets, duration, state_counts
 from orchestrator.clock import Clock
 from orchestrator.daemon import Daemon
 from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.engine import display_url
 from orchestrator.logging import configure_logging
-from orchestrator.model import FINAL_STATES, Job
+from orchestrator.model import FINAL_STATES, STATE_ORDER, Job
 
 log = structlog.get_logger(__name__)
 

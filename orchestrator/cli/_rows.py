@@ -17,18 +17,14 @@ import attrs
 from orchestrator.config import WorkspaceConfig
 from orchestrator.daemon.layout import result_dir
 from orchestrator.ledger import JobEvent, ResultFile
-from orchestrator.model import IN_FLIGHT_STATES, Job, JobState, pending, split_part_name
-
-STATE_ORDER = (
-    JobState.COLLECTING,
-    JobState.RUNNING,
-    JobState.SUBMITTING,
-    JobState.ADMITTED,
-    JobState.QUEUED,
-    JobState.DONE,
-    JobState.REJECTED,
+from orchestrator.model import (
+    IN_FLIGHT_STATES,
+    STATE_ORDER,
+    Job,
+    JobState,
+    pending,
+    split_part_name,
 )
-"""The order the live view lists jobs in: the ones that move first."""
 
 
 def timestamp(at: float | None) -> str | None:
