@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -46,14 +47,8 @@ class ReadMethods(LeaseMethods):
 
         ``held`` as in :meth:`list_jobs`.
         """
-        query = self._held(sa.select(jobs), held).where(jobs.c.part_count > 0).order_by(jobs.c.id)
-        if states is not None:
-            query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
-        if workspace is not None:
-            query = query.where(jobs.c.workspace == workspace)
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [job_from_row(row) for row in rows]
+        query = sa.select(jobs).where(jobs.c.part_count > 0).order_by(jobs.c.id)
+        return await self._select_jobs(query, states, workspace, held=held)
 
     async def get(self, job_id: int) -> Job:
         """The job with id ``job_id``.
@@ -104,7 +99,19 @@ class ReadMethods(LeaseMethods):
         Ordered by priority (highest first), then id (oldest first): admission order. With
         ``held``, a job in a claimed state is listed only if this replica holds its lease.
         """
-        query = self._held(sa.select(jobs), held).order_by(jobs.c.priority.desc(), jobs.c.id)
+        query = sa.select(jobs).order_by(jobs.c.priority.desc(), jobs.c.id)
+        return await self._select_jobs(query, states, workspace, held=held)
+
+    async def _select_jobs(
+        self,
+        query: sa.Select[Any],
+        states: Iterable[JobState] | None,
+        workspace: str | None,
+        *,
+        held: bool,
+    ) -> list[Job]:
+        """The jobs ``query`` selects, narrowed to ``states``, ``workspace`` and ``held``."""
+        query = self._held(query, held)
         if states is not None:
             query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
         if workspace is not None:

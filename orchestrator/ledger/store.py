@@ -15,15 +15,16 @@ caller's connection (``_newjobs``, ``_writes``, ``_bulk``, ``_files``, ``_querie
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from os import PathLike
 from types import TracebackType
-from typing import Self, TypeVar, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
 import anyio
 import structlog
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import (
@@ -201,21 +202,9 @@ class SqlLedger(ReadMethods):
             at=at,
         )
         detail = "created" if state is JobState.QUEUED else "rejected at intake"
-        try:
-            async with self._write() as conn:
-                existing, inserted = await insert_job(conn, values, detail=detail)
-                if inserted:
-                    return job_from_row(existing), True
-        except IntegrityError:
-            # Another replica inserted the same name between our check and our insert.
-            async with self._read() as conn:
-                existing = await job_row(conn, jobs.c.name == spec.name)
-            if existing is None:
-                raise
-        job = job_from_row(existing)
-        if job.definition_hash == definition_hash:
-            return job, False
-        raise DefinitionConflict(spec.name, definition_differences(job, spec))
+        return await self._insert_once(
+            spec, definition_hash, lambda conn: insert_job(conn, values, detail=detail)
+        )
 
     async def add_split_job(
         self,
@@ -255,14 +244,38 @@ class SqlLedger(ReadMethods):
             at=at,
         )
         values["part_count"] = len(parts)
+        return await self._insert_once(
+            spec,
+            definition_hash,
+            lambda conn: insert_split_job(
+                conn, spec, values, definition_hash=definition_hash, parts=parts
+            ),
+            splits=True,
+        )
+
+    async def _insert_once(
+        self,
+        spec: JobSpec,
+        definition_hash: str,
+        insert: Callable[[AsyncConnection], Awaitable[tuple[Any, bool]]],
+        *,
+        splits: bool = False,
+    ) -> tuple[Job, bool]:
+        """Run ``insert`` (the new row, or the one already named so) in a write transaction.
+
+        Returns ``(job, True)`` for a new row, ``(job, False)`` when the name already holds
+        this definition.
+
+        Raises:
+            DefinitionConflict: the name holds another definition (nothing is changed).
+        """
         try:
             async with self._write() as conn:
-                existing, inserted = await insert_split_job(
-                    conn, spec, values, definition_hash=definition_hash, parts=parts
-                )
+                existing, inserted = await insert(conn)
                 if inserted:
                     return job_from_row(existing), True
         except IntegrityError:
+            # Another replica inserted the same name between our check and our insert.
             async with self._read() as conn:
                 existing = await job_row(conn, jobs.c.name == spec.name)
             if existing is None:
@@ -270,7 +283,7 @@ class SqlLedger(ReadMethods):
         job = job_from_row(existing)
         if job.definition_hash == definition_hash:
             return job, False
-        raise DefinitionConflict(spec.name, definition_differences(job, spec, splits=True))
+        raise DefinitionConflict(spec.name, definition_differences(job, spec, splits=splits))
 
     async def transition(
         self,
