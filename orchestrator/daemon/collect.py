@@ -16,7 +16,7 @@ import anyio
 import attrs
 import structlog
 
-from orchestrator.daemon.context import Runtime, WorkspaceRuntime, backoff
+from orchestrator.daemon.context import Runtime, WorkspaceRuntime, retry_later
 from orchestrator.daemon.layout import RESULT_NAMES as RESULT_NAMES
 from orchestrator.daemon.layout import job_summary as job_summary
 from orchestrator.daemon.layout import result_dir as result_dir
@@ -77,15 +77,8 @@ class Collector:
             except StaleTransition as exc:
                 log.info("collect.lost_race", job=job.name, detail=str(exc))
             except OrchestratorError as exc:
-                attempts = job.attempts + 1
                 try:
-                    await self._rt.ledger.update(
-                        job.id,
-                        JobState.COLLECTING,
-                        error=f"download failed, will retry: {exc}",
-                        attempts=attempts,
-                        not_before=self._rt.clock.now() + backoff(attempts),
-                    )
+                    await retry_later(self._rt, job, f"download failed, will retry: {exc}")
                 except StaleTransition as lost:
                     # Finished or taken over meanwhile (a replica that lost its lease).
                     log.info("collect.lost_race", job=job.name, detail=str(lost))

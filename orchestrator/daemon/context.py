@@ -11,6 +11,7 @@ import attrs
 from orchestrator.clock import Clock
 from orchestrator.daemon.waker import Waker
 from orchestrator.ledger import SqlLedger
+from orchestrator.model import Job
 from orchestrator.polling import PollPolicy
 from orchestrator.providers.base import Provider
 
@@ -99,3 +100,21 @@ class WorkspaceRuntime:
 def backoff(attempts: int, *, base: float = 5.0, cap: float = RETRY_BACKOFF_MAX) -> float:
     """Exponential backoff in seconds for the ``attempts``-th retry of a daemon step."""
     return float(min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+async def retry_later(runtime: Runtime, job: Job, error: str) -> Job:
+    """Record a failed step of ``job``, which stays in its state: the error, one more attempt,
+    and the time before which the step is not tried again (:func:`backoff`).
+
+    Raises:
+        StaleTransition: the job left its state meanwhile (finished, or taken over by another
+            replica); nothing was recorded.
+    """
+    attempts = job.attempts + 1
+    return await runtime.ledger.update(
+        job.id,
+        job.state,
+        error=error,
+        attempts=attempts,
+        not_before=runtime.clock.now() + backoff(attempts),
+    )

@@ -29,7 +29,7 @@ import anyio
 import attrs
 import structlog
 
-from orchestrator.daemon.context import Runtime, WorkspaceRuntime, backoff
+from orchestrator.daemon.context import Runtime, WorkspaceRuntime, retry_later
 from orchestrator.daemon.layout import (
     PARTS_DIR,
     RESULT_NAMES,
@@ -286,14 +286,7 @@ class PartsKeeper:
         try:
             await self.merge(parent)
         except (OrchestratorError, OSError) as exc:
-            attempts = parent.attempts + 1
-            await self._rt.ledger.update(
-                parent.id,
-                JobState.COLLECTING,
-                error=f"merging the parts failed, will retry: {exc}",
-                attempts=attempts,
-                not_before=self._rt.clock.now() + backoff(attempts),
-            )
+            await retry_later(self._rt, parent, f"merging the parts failed, will retry: {exc}")
             log.warning("parts.merge_retry_later", job=parent.name, error=str(exc))
 
     async def merge(self, parent: Job) -> Job:

@@ -34,6 +34,7 @@ from orchestrator.daemon.context import (
     Runtime,
     WorkspaceRuntime,
     backoff,
+    retry_later,
 )
 from orchestrator.errors import (
     BudgetExhausted,
@@ -331,14 +332,7 @@ class Submitter:
         self._ws.poll.wake()
 
     async def _retry_later(self, job: Job, reason: str) -> None:
-        attempts = job.attempts + 1
-        await self._rt.ledger.update(
-            job.id,
-            job.state,
-            error=reason,
-            attempts=attempts,
-            not_before=self._rt.clock.now() + backoff(attempts),
-        )
+        await retry_later(self._rt, job, reason)
         log.warning("submit.retry_later", job=job.name, job_id=job.id, reason=reason)
 
     async def _cancel_locally(self, job: Job) -> None:
