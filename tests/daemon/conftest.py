@@ -12,7 +12,12 @@ import pytest
 
 from orchestrator.clock import FakeClock
 from orchestrator.config import Config, load_config
+from orchestrator.daemon.app import embedded_api_key
+from orchestrator.daemon.context import Runtime, WorkspaceRuntime
+from orchestrator.daemon.waker import Waker
 from orchestrator.emulator import Emulator, EmulatorSettings
+from orchestrator.polling import PollPolicy
+from orchestrator.providers.mistral import MistralProvider
 
 
 def write_chat_input(path: Path, n: int, *, prefix: str = "req") -> Path:
@@ -190,3 +195,43 @@ class ObservingTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def embedded_provider(emulator: Emulator, clock: FakeClock) -> MistralProvider:
+    """A provider talking to ``emulator`` in-process, as the ``main`` embedded workspace."""
+    return MistralProvider(
+        base_url="http://embedded",
+        api_key=embedded_api_key("main"),
+        transport=httpx.ASGITransport(app=emulator.app),
+        clock=clock,
+    )
+
+
+def loop_runtime(clock: FakeClock, ledger: Any, tmp_path: Path) -> Runtime:
+    """The process-wide collaborators one loop needs, with default polling."""
+    return Runtime(
+        clock=clock,
+        ledger=ledger,
+        results_dir=tmp_path / "results",
+        policy=PollPolicy(),
+        activity=Waker(clock),
+    )
+
+
+def loop_workspace(
+    clock: FakeClock,
+    provider: MistralProvider,
+    *,
+    count_external: bool = False,
+    admission: Waker | None = None,
+) -> WorkspaceRuntime:
+    """The ``main`` workspace (budget 1,000,000) as one loop sees it."""
+    return WorkspaceRuntime(
+        name="main",
+        provider=provider,
+        pending_budget=1_000_000,
+        count_external=count_external,
+        admission=admission or Waker(clock),
+        poll=Waker(clock),
+        collect=Waker(clock),
+    )

@@ -18,30 +18,30 @@ from orchestrator.clock import FakeClock
 from orchestrator.config import Config
 from orchestrator.daemon import Daemon
 from orchestrator.daemon.app import embedded_api_key
-from orchestrator.daemon.context import Runtime, WorkspaceRuntime
 from orchestrator.daemon.poll import Poller
-from orchestrator.daemon.waker import Waker
 from orchestrator.emulator import Emulator, FaultSettings
 from orchestrator.errors import LedgerLocked
 from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.migrate import upgrade
 from orchestrator.ledger.schema import jobs as jobs_table
 from orchestrator.model import CLIENT_TOKEN_KEY, JobSpec, JobState, Outcome
-from orchestrator.polling import PollPolicy
 from orchestrator.providers.mistral import MistralProvider
-from tests.daemon.conftest import ObservingTransport, load, write_chat_input, write_config
+from tests.daemon.conftest import (
+    ObservingTransport,
+    embedded_provider,
+    load,
+    loop_runtime,
+    loop_workspace,
+    write_chat_input,
+    write_config,
+)
 
 pytestmark = pytest.mark.anyio
 
 
 @asynccontextmanager
 async def _provider(emulator: Emulator, clock: FakeClock) -> AsyncIterator[MistralProvider]:
-    provider = MistralProvider(
-        base_url="http://embedded",
-        api_key=embedded_api_key("main"),
-        transport=httpx.ASGITransport(app=emulator.app),
-        clock=clock,
-    )
+    provider = embedded_provider(emulator, clock)
     try:
         yield provider
     finally:
@@ -175,23 +175,8 @@ async def _running_jobs(
                 await ledger.transition(
                     job.id, JobState.SUBMITTING, JobState.RUNNING, detail="t", remote_id=remote.id
                 )
-            runtime = Runtime(
-                clock=clock,
-                ledger=ledger,
-                results_dir=tmp_path / "results",
-                policy=PollPolicy(),
-                activity=Waker(clock),
-            )
-            workspace = WorkspaceRuntime(
-                name="main",
-                provider=provider,
-                pending_budget=1_000_000,
-                count_external=False,
-                admission=Waker(clock),
-                poll=Waker(clock),
-                collect=Waker(clock),
-            )
-            yield ledger, Poller(runtime, workspace)
+            runtime = loop_runtime(clock, ledger, tmp_path)
+            yield ledger, Poller(runtime, loop_workspace(clock, provider))
     finally:
         await ledger.close()
 

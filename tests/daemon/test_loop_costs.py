@@ -20,8 +20,6 @@ from sqlalchemy import event
 from bench._clock import SettledClock, counting_sqlite
 from orchestrator.clock import FakeClock
 from orchestrator.daemon import Daemon
-from orchestrator.daemon.app import embedded_api_key
-from orchestrator.daemon.context import Runtime, WorkspaceRuntime
 from orchestrator.daemon.poll import Poller
 from orchestrator.daemon.submit import Submitter
 from orchestrator.daemon.waker import Waker
@@ -30,9 +28,16 @@ from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.engine import create_engine
 from orchestrator.ledger.migrate import upgrade
 from orchestrator.model import CLIENT_TOKEN_KEY, FINAL_STATES, Job, JobSpec, JobState, Outcome
-from orchestrator.polling import PollPolicy
 from orchestrator.providers.mistral import MistralProvider
-from tests.daemon.conftest import ObservingTransport, load, write_chat_input, write_config
+from tests.daemon.conftest import (
+    ObservingTransport,
+    embedded_provider,
+    load,
+    loop_runtime,
+    loop_workspace,
+    write_chat_input,
+    write_config,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -84,37 +89,6 @@ async def _finished_job(ledger: SqlLedger, name: str, data: Path) -> None:
         await ledger.transition(job.id, source, target, detail="test", **changes)
 
 
-def _runtime(clock: FakeClock, ledger: Any, tmp_path: Path) -> Runtime:
-    return Runtime(
-        clock=clock,
-        ledger=ledger,
-        results_dir=tmp_path / "results",
-        policy=PollPolicy(),
-        activity=Waker(clock),
-    )
-
-
-def _workspace(clock: FakeClock, provider: MistralProvider) -> WorkspaceRuntime:
-    return WorkspaceRuntime(
-        name="main",
-        provider=provider,
-        pending_budget=1_000_000,
-        count_external=True,
-        admission=CountingWaker(clock),
-        poll=Waker(clock),
-        collect=Waker(clock),
-    )
-
-
-def _provider(emulator: Emulator, clock: FakeClock) -> MistralProvider:
-    return MistralProvider(
-        base_url="http://embedded",
-        api_key=embedded_api_key("main"),
-        transport=httpx.ASGITransport(app=emulator.app),
-        clock=clock,
-    )
-
-
 async def _ledger(tmp_path: Path, clock: FakeClock) -> SqlLedger:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     await upgrade(url)
@@ -128,13 +102,16 @@ async def test_admission_pass_never_reads_finished_jobs(
     emulator = emulator_factory()
     data = write_chat_input(tmp_path / "in.jsonl", 2)
     ledger = await _ledger(tmp_path, clock)
-    provider = _provider(emulator, clock)
+    provider = embedded_provider(emulator, clock)
     try:
         for index in range(5):
             await _finished_job(ledger, f"old-{index}", data)
         new, _ = await ledger.add_job(_spec("new", data), definition_hash="new", request_count=2)
         recording = RecordingLedger(ledger)
-        submitter = Submitter(_runtime(clock, recording, tmp_path), _workspace(clock, provider))
+        submitter = Submitter(
+            loop_runtime(clock, recording, tmp_path),
+            loop_workspace(clock, provider, count_external=True, admission=CountingWaker(clock)),
+        )
         await submitter.cycle()
         assert (await ledger.get(new.id)).state is JobState.RUNNING
     finally:
@@ -152,7 +129,7 @@ async def test_one_poll_cycle_wakes_admission_once(
     emulator = emulator_factory(validation_seconds=0.0, throughput=1.0)
     data = write_chat_input(tmp_path / "in.jsonl", 100)
     ledger = await _ledger(tmp_path, clock)
-    provider = _provider(emulator, clock)
+    provider = embedded_provider(emulator, clock)
     try:
         file_id = await provider.upload_file(data)
         for index in range(10):
@@ -171,8 +148,10 @@ async def test_one_poll_cycle_wakes_admission_once(
             await ledger.transition(
                 job.id, JobState.SUBMITTING, JobState.RUNNING, remote_id=remote.id
             )
-        workspace = _workspace(clock, provider)
-        poller = Poller(_runtime(clock, ledger, tmp_path), workspace)
+        workspace = loop_workspace(
+            clock, provider, count_external=True, admission=CountingWaker(clock)
+        )
+        poller = Poller(loop_runtime(clock, ledger, tmp_path), workspace)
         clock.advance(30.0)  # every job has done 30 of its 100 requests
         await poller.cycle()
         jobs = await ledger.list_jobs(states=(JobState.RUNNING,))
@@ -235,11 +214,13 @@ async def test_a_poll_cycle_stores_all_progress_in_one_transaction(
     await upgrade(url)
     counter = CommitCounter(url, clock)
     ledger = counter.ledger
-    provider = _provider(emulator, clock)
+    provider = embedded_provider(emulator, clock)
     try:
         await _start_running(ledger, provider, data)
-        workspace = _workspace(clock, provider)
-        poller = Poller(_runtime(clock, ledger, tmp_path), workspace)
+        workspace = loop_workspace(
+            clock, provider, count_external=True, admission=CountingWaker(clock)
+        )
+        poller = Poller(loop_runtime(clock, ledger, tmp_path), workspace)
         clock.advance(10.0)  # every job has done 10 requests
         before = counter.commits
         await poller.cycle()
@@ -351,7 +332,7 @@ async def test_the_idle_watcher_counts_jobs_by_state_and_never_lists_them(
             await _finished_job(ledger, f"old-{index}", data)
         job, _ = await ledger.add_job(_spec("live", data), definition_hash="live", request_count=2)
         recording = RecordingLedger(ledger)
-        runtime = _runtime(clock, recording, tmp_path)
+        runtime = loop_runtime(clock, recording, tmp_path)
         daemon = Daemon(load(write_config(tmp_path, [])), clock=clock)
         async with anyio.create_task_group() as tg:
             tg.start_soon(daemon._exit_when_idle, runtime)  # the watcher alone
