@@ -117,12 +117,7 @@ async def claim_all(conn: AsyncConnection, owner: str, *, until: float) -> int:
 
 async def release(conn: AsyncConnection, owner: str, *, now: float) -> int:
     """End ``owner``'s leases now, so other replicas take its jobs over at once."""
-    result = await conn.execute(
-        jobs.update()
-        .where(jobs.c.claimed_by == owner, jobs.c.state.in_(_CLAIMED))
-        .values(lease_until=now)
-    )
-    return int(result.rowcount)
+    return await renew(conn, owner, until=now)
 
 
 async def claim_orphans(
