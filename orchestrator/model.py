@@ -6,6 +6,7 @@ decide with them. :data:`TRANSITIONS` is the only place that says which moves ar
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
@@ -204,6 +205,27 @@ class Job:
     def is_parent(self) -> bool:
         """Whether this is a split job's parent (it has parts, and no remote job of its own)."""
         return self.part_count > 0
+
+
+JOB_NAME_RULE = "1-128 characters of letters, digits, '.', '_' or '-', and not '.' or '..'"
+"""What a job name may be: it becomes a directory name under the results folder."""
+
+_JOB_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def is_safe_job_name(name: str) -> bool:
+    """Whether ``name`` follows :data:`JOB_NAME_RULE`."""
+    return _JOB_NAME.fullmatch(name) is not None and name not in (".", "..")
+
+
+def redefinable(job: Job) -> bool:
+    """Whether a new definition under ``job``'s name replaces it instead of conflicting.
+
+    Only a job rejected before anything ran: nothing of it lives at the provider, so the
+    operator fixes its input (or model, endpoint...) and keeps the name. A part of a split job
+    is defined by its parent, never on its own. Every other state keeps its definition.
+    """
+    return job.state is JobState.REJECTED and job.parent_id is None
 
 
 CLIENT_TOKEN_KEY = "orchestrator_job_id"  # noqa: S105 (a metadata key, not a secret)

@@ -1,5 +1,5 @@
 """The command line: ``orchestrator COMMAND``, one of run, submit, status, show, results,
-budget, cancel, check-config, migrate and emulate (``main`` is the ``orchestrator`` script).
+budget, cancel, rerun, check-config, migrate and emulate (``main`` is the ``orchestrator`` script).
 
 Exit codes (design.md §9): 0 success, 2 usage or configuration error (the message names the
 file and key), 1 anything else. Errors go to stderr in one readable line, never a traceback
@@ -140,7 +140,7 @@ def _silence_stdout() -> None:
 
 
 async def _dispatch(args: argparse.Namespace, config: Config, clock: Clock, out: Output) -> int:
-    from orchestrator.cli import _check, _commands
+    from orchestrator.cli import _check, _commands, _rerun
 
     command = args.command
     if command == "run":
@@ -164,5 +164,6 @@ async def _dispatch(args: argparse.Namespace, config: Config, clock: Clock, out:
         "budget": _commands.budget,
         "cancel": _commands.cancel,
         "submit": _commands.submit,
+        "rerun": _rerun.rerun,
     }
     return await handlers[command](args, config, clock, out)

@@ -26,7 +26,7 @@ from orchestrator.daemon.intake import raw_definition_hash
 from orchestrator.errors import ConfigError, InputError, LedgerError
 from orchestrator.inputs import InputLimits, definition_hash, validate_inputs
 from orchestrator.ledger.engine import display_url
-from orchestrator.model import IN_FLIGHT_STATES, Job, JobSpec, JobState, pending
+from orchestrator.model import IN_FLIGHT_STATES, Job, JobSpec, JobState, pending, redefinable
 
 SUPPORTED_PROVIDERS = ("mistral",)
 """Providers the daemon can drive today (the config also knows ``openai``)."""
@@ -206,8 +206,13 @@ async def _check_job(
     line = f"{head}  {requests:>9,} requests  {spec.endpoint}  {spec.model}"
     splits = split is not None and requests > split
     digest = definition_hash(spec, summaries, split_requests=split if splits else None)
+    # As intake decides: a job recorded whole before splitting was switched on stays whole.
+    same = {digest, definition_hash(spec, summaries)} if splits else {digest}
+    new = "new"
+    if existing is not None and existing.definition_hash not in same and redefinable(existing):
+        existing, new = None, "replaces the rejected job of this name"
     if existing is not None:
-        if existing.definition_hash != digest:
+        if existing.definition_hash not in same:
             report.error(
                 f"{line}: ERROR: job {spec.name!r} is already in the ledger "
                 f"({existing.state.value}) with a different definition: the daemon leaves that "
@@ -222,7 +227,7 @@ async def _check_job(
     if splits:
         assert split is not None
         count = -(-requests // split)
-        report.ok(f"{line}: new, would be split into {count:,} parts of at most {split:,}")
+        report.ok(f"{line}: {new}, would be split into {count:,} parts of at most {split:,}")
         return requests
     if requests > budget:
         report.error(
@@ -230,5 +235,5 @@ async def _check_job(
             f"({budget:,} pending requests): the daemon would reject it; split the input"
         )
         return None
-    report.ok(f"{line}: new, would be queued")
+    report.ok(f"{line}: {new}, would be queued")
     return requests

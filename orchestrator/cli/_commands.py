@@ -132,11 +132,11 @@ async def cancel(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
             f"cancel requested for {job.name!r} ({job.state.value}): the daemon cancels remote "
             f"job{remote}, then downloads any partial results"
         )
-    _report_wake(config, out)
+    report_wake(config, out)
     return EXIT_OK
 
 
-def _report_wake(config: Config, out: Output) -> None:
+def report_wake(config: Config, out: Output) -> None:
     pid = wake_daemon(config)
     if pid is not None:
         out.line(f"the daemon (pid {pid}) was woken to act now")
@@ -165,7 +165,9 @@ async def submit(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
         base=Path.cwd(),
         providers={name: ws.provider for name, ws in config.workspaces.items()},
     )
-    _refuse_config_clash(spec, config)
+    refuse_config_clash(
+        spec, config, command="orchestrator submit: --name", advice="submit under another name"
+    )
     origins = tuple(InputOrigin(file="orchestrator submit", key="--input") for _ in spec.inputs)
     async with open_ledger(config, clock) as ledger:
         try:
@@ -198,14 +200,18 @@ async def submit(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
             f"({job.state.value}): nothing to do"
         )
     if created and not args.json:
-        _report_wake(config, out)
+        report_wake(config, out)
     elif created:
         wake_daemon(config)
     return EXIT_OK
 
 
-def _refuse_config_clash(spec: JobSpec, config: Config) -> None:
-    """Refuse a name the config defines differently: intake would report a conflict forever."""
+def refuse_config_clash(spec: JobSpec, config: Config, *, command: str, advice: str) -> None:
+    """Refuse a name the config defines differently: intake would report a conflict forever.
+
+    The message starts with ``command`` (the command and flag that gave the name) and says
+    ``advice``.
+    """
     scan = load_jobs_dir(config)
     defined = {s.name: s for s in (*config.jobs, *scan.jobs)}
     other = defined.get(spec.name)
@@ -214,7 +220,7 @@ def _refuse_config_clash(spec: JobSpec, config: Config) -> None:
     origins = scan.input_origins.get(spec.name)
     where = config.job_origins.get(spec.name) or (origins[0].file if origins else None)
     raise CliError(
-        f"orchestrator submit: --name: job name {spec.name!r} is defined in {where} with "
-        "another definition: submit under another name (or edit the config instead)",
+        f"{command}: job name {spec.name!r} is defined in {where} with another definition: "
+        f"{advice} (or edit the config instead)",
         code=EXIT_USAGE,
     )

@@ -203,6 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(cancel)
     _job_name(cancel)
 
+    rerun = command(
+        "rerun",
+        "run a finished job's definition again, as a new job",
+        "Record a new job with the definition of a job that ended failed, expired or cancelled "
+        "(any final job with --force), named NAME.2, NAME.3, ... unless --as names it. Its "
+        "inputs must still be what the job ran on. Both jobs' histories note the link.",
+    )
+    _add_common(rerun)
+    _job_name(rerun)
+    rerun.add_argument(
+        "--as", dest="as_name", metavar="NEW_NAME", help="the new job's name (default NAME.N)"
+    )
+    rerun.add_argument(
+        "--force",
+        action="store_true",
+        help="also rerun a job that succeeded (or partly) or was rejected",
+    )
+    _json(rerun, "the new job")
+
     results = command("results", "where a job's results are, with their counts")
     _add_common(results)
     _job_name(results)

@@ -42,7 +42,7 @@ from orchestrator.errors import ConfigError, DefinitionConflict, InputError, Job
 from orchestrator.inputs import InputLimits, InputSummary, definition_hash, validate_inputs
 from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.values import definition_differences
-from orchestrator.model import FINAL_STATES, Job, JobSpec, JobState
+from orchestrator.model import FINAL_STATES, Job, JobSpec, JobState, redefinable
 
 log = structlog.get_logger(__name__)
 
@@ -106,8 +106,9 @@ def missing_input_error(spec: JobSpec, origins: Sequence[InputOrigin] = ()) -> I
 def conflict_message(exc: DefinitionConflict, existing: Job | None = None) -> str:
     """A one-line explanation of a :class:`DefinitionConflict`, with what to do about it.
 
-    A job name is taken for good, whatever its state (a cancelled or rejected job keeps it),
-    so the way out is another name.
+    A name is taken for good by a job that got past intake (a cancelled or finished job keeps
+    it; only a rejected job is redefined in place), so the way out is another name, or
+    ``orchestrator rerun`` for the same definition.
     """
     state = ""
     if existing is not None:
@@ -116,8 +117,8 @@ def conflict_message(exc: DefinitionConflict, existing: Job | None = None) -> st
     return (
         f"job {exc.name!r} is already in the ledger with a different definition "
         f"({', '.join(exc.differences)} changed); the existing job{state} is untouched: "
-        "give the new definition another name (a name stays taken, even by a finished, "
-        "cancelled or rejected job)"
+        "give the new definition another name (a name stays taken by a queued, running, "
+        "finished or cancelled job; `orchestrator rerun NAME` runs a final job again)"
     )
 
 
@@ -231,10 +232,13 @@ async def _admit_split(
         existing = await ledger.get_by_name(spec.name)
     except JobNotFound:
         existing = None
-    if existing is not None:
-        # The same definition recorded whole (before splitting was switched on) stays whole.
-        if existing.definition_hash in (digest, definition_hash(spec, summaries)):
-            return existing, False
+    # The same definition recorded whole (before splitting was switched on) stays whole.
+    if existing is not None and existing.definition_hash in (
+        digest,
+        definition_hash(spec, summaries),
+    ):
+        return existing, False
+    if existing is not None and not redefinable(existing):
         raise DefinitionConflict(spec.name, definition_differences(existing, spec, splits=True))
     parts = await anyio.to_thread.run_sync(
         functools.partial(

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.ledger._queries import add_event, job_row
 from orchestrator.ledger.schema import jobs
-from orchestrator.model import JobSpec, JobState, new_client_token, part_name
+from orchestrator.ledger.values import job_from_row
+from orchestrator.model import JobSpec, JobState, new_client_token, part_name, redefinable
 
 log = structlog.get_logger("orchestrator.ledger.store")
 
@@ -56,17 +57,73 @@ def new_job_values(
     }
 
 
+_RUN_COLUMNS_RESET: dict[str, Any] = {
+    "outcome": None,
+    "remote_id": None,
+    "remote_status": None,
+    "output_file_id": None,
+    "error_file_id": None,
+    "total": 0,
+    "completed": 0,
+    "succeeded": 0,
+    "failed": 0,
+    "attempts": 0,
+    "not_before": None,
+    "submitted_at": None,
+    "claimed_by": None,
+    "lease_until": None,
+    "parent_id": None,
+    "part_count": 0,
+}
+"""What a redefined job starts from again: nothing of the rejected definition's run is kept."""
+
+
 async def insert_job(
     conn: AsyncConnection, values: dict[str, Any], *, detail: str
 ) -> tuple[Any, bool]:
-    """Insert the job of ``values`` unless its name exists: ``(row, inserted)``."""
+    """Insert the job of ``values``, or replace the rejected job of that name: ``(row, written)``.
+
+    A name that holds any other job, or a rejected job with this very definition, is left
+    untouched and returned with ``written`` False. A rejected job under another definition is
+    redefined in place (see :func:`orchestrator.model.redefinable`): same id and name, every
+    other column from ``values``; its history keeps the rejection, and one event says what
+    replaced it and why the old definition was refused.
+    """
+    at = values["created_at"]
     existing = await job_row(conn, jobs.c.name == values["name"])
-    if existing is not None:
+    if existing is None:
+        row = (await conn.execute(jobs.insert().values(values).returning(*jobs.c))).one()
+        await add_event(conn, row, None, at=at, detail=detail)
+        log.debug("ledger.job_added", job=row.name, job_id=row.id, state=row.state)
+        return row, True
+    old = job_from_row(existing)
+    if not redefinable(old) or old.definition_hash == values["definition_hash"]:
         return existing, False
-    row = (await conn.execute(jobs.insert().values(values).returning(*jobs.c))).one()
-    await add_event(conn, row, None, at=values["created_at"], detail=detail)
-    log.debug("ledger.job_added", job=row.name, job_id=row.id, state=row.state)
-    return row, True
+    changes = {**_RUN_COLUMNS_RESET, **values, "updated_at": at}
+    del changes["name"], changes["created_at"]
+    replaced = (
+        await conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id == old.id,
+                jobs.c.state == JobState.REJECTED.value,
+                jobs.c.definition_hash == old.definition_hash,
+            )
+            .values(changes)
+            .returning(*jobs.c)
+        )
+    ).first()
+    if replaced is None:  # redefined by another replica's intake within this instant
+        return await job_row(conn, jobs.c.id == old.id), False
+    await add_event(
+        conn,
+        replaced,
+        JobState.REJECTED,
+        at=at,
+        detail=f"redefined, {detail}; the earlier definition was rejected: {old.error}",
+    )
+    log.info("ledger.job_redefined", job=replaced.name, job_id=replaced.id, state=replaced.state)
+    return replaced, True
 
 
 async def insert_split_job(
@@ -77,13 +134,15 @@ async def insert_split_job(
     definition_hash: str,
     parts: Sequence[PartSpec],
 ) -> tuple[Any, bool]:
-    """Insert a split job's parent and parts unless the name exists: ``(parent row, inserted)``."""
+    """Record a split job's parent and parts unless the name holds a job to keep.
+
+    Returns ``(parent row, written)``; see :func:`insert_job` for a name that holds a rejected
+    job (never a parent: parents are recorded queued and cannot be rejected).
+    """
     at = values["created_at"]
-    existing = await job_row(conn, jobs.c.name == spec.name)
-    if existing is not None:
-        return existing, False
-    row = (await conn.execute(jobs.insert().values(values).returning(*jobs.c))).one()
-    await add_event(conn, row, None, at=at, detail=f"created, split into {len(parts)} parts")
+    row, written = await insert_job(conn, values, detail=f"created, split into {len(parts)} parts")
+    if not written:
+        return row, False
     for number, part in enumerate(parts, start=1):
         part_spec = attrs.evolve(spec, name=part_name(spec.name, number), inputs=part.inputs)
         part_values = new_job_values(

@@ -37,7 +37,7 @@ from orchestrator.ledger import leases
 from orchestrator.ledger._bulk import BulkUpdate, update_many
 from orchestrator.ledger._files import new_file_record, upsert_file
 from orchestrator.ledger._newjobs import PartSpec, insert_job, insert_split_job, new_job_values
-from orchestrator.ledger._queries import job_row
+from orchestrator.ledger._queries import add_event, job_row
 from orchestrator.ledger._reads import ReadMethods
 from orchestrator.ledger._writes import cas_transition, cas_update, flag_cancel
 from orchestrator.ledger.engine import create_engine, display_url, sqlite_path
@@ -434,6 +434,20 @@ class SqlLedger(ReadMethods):
         if row is None:
             raise JobNotFound(name)
         return job_from_row(row)
+
+    async def note(self, job_id: int, detail: str) -> None:
+        """Add ``detail`` to the job's history without changing it (e.g. "rerun as NAME.2").
+
+        Not fenced by leases: a note changes no field a replica's loop works on.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        async with self._write() as conn:
+            row = await job_row(conn, jobs.c.id == job_id)
+            if row is None:
+                raise JobNotFound(job_id)
+            await add_event(conn, row, JobState(row.state), at=self._clock.now(), detail=detail)
 
     async def record_file(
         self,

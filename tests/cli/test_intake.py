@@ -54,7 +54,8 @@ def test_restarts_never_resubmit_and_a_changed_input_is_refused(
     assert conflict["error"] == (
         "job 'survey' is already in the ledger with a different definition (input contents "
         "changed); the existing job (done, succeeded) is untouched: give the new definition "
-        "another name (a name stays taken, even by a finished, cancelled or rejected job)"
+        "another name (a name stays taken by a queued, running, finished or cancelled job; "
+        "`orchestrator rerun NAME` runs a final job again)"
     )
     check = cli("check-config", "--config", project.config)
     assert check.code == 2

@@ -72,7 +72,8 @@ def test_submit_twice_is_a_no_op_and_a_changed_definition_is_refused(
     assert other.err == (
         "orchestrator: job 'a' is already in the ledger with a different definition (model "
         "changed); the existing job (queued) is untouched: give the new definition another "
-        "name (a name stays taken, even by a finished, cancelled or rejected job)\n"
+        "name (a name stays taken by a queued, running, finished or cancelled job; "
+        "`orchestrator rerun NAME` runs a final job again)\n"
     )
     write_input(data, 4)
     changed = cli(*submit(migrated, "a", data))
