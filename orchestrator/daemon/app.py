@@ -28,6 +28,7 @@ from orchestrator.daemon.context import Runtime, WorkspaceRuntime
 from orchestrator.daemon.intake import Intake
 from orchestrator.daemon.poll import Poller
 from orchestrator.daemon.submit import Submitter
+from orchestrator.daemon.view import RuntimeView
 from orchestrator.daemon.waker import Waker
 from orchestrator.emulator import Emulator, EmulatorSettings
 from orchestrator.errors import ConfigError
@@ -40,7 +41,7 @@ from orchestrator.polling import PollPolicy
 from orchestrator.providers.base import Provider
 from orchestrator.providers.mistral import MistralProvider
 
-if TYPE_CHECKING:  # the service reads the daemon's modules: imported lazily in run()
+if TYPE_CHECKING:  # uvicorn and starlette: imported in run(), only with [http] listen
     from orchestrator.service.http import HttpService
 
 log = structlog.get_logger(__name__)
@@ -93,7 +94,9 @@ class Daemon:
         self.workspaces: dict[str, WorkspaceRuntime] = {}
         self.pollers: dict[str, Poller] = {}
         self.runtime: Runtime | None = None
-        """Set while :meth:`run` runs (health and metrics read it)."""
+        """Set while :meth:`run` runs."""
+        self.view: RuntimeView | None = None
+        """What the service reads (health, readiness, metrics), set with :attr:`runtime`."""
         self.http: HttpService | None = None
         """The health and metrics endpoint, while :meth:`run` runs with ``[http] listen``."""
         self.replica_id: str | None = None
@@ -145,14 +148,16 @@ class Daemon:
             for ws in self.workspaces.values():
                 runtime.wakers.extend((ws.admission, ws.poll, ws.collect))
             self.runtime = runtime
+            self.view = RuntimeView(
+                config=config, runtime=runtime, workspaces=self.workspaces, pollers=self.pollers
+            )
             # Service endpoint (issue 6): bound before the loops start, so a taken port is a
             # config error at start; served in the outer group, stopped after the loops.
-            from orchestrator.service.http import HttpService
-            from orchestrator.service.metrics import TimedPoller
-
             address = config.http.address()
             if address is not None:
-                self.http = HttpService(self, host=address[0], port=address[1])
+                from orchestrator.service.http import HttpService
+
+                self.http = HttpService(self.view, host=address[0], port=address[1])
                 self.http.bind()
                 stack.callback(self.http.close)
             # End of the service endpoint set-up.
@@ -173,7 +178,7 @@ class Daemon:
                         beat_intake()
                         loops.start_soon(intake.run, runtime.stopping, beat_intake)
                         for ws in self.workspaces.values():
-                            poller = TimedPoller(runtime, ws)  # times cycles for /metrics
+                            poller = Poller(runtime, ws)
                             self.pollers[ws.name] = poller
                             loops.start_soon(Submitter(runtime, ws).run)
                             loops.start_soon(poller.run)

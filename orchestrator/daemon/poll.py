@@ -25,6 +25,7 @@ from orchestrator.model import (
 )
 from orchestrator.polling import Progress, next_base, poll_delay
 from orchestrator.providers.base import RemoteJob
+from orchestrator.service.view import Durations
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +61,11 @@ class _Observed:
 
 
 class Poller:
-    """The poll loop of one workspace."""
+    """The poll loop of one workspace.
+
+    It counts its own cycles, failures and cycle durations (:attr:`durations`), which the
+    service reads through the daemon's view for ``/metrics``.
+    """
 
     def __init__(self, runtime: Runtime, workspace: WorkspaceRuntime) -> None:
         self._rt = runtime
@@ -77,6 +82,9 @@ class Poller:
         """Budget each of those updates releases (counted once they are stored)."""
         self.consecutive_failures = 0
         self.cycles = 0
+        """Cycles that asked the provider (a cycle with no running job skips it)."""
+        self.durations = Durations()
+        """How long those cycles took, from the ledger read to the last write."""
 
     async def run(self) -> None:
         """Loop forever: poll while jobs run, sleep on the schedule, wake on submissions."""
@@ -99,7 +107,19 @@ class Poller:
                 return
 
     async def cycle(self) -> float:
-        """One poll cycle; returns the delay until the next one."""
+        """One poll cycle; returns the delay until the next one.
+
+        Only cycles that polled are timed (:attr:`durations`), failed ones included.
+        """
+        clock, before = self._rt.clock, self.cycles
+        started = clock.now()
+        try:
+            return await self._cycle()
+        finally:
+            if self.cycles != before:
+                self.durations.observe(clock.now() - started)
+
+    async def _cycle(self) -> float:
         policy = self._rt.policy
         running = await self._rt.ledger.list_jobs(
             states=(JobState.RUNNING,), workspace=self._ws.name, held=True

@@ -1,10 +1,11 @@
 """Liveness from heartbeats: is every loop of the daemon still cycling? (Pure: no I/O, no clock.)
 
-Each loop records the time it finished a cycle (``Runtime.heartbeats``). A loop sleeps at most a
-known interval between cycles (the submit and collect loops :data:`IDLE_WAIT`, a poller
-``polling.max`` plus jitter), and a cycle itself takes a while (uploads, downloads, a slow
-provider), so a heartbeat is *fresh* while its age is below that interval plus an allowance. A
-loop that has not finished its first cycle yet is measured from the moment the daemon started.
+Each loop records the time it finished a cycle (``DaemonView.heartbeats``). A loop sleeps at
+most a known interval between cycles (``DaemonView.idle_waits``: the submit and collect loops a
+fixed minute, a poller ``polling.max`` plus jitter), and a cycle itself takes a while
+(uploads, downloads, a slow provider), so a heartbeat is *fresh* while its age is below that
+interval plus an allowance. A loop that has not finished its first cycle yet is measured from
+the moment the daemon started.
 """
 
 from __future__ import annotations

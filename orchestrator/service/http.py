@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import socket
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import attrs
@@ -31,15 +31,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orchestrator.daemon import collect, submit
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.ledger.engine import display_url
 from orchestrator.ledger.migrate import current_revision, head_revision
 from orchestrator.service.health import STALL_ALLOWANCE, HealthReport, evaluate, loop_limits
 from orchestrator.service.metrics import DaemonCollector
-
-if TYPE_CHECKING:
-    from orchestrator.daemon import Daemon
+from orchestrator.service.view import DaemonView
 
 log = structlog.get_logger(__name__)
 
@@ -77,16 +74,17 @@ class _Server(uvicorn.Server):
 
 
 class HttpService:
-    """The health, readiness and metrics endpoint of one :class:`~orchestrator.daemon.Daemon`.
+    """The health, readiness and metrics endpoint of one running daemon, seen through its view.
 
-    Create it once the daemon's runtime exists, :meth:`bind`, then run :meth:`serve` in the
-    daemon's task group; cancelling that task stops the server (within
+    Create it once the daemon's runtime exists (the composition root passes its
+    :class:`~orchestrator.service.view.DaemonView`), :meth:`bind`, then run :meth:`serve` in
+    the daemon's task group; cancelling that task stops the server (within
     :data:`SHUTDOWN_TIMEOUT`) and :meth:`close` releases the socket.
     """
 
     def __init__(
         self,
-        daemon: Daemon,
+        view: DaemonView,
         *,
         host: str,
         port: int,
@@ -95,32 +93,25 @@ class HttpService:
         """Prepare the endpoint (nothing is bound yet).
 
         Args:
-            daemon: the daemon whose runtime, workspaces and pollers are reported.
+            view: what the endpoint reports: the daemon's loops, workspaces and ledger.
             host: address to listen on (an IPv6 address without brackets).
             port: TCP port; 0 picks a free one (see :attr:`url`).
             stall_allowance: seconds a loop's cycle may take beyond its longest sleep
                 before ``/healthz`` reports the loop stalled.
         """
-        self._daemon = daemon
+        self._view = view
         self._host = host
         self._port = port
         self._socket: socket.socket | None = None
-        self._started_at = daemon.clock.now()
-        policy = daemon.config.polling
-        waits = {
-            "submit": submit.IDLE_WAIT,
-            "collect": collect.IDLE_WAIT,
-            # The schedule never sleeps past max (+ jitter) while nothing changes.
-            "poll": policy.max * (1 + policy.jitter),
-        }
+        self._started_at = view.clock.now()
+        waits = view.idle_waits
         self._limits = loop_limits(
-            daemon.config.workspaces, idle_waits=waits, allowance=stall_allowance
+            view.config.workspaces, idle_waits=waits, allowance=stall_allowance
         )
-        self._default_limit = (
-            max([*waits.values(), daemon.config.intake.rescan_interval]) + stall_allowance
-        )
+        # A loop with a heartbeat but no limit of its own (intake, leases) gets the longest.
+        self._default_limit = max(waits.values()) + stall_allowance
         self._head = head_revision()
-        self._collector = DaemonCollector(daemon)
+        self._collector = DaemonCollector(view)
         self.registry = CollectorRegistry(auto_describe=False)
         """The metrics registry: the daemon's collector plus process, platform and GC metrics."""
         self.registry.register(self._collector)
@@ -157,7 +148,7 @@ class HttpService:
             raise ConfigError(
                 f"cannot listen on {self._host}:{self._port}: {exc.strerror or exc}; "
                 "choose a free port or unset the endpoint (ORCH_HTTP_LISTEN='')",
-                file=str(self._daemon.config.path),
+                file=str(self._view.config.path),
                 key="http.listen",
             ) from exc
         self._socket = sock
@@ -229,22 +220,21 @@ class HttpService:
 
     def health(self) -> HealthReport:
         """Judge the loops' heartbeats now."""
-        daemon, runtime = self._daemon, self._daemon.runtime
+        view = self._view
         return evaluate(
-            runtime.heartbeats if runtime is not None else {},
+            view.heartbeats,
             self._limits,
-            now=daemon.clock.now(),
+            now=view.clock.now(),
             started_at=self._started_at,
-            stopping=runtime is None or runtime.stopping.is_set(),
+            stopping=view.stopping,
             default_limit=self._default_limit,
         )
 
     async def readiness(self) -> Readiness:
         """Whether the daemon should receive work: running, ledger reachable and at head."""
-        runtime = self._daemon.runtime
-        if runtime is None or runtime.stopping.is_set():
+        if self._view.stopping:
             return Readiness(ready=False, reason="the daemon is stopping", head=self._head)
-        url = self._daemon.config.ledger.url
+        url = self._view.config.ledger.url
         try:
             with anyio.fail_after(READY_TIMEOUT):
                 revision = await current_revision(url)

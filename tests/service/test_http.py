@@ -18,7 +18,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.ledger.migrate import downgrade, head_revision, upgrade
 from orchestrator.model import JobState
 from orchestrator.providers.mistral import MistralProvider
-from orchestrator.service.metrics import CYCLE_BUCKETS
+from orchestrator.service.view import CYCLE_BUCKETS
 from tests.service.conftest import (
     advance_until,
     all_final,

@@ -6,8 +6,9 @@ import pytest
 
 from orchestrator.clock import FakeClock
 from orchestrator.config import Config
+from orchestrator.daemon.poll import Poller
 from orchestrator.emulator import Emulator
-from orchestrator.service.metrics import Durations, TimedPoller
+from orchestrator.service.view import Durations
 from tests.service.conftest import advance_until, all_final, running
 
 pytestmark = pytest.mark.anyio
@@ -44,7 +45,7 @@ async def test_the_poller_times_only_cycles_that_polled(
     """One observation per cycle that asked the provider; idle cycles are not counted."""
     async with running(config, clock, emulator) as daemon:
         poller = daemon.pollers["main"]
-        assert isinstance(poller, TimedPoller)
+        assert isinstance(poller, Poller)
         await advance_until(clock, all_final(daemon))
         polled = poller.cycles
         assert polled > 0
