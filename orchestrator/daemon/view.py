@@ -103,6 +103,10 @@ class RuntimeView:
             # The schedule never sleeps past max (+ jitter) while nothing changes.
             "poll": policy.max * (1 + policy.jitter),
             "intake": self._config.intake.rescan_interval,
+            # Replicas on a shared ledger renew their leases every third of the lease.
+            **(
+                {"leases": self._config.daemon.lease_ttl / 3} if self._runtime.ledger.shared else {}
+            ),
         }
 
     @property

@@ -108,7 +108,9 @@ class HttpService:
         self._limits = loop_limits(
             view.config.workspaces, idle_waits=waits, allowance=stall_allowance
         )
-        # A loop with a heartbeat but no limit of its own (intake, leases) gets the longest.
+        if "leases" in waits:  # the lease heartbeat of a replica (shared ledger) must beat
+            self._limits["leases"] = waits["leases"] + stall_allowance
+        # A loop with a heartbeat but no limit of its own (intake) gets the longest.
         self._default_limit = max(waits.values()) + stall_allowance
         self._head = head_revision()
         self._collector = DaemonCollector(view)

@@ -18,7 +18,9 @@ from orchestrator.errors import ConfigError
 from orchestrator.ledger.migrate import downgrade, head_revision, upgrade
 from orchestrator.model import JobState
 from orchestrator.providers.mistral import MistralProvider
+from orchestrator.service.health import STALL_ALLOWANCE
 from orchestrator.service.view import CYCLE_BUCKETS
+from tests.ledger.databases import postgres_url
 from tests.service.conftest import (
     advance_until,
     all_final,
@@ -26,6 +28,8 @@ from tests.service.conftest import (
     settle,
     write_config,
 )
+
+__all__ = ["postgres_url"]  # a fixture
 
 pytestmark = pytest.mark.anyio
 
@@ -256,3 +260,22 @@ async def test_a_taken_port_is_a_config_error(
     config = load_config(write_config(tmp_path, listen=None), environ={})
     async with running(config, clock, emulator) as again:
         assert again.http is None
+
+
+@pytest.mark.postgres
+async def test_a_replicas_lease_heartbeat_has_its_own_limit(
+    postgres_url: str, tmp_path: Path, clock: FakeClock, emulator: Emulator
+) -> None:
+    """On a shared ledger the lease loop must beat every lease_ttl/3 (plus the allowance)."""
+    path = write_config(tmp_path, extra="[daemon]\nlease_ttl = 30000\n")
+    config = load_config(path, environ={"ORCH_LEDGER_URL": postgres_url})
+    async with running(config, clock, emulator) as daemon:
+        assert daemon.http is not None and daemon.runtime is not None
+        async with httpx.AsyncClient(base_url=daemon.http.url, timeout=10) as client:
+            body = (await client.get("/healthz")).json()
+            limit = body["loops"]["leases"]["limit_seconds"]
+            assert limit == pytest.approx(10_000 + STALL_ALLOWANCE)
+            daemon.runtime.heartbeats["leases"] = clock.now() - limit - 1
+            response = await client.get("/healthz")
+            assert response.status_code == 503
+            assert response.json()["loops"]["leases"]["fresh"] is False
