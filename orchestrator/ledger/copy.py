@@ -369,7 +369,7 @@ async def _write(
         reason = exc.orig if exc.orig is not None else exc
         raise LedgerError(
             f"cannot copy the rows of {table.name} into the ledger "
-            f"{dst.engine.url.render_as_string(hide_password=True)}: {reason}; "
+            f"{dst.engine.url.set(drivername=dst.dialect.name)}: {reason}; "
             "nothing was copied (the target stays empty)"
         ) from exc
 
