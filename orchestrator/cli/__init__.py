@@ -1,5 +1,6 @@
 """The command line: ``orchestrator COMMAND``, one of run, submit, status, show, results,
-budget, cancel, rerun, check-config, migrate and emulate (``main`` is the ``orchestrator`` script).
+budget, cancel, rerun, check-config, migrate, ledger copy and emulate (``main`` is the
+``orchestrator`` script).
 
 Exit codes (design.md §9): 0 success, 2 usage or configuration error (the message names the
 file and key), 1 anything else. Errors go to stderr in one readable line, never a traceback
@@ -73,6 +74,11 @@ def main(
             from orchestrator.emulator import server
 
             return server.run(args)
+        if args.command == "ledger":
+            from orchestrator.cli._copy import ledger_copy
+
+            copied: int = anyio.run(ledger_copy, args, clock or SystemClock(), stdout or Output())
+            return copied
         config = load_config(Path(args.config))
         code: int = anyio.run(_dispatch, args, config, clock or SystemClock(), stdout or Output())
         return code

@@ -248,6 +248,36 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = command("migrate", "create or upgrade the ledger schema to the head")
     _add_common(migrate)
 
+    ledger = command(
+        "ledger",
+        "ledger maintenance: copy",
+        "Ledger maintenance that needs no config file: `ledger copy` moves a whole ledger "
+        "between SQLite and PostgreSQL.",
+    )
+    ledger_sub = ledger.add_subparsers(
+        dest="ledger_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
+    copy = ledger_sub.add_parser(
+        "copy",
+        help="copy every job, event and file record into an empty ledger",
+        description="Copy every job, event, result file record and split/part link of the "
+        "ledger at --from into the ledger at --to (SQLite to PostgreSQL or back), ids, "
+        "timestamps and event order unchanged, leases cleared. The target is migrated to "
+        "the schema head first and must hold no rows; the source must be at the head and "
+        "held by no daemon (stop it first). One transaction on the target: a failure leaves "
+        "it empty. Exit 2, with nothing changed, when the copy is refused.",
+        epilog="URLs: sqlite:///relative/ledger.db, sqlite:////absolute/ledger.db, "
+        "postgresql://user@host:5432/db (a password is better kept in ~/.pgpass or "
+        "PGPASSWORD than on a command line).",
+    )
+    copy.add_argument(
+        "--from", dest="source", required=True, metavar="URL", help="the ledger to copy"
+    )
+    copy.add_argument(
+        "--to", dest="target", required=True, metavar="URL", help="the empty ledger to fill"
+    )
+    _add_common(copy, config=False)
+
     from orchestrator.emulator import server
 
     emulate = sub.add_parser(
