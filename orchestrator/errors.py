@@ -13,7 +13,8 @@
     │   ├── DefinitionConflict       same job name, different definition
     │   ├── LedgerLocked             another daemon holds this SQLite ledger
     │   ├── ReplicaIdTaken           another live process runs with this replica id
-    │   └── LedgerNotMigrated        the schema is not at the migration head
+    │   ├── LedgerNotMigrated        the schema is not at the migration head
+    │   └── CopyRefused              `ledger copy` must not start (neither ledger is changed)
     ├── ProviderError
     │   ├── TransientProviderError   network faults, 429, 5xx: retried with backoff
     │   │   └── RateLimited          429, carries ``retry_after`` seconds
@@ -144,6 +145,10 @@ class LedgerNotMigrated(LedgerError):
             f"ledger {url} is at schema revision {current or 'none'}, expected {head}: "
             "run `orchestrator migrate --config FILE` (or `run --migrate`)"
         )
+
+
+class CopyRefused(LedgerError):
+    """``ledger copy`` cannot or must not start; neither ledger was changed (a usage error)."""
 
 
 class ProviderError(OrchestratorError):

@@ -12,8 +12,8 @@ from orchestrator.cli._ledger import CliError, lock_holder
 from orchestrator.cli._parser import EXIT_OK, EXIT_USAGE
 from orchestrator.cli._render import Output
 from orchestrator.clock import Clock
-from orchestrator.errors import ConfigError
-from orchestrator.ledger.copy import CopyRefused, copy_ledger
+from orchestrator.errors import ConfigError, CopyRefused
+from orchestrator.ledger.copy import copy_ledger
 from orchestrator.ledger.engine import sqlite_path
 from orchestrator.ledger.lock import lock_path
 

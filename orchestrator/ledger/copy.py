@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.clock import Clock
-from orchestrator.errors import ConfigError, LedgerError, LedgerLocked
+from orchestrator.errors import ConfigError, CopyRefused, LedgerError, LedgerLocked
 from orchestrator.ledger import leases
 from orchestrator.ledger.engine import (
     READ_ONLY,
@@ -50,10 +50,6 @@ BATCH_SIZE = 2000
 
 CLEARED: Mapping[str, tuple[str, ...]] = {jobs.name: ("claimed_by", "lease_until")}
 """Columns written NULL in the copy, per table: the leases."""
-
-
-class CopyRefused(LedgerError):
-    """The copy cannot or must not start; neither ledger was changed (a usage error)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from orchestrator.clock import FakeClock
-from orchestrator.errors import LedgerError
+from orchestrator.errors import CopyRefused, LedgerError
 from orchestrator.ledger import PartSpec, SqlLedger, copy
-from orchestrator.ledger.copy import CopyRefused, copy_ledger, copy_order
+from orchestrator.ledger.copy import copy_ledger, copy_order
 from orchestrator.ledger.engine import create_engine
 from orchestrator.ledger.migrate import head_revision, upgrade
 from orchestrator.model import JobState, Outcome
