@@ -34,7 +34,6 @@ from orchestrator.providers._transport.fields import int_field as int_field
 from orchestrator.providers._transport.fields import non_negative_int as non_negative_int
 from orchestrator.providers._transport.fields import optional_str as optional_str
 from orchestrator.providers._transport.fields import path_id as path_id
-from orchestrator.providers._transport.fields import require as require
 from orchestrator.providers._transport.fields import string_map as string_map
 from orchestrator.providers._transport.pages import Page as Page
 from orchestrator.providers._transport.pages import has_metadata as has_metadata

@@ -76,22 +76,11 @@ def path_id(value: str, what: str) -> str:
     return quote(value, safe="")
 
 
-def require(condition: bool, what: str, *, provider: str, operation: str) -> None:
-    """Raise :func:`~.errors.malformed` with ``what`` unless ``condition`` holds.
-
-    Raises:
-        PermanentProviderError: the condition does not hold.
-    """
-    if not condition:
-        raise malformed(provider, operation, what)
-
-
 __all__ = [
     "expect_object",
     "int_field",
     "non_negative_int",
     "optional_str",
     "path_id",
-    "require",
     "string_map",
 ]
