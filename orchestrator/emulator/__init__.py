@@ -1,4 +1,4 @@
-"""A faithful Mistral Files + Batch API server: the demo's backend, the tests' and benchmarks'.
+"""A faithful Batch API server (Mistral's Files + Batch API): the demo's, tests' and benchmarks'.
 
 ::
 
@@ -7,7 +7,9 @@
     with Emulator(EmulatorSettings(time_scale=60.0), clock=clock) as emu:
         client = emu.client("my-key")   # httpx.AsyncClient over httpx.ASGITransport
 
-See ``docs/emulator.md`` for the behaviour, the introspection routes and the fault model.
+A wire-neutral simulation (jobs, files, clock, faults, state) with one package per wire
+(``mistral/``); see ``docs/emulator.md`` for the layout, the behaviour, the introspection
+routes and the fault model.
 """
 
 from __future__ import annotations

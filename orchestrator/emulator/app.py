@@ -1,53 +1,33 @@
-"""The ASGI app: routing, bearer auth, injected faults, request accounting, introspection.
+"""The ASGI app: routing, auth, injected faults, request accounting, introspection.
 
-Each Mistral route has a name (``jobs.get`` ...) used by the fault settings and the counters.
-A request goes: route lookup → auth (its key's hash is the workspace) → fault draw → handler;
-the outcome (status, or ``dropped``) is counted per workspace and route.
+Wire-neutral: the routes, the way a key is read and every response body come from the
+:class:`~orchestrator.emulator.dialect.Dialect`. Each route has a name (``jobs.get`` ...) used
+by the fault settings and the counters. A request goes: route lookup → auth (its key's hash is
+the workspace) → fault draw → handler; the outcome (status, or ``dropped``) is counted per
+workspace and route. The ``/_emulator/…`` introspection routes are the same for every dialect.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import attrs
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from orchestrator.clock import Clock
 from orchestrator.emulator import faults as f
-from orchestrator.emulator.content import FileBody
-from orchestrator.emulator.files import Files
-from orchestrator.emulator.jobs import Jobs
-from orchestrator.emulator.settings import EmulatorSettings, FaultSettings
-from orchestrator.emulator.store import Store
-from orchestrator.emulator.validation import (
-    Checker,
-    parse_create,
-    parse_files_query,
-    parse_jobs_query,
-    path_id,
-)
-from orchestrator.emulator.wire import (
-    ApiError,
-    RequestInvalid,
-    error_response,
-    invalid_response,
-    json_response,
-    unauthorized_response,
-)
+from orchestrator.emulator.dialect import Call, Dialect, Route, Services, json_response, route
+from orchestrator.emulator.errors import ApiError, Refusal, RequestInvalid
+from orchestrator.emulator.settings import FaultSettings
 
 log = structlog.get_logger(__name__)
 
 UNAUTHENTICATED = "-"
 """The counters' workspace for requests that carried no acceptable key."""
-
-Handler = Callable[["Call"], Awaitable[Response | FileBody]]
 
 
 def workspace_id(api_key: str) -> str:
@@ -55,101 +35,30 @@ def workspace_id(api_key: str) -> str:
     return "ws-" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
-@attrs.frozen(kw_only=True)
-class Call:
-    """One routed request."""
-
-    request: Request
-    workspace: str
-    params: dict[str, str]
-
-
-@attrs.frozen(kw_only=True)
-class Route:
-    """A path pattern, its methods, its name and whether it needs the bearer key."""
-
-    name: str
-    methods: frozenset[str]
-    pattern: re.Pattern[str]
-    handler: Handler
-    auth: bool = True
-    faults: bool = True
-
-
 class EmulatorApp:
     """The ASGI application (see :class:`orchestrator.emulator.Emulator`)."""
 
-    def __init__(
-        self,
-        *,
-        files: Files,
-        jobs: Jobs,
-        store: Store,
-        settings: EmulatorSettings,
-        clock: Clock,
-        injector: f.FaultInjector,
-    ) -> None:
-        self.files = files
-        self.jobs = jobs
-        self.store = store
-        self.settings = settings
-        self.clock = clock
+    def __init__(self, *, dialect: Dialect, services: Services, injector: f.FaultInjector) -> None:
+        self.dialect = dialect
+        self.services = services
+        self.store = services.store
+        self.clock = services.clock
         self.injector = injector
+        api_keys = services.settings.api_keys
         self._allowed = (
-            {hashlib.sha256(k.encode()).digest() for k in settings.api_keys}
-            if settings.api_keys is not None
+            {hashlib.sha256(k.encode()).digest() for k in api_keys}
+            if api_keys is not None
             else None
         )
-        uid = r"(?P<id>[^/]+)"
-        table: list[tuple[str, str, str, Handler, bool]] = [
-            ("files.upload", "POST", "/v1/files", self._upload, True),
-            ("files.list", "GET", "/v1/files", self._list_files, True),
-            ("files.retrieve", "GET", f"/v1/files/{uid}", self._retrieve_file, True),
-            ("files.delete", "DELETE", f"/v1/files/{uid}", self._delete_file, True),
-            ("files.content", "GET HEAD", f"/v1/files/{uid}/content", self._content, True),
-            ("files.url", "GET", f"/v1/files/{uid}/url", self._signed_url, True),
-            ("files.signed_content", "GET HEAD", f"/signed/files/{uid}", self._signed, False),
-            ("jobs.create", "POST", "/v1/batch/jobs", self._create_job, True),
-            ("jobs.list", "GET", "/v1/batch/jobs", self._list_jobs, True),
-            ("jobs.get", "GET", f"/v1/batch/jobs/{uid}", self._get_job, True),
-            ("jobs.delete", "DELETE", f"/v1/batch/jobs/{uid}", self._delete_job, True),
-            ("jobs.cancel", "POST", f"/v1/batch/jobs/{uid}/cancel", self._cancel_job, True),
-        ]
-        self.routes = [
-            Route(
-                name=name,
-                methods=frozenset(methods.split()),
-                pattern=re.compile(f"^{path}/?$"),
-                handler=handler,
-                auth=auth,
-            )
-            for name, methods, path, handler, auth in table
-        ]
+        self.routes: list[Route] = list(dialect.routes(services))
+        # The introspection routes: no key, no faults, not counted, alike for every dialect.
         self.routes += [
-            Route(
-                name="emulator.stats",
-                methods=frozenset({"GET"}),
-                pattern=re.compile(r"^/_emulator/stats/?$"),
-                handler=self._stats,
-                auth=False,
-                faults=False,
-            ),
-            Route(
-                name="emulator.faults",
-                methods=frozenset({"GET", "PUT"}),
-                pattern=re.compile(r"^/_emulator/faults/?$"),
-                handler=self._faults,
-                auth=False,
-                faults=False,
-            ),
-            Route(
-                name="emulator.health",
-                methods=frozenset({"GET"}),
-                pattern=re.compile(r"^/_emulator/health/?$"),
-                handler=self._health,
-                auth=False,
-                faults=False,
-            ),
+            route(name, methods, path, handler, auth=False, faults=False)
+            for name, methods, path, handler in (
+                ("emulator.stats", "GET", "/_emulator/stats", self._stats),
+                ("emulator.faults", "GET PUT", "/_emulator/faults", self._faults),
+                ("emulator.health", "GET", "/_emulator/health", self._health),
+            )
         ]
         self._known: set[str] = set()
         self.stats_provider: Callable[[str | None], dict[str, Any]] = lambda _ws: {}
@@ -166,15 +75,12 @@ class EmulatorApp:
         method: str = scope["method"]
         matched = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
         if not matched:
-            await json_response({"detail": "Not Found"}, 404)(scope, receive, send)
+            await self.dialect.not_found()(scope, receive, send)
             return
         allowed = [(r, m) for r, m in matched if method in r.methods]
         if not allowed:
             methods = sorted({x for r, _ in matched for x in r.methods})
-            response = json_response(
-                {"detail": "Method Not Allowed"}, 405, {"Allow": ", ".join(methods)}
-            )
-            await response(scope, receive, send)
+            await self.dialect.method_not_allowed(methods)(scope, receive, send)
             return
         route, match = allowed[0]
         request = Request(scope, receive)
@@ -189,9 +95,9 @@ class EmulatorApp:
 
         try:
             if route.auth:
-                key = self._bearer(request)
+                key = self._api_key(request)
                 if key is None:
-                    await unauthorized_response()(scope, receive, recording_send)
+                    await self.dialect.unauthorized()(scope, receive, recording_send)
                     return
                 workspace = workspace_id(key)
                 if workspace not in self._known:
@@ -206,11 +112,10 @@ class EmulatorApp:
             if route.faults:
                 self.store.count(workspace, "requests", route.name, status[0])
 
-    def _bearer(self, request: Request) -> str | None:
-        header = request.headers.get("authorization", "")
-        scheme, _, key = header.partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
+    def _api_key(self, request: Request) -> str | None:
+        """The request's key if the dialect finds one and it is accepted."""
+        key = self.dialect.api_key(request)
+        if key is None:
             return None
         if self._allowed is not None:
             digest = hashlib.sha256(key.encode()).digest()
@@ -223,10 +128,12 @@ class EmulatorApp:
     ) -> None:
         try:
             response = await route.handler(call)
+        except Refusal as exc:
+            response = self.dialect.error(self.dialect.refusal(exc))
         except ApiError as exc:
-            response = error_response(exc)
+            response = self.dialect.error(exc)
         except RequestInvalid as exc:
-            response = invalid_response(exc)
+            response = self.dialect.invalid(exc)
         await response(scope, receive, send)
 
     async def _with_faults(
@@ -247,14 +154,9 @@ class EmulatorApp:
             self._count_fault(call.workspace, route.name, kind)
             log.debug("emulator.fault_injected", route=route.name, kind=kind)
         if kind == f.RATE_LIMIT:
-            response = json_response(
-                f.rate_limit_body(), 429, f.rate_limit_headers(decision.retry_after)
-            )
-            await response(scope, receive, send)
+            await self.dialect.rate_limited(decision.retry_after)(scope, receive, send)
         elif kind == f.SERVER_ERROR:
-            await json_response(f.server_error_body(decision.status), decision.status)(
-                scope, receive, send
-            )
+            await self.dialect.server_error(decision.status)(scope, receive, send)
         elif kind == f.DROP_BEFORE:
             status[0] = "dropped"
             await f.close_connection(
@@ -299,85 +201,10 @@ class EmulatorApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    # handlers --------------------------------------------------------------------------------
-
-    async def _upload(self, call: Call) -> Response:
-        return json_response(await self.files.upload(call.workspace, call.request))
-
-    async def _list_files(self, call: Call) -> Response:
-        query = parse_files_query(call.request.query_params.multi_items())
-        return json_response(self.files.list_files(call.workspace, query))
-
-    async def _retrieve_file(self, call: Call) -> Response:
-        file_id = path_id(call.params["id"], "file_id")
-        return json_response(self.files.retrieve_file(call.workspace, file_id))
-
-    async def _delete_file(self, call: Call) -> Response:
-        file_id = path_id(call.params["id"], "file_id")
-        return json_response(self.files.delete_file(call.workspace, file_id))
-
-    async def _content(self, call: Call) -> FileBody:
-        file_id = path_id(call.params["id"], "file_id")
-        row = self.files.live_file(call.workspace, file_id)
-        return self._file_body(call, row.id, row.bytes, row.filename)
-
-    def _file_body(self, call: Call, file_id: str, size: int, filename: str) -> FileBody:
-        return FileBody(
-            self.store.blob_path(file_id),
-            size=size,
-            filename=filename,
-            range_header=call.request.headers.get("range"),
-            head=call.request.method == "HEAD",
-        )
-
-    async def _signed_url(self, call: Call) -> Response:
-        file_id = path_id(call.params["id"], "file_id")
-        check = Checker()
-        hours = check.integer(
-            call.request.query_params.get("expiry", "24"), ("query", "expiry"), ge=1, le=168
-        )
-        check.raise_if_any()
-        assert hours is not None
-        base = str(call.request.base_url)
-        return json_response({"url": self.files.signed_url(call.workspace, file_id, base, hours)})
-
-    async def _signed(self, call: Call) -> FileBody:
-        file_id = path_id(call.params["id"], "file_id")
-        query = call.request.query_params
-        row = self.files.signed_file(file_id, query.get("se", ""), query.get("sig", ""))
-        return self._file_body(call, row.id, row.bytes, row.filename)
-
-    async def _create_job(self, call: Call) -> Response:
-        body = await call.request.body()
-        req = parse_create(body, max_inline=self.settings.max_inline_requests)
-        return json_response(await self.jobs.create_job(call.workspace, req))
-
-    async def _list_jobs(self, call: Call) -> Response:
-        query = parse_jobs_query(call.request.query_params.multi_items())
-        return json_response(await self.jobs.list_jobs(call.workspace, query))
-
-    async def _get_job(self, call: Call) -> Response:
-        job_id = path_id(call.params["id"], "job_id")
-        inline = False
-        raw = call.request.query_params.get("inline")
-        if raw not in (None, "", "null"):
-            check = Checker()
-            inline = bool(check.boolean(raw, ("query", "inline")))
-            check.raise_if_any()
-        return json_response(await self.jobs.get_job(call.workspace, job_id, inline=inline))
-
-    async def _cancel_job(self, call: Call) -> Response:
-        job_id = path_id(call.params["id"], "job_id")
-        return json_response(await self.jobs.cancel_job(call.workspace, job_id))
-
-    async def _delete_job(self, call: Call) -> Response:
-        job_id = path_id(call.params["id"], "job_id")
-        return json_response(await self.jobs.delete_job(call.workspace, job_id))
-
     # introspection ---------------------------------------------------------------------------
 
     async def _stats(self, call: Call) -> Response:
-        key = self._bearer(call.request)
+        key = self._api_key(call.request)
         caller = workspace_id(key) if key is not None else None
         data = self.stats_provider(call.request.query_params.get("workspace"))
         data["caller_workspace"] = caller

@@ -1,8 +1,12 @@
-"""The :class:`Emulator`: a Mistral Files + Batch API server to run in-process or as a process."""
+"""The :class:`Emulator`: a Batch API server to run in-process or as a process.
+
+This is where a dialect is picked (:data:`DIALECTS`) and the simulation is assembled around it.
+"""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -11,15 +15,20 @@ import httpx
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.emulator.app import UNAUTHENTICATED, EmulatorApp, workspace_id
+from orchestrator.emulator.dialect import Dialect, Services
 from orchestrator.emulator.faults import FaultInjector
 from orchestrator.emulator.files import Files
-from orchestrator.emulator.jobs import Jobs
+from orchestrator.emulator.jobs import BUDGET_REFUSALS, Jobs
+from orchestrator.emulator.mistral import MistralDialect
 from orchestrator.emulator.settings import EmulatorSettings, FaultSettings
 from orchestrator.emulator.store import Store
 
+DIALECTS: Mapping[str, Callable[[], Dialect]] = {"mistral": MistralDialect}
+"""The wires the emulator speaks, by ``dialect`` name; a new dialect adds its entry here."""
+
 
 class Emulator:
-    """A faithful Mistral Files + Batch API server, as an ASGI app.
+    """A faithful Batch API server (Mistral's Files + Batch API by default), as an ASGI app.
 
     Job progress is computed from ``clock`` whenever a request looks at a job: nothing runs
     in the background, so a ``FakeClock`` makes every test deterministic.
@@ -29,6 +38,10 @@ class Emulator:
         clock: the time source (``SystemClock`` by default).
         state_dir: where state persists (SQLite + file blobs); a process restarted on the same
             folder carries on. ``None`` uses a temporary folder removed by :meth:`close`.
+        dialect: the wire to speak, a key of :data:`DIALECTS`.
+
+    Raises:
+        ValueError: an unknown dialect.
 
     Example::
 
@@ -45,7 +58,11 @@ class Emulator:
         *,
         clock: Clock | None = None,
         state_dir: Path | str | None = None,
+        dialect: str = "mistral",
     ) -> None:
+        if dialect not in DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(sorted(DIALECTS))}")
+        self.dialect = DIALECTS[dialect]()
         self.settings = settings or EmulatorSettings()
         self.clock: Clock = clock or SystemClock()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -57,15 +74,22 @@ class Emulator:
         self._store = Store(self.state_dir)
         self._injector = FaultInjector(self.settings.faults)
         files = Files(self.settings, self.clock, self._store)
-        self._jobs = Jobs(self.settings, self.clock, self._store, files)
-        self._app = EmulatorApp(
+        self._jobs = Jobs(
+            self.settings,
+            self.clock,
+            self._store,
+            files,
+            results=self.dialect.results,
+            new_id=self.dialect.new_job_id,
+        )
+        services = Services(
             files=files,
             jobs=self._jobs,
             store=self._store,
             settings=self.settings,
             clock=self.clock,
-            injector=self._injector,
         )
+        self._app = EmulatorApp(dialect=self.dialect, services=services, injector=self._injector)
         self._app.stats_provider = self._stats_for
         self._closed = False
 
@@ -132,7 +156,7 @@ class Emulator:
             "pending": self._jobs.pending(ws),
             "max_pending": store.max_pending(ws),
             "pending_budget": self.settings.pending_budget,
-            "refused_creates": refusals.get("pending_requests_limit_exceeded", 0),
+            "refused_creates": refusals.get(BUDGET_REFUSALS, 0),
             "requests": counters.get("requests", {}),
             "faults": counters.get("faults", {}),
         }

@@ -111,29 +111,6 @@ def rate_limit_headers(retry_after: float) -> dict[str, str]:
     }
 
 
-def rate_limit_body() -> dict[str, Any]:
-    """Mistral's 429 body (2026 shape)."""
-    return {
-        "object": "error",
-        "message": "Rate limit exceeded",
-        "type": "rate_limited",
-        "param": None,
-        "code": "1300",
-        "raw_status_code": 429,
-    }
-
-
-def server_error_body(status: int) -> dict[str, Any]:
-    """A 5xx body in Mistral's error shape."""
-    return {
-        "object": "error",
-        "message": f"Service unavailable (injected fault, HTTP {status}); retry later",
-        "type": "server_error",
-        "param": None,
-        "code": str(status),
-    }
-
-
 class Cut(Exception):
     """Raised by a truncating ``send`` once the body has been cut (internal signal)."""
 

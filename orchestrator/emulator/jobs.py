@@ -1,4 +1,9 @@
-"""The emulated Batch API: what each job route does, over the store and the clock.
+"""The simulated jobs: create, look, list, cancel, delete, over the store and the clock.
+
+Wire-neutral: the methods take checked values (:class:`~orchestrator.emulator.rows.JobSpec`,
+filters in core states) and return :data:`JobView` pairs, and refusals are
+:mod:`~orchestrator.emulator.errors` values; the wire parses requests, words refusals and
+shapes the JSON.
 
 Job state is computed when a request looks at a job: :meth:`Jobs.current` reads the clock,
 asks :func:`~orchestrator.emulator.simulation.phase_at` where the job stands, validates its input
@@ -12,8 +17,8 @@ import json
 import os
 import shutil
 import threading
-import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +26,27 @@ import anyio.to_thread
 import structlog
 
 from orchestrator.clock import Clock
+from orchestrator.emulator.errors import (
+    BudgetExceeded,
+    JobNotFinished,
+    OutputsTooLarge,
+    UnknownJob,
+)
 from orchestrator.emulator.files import Files
 from orchestrator.emulator.results import (
     BITMAP_NAME,
+    ResultFormat,
     failed_prefix,
     validate_input,
     write_results,
 )
-from orchestrator.emulator.rows import FileRow, JobIndex, JobRow
+from orchestrator.emulator.rows import FileRow, JobIndex, JobRow, JobSpec, Snapshot
 from orchestrator.emulator.settings import EmulatorSettings
 from orchestrator.emulator.simulation import (
     TERMINAL,
     Phase,
     SimParams,
+    State,
     Validation,
     clock_at,
     pending_at,
@@ -41,36 +54,47 @@ from orchestrator.emulator.simulation import (
 )
 from orchestrator.emulator.store import Store
 from orchestrator.emulator.synthetic import Synth
-from orchestrator.emulator.validation import CreateRequest, JobsQuery
-from orchestrator.emulator.wire import ApiError, Snapshot, job_json
 
 log = structlog.get_logger(__name__)
 
 _BITMAP_CACHE_SIZE = 32
 
+BUDGET_REFUSALS = "pending_requests_limit_exceeded"
+"""The counter (kind ``refusals``, route ``jobs.create``) of creates refused for the budget;
+its name is stored in existing state folders and read by the introspection."""
 
-def job_not_found(job_id: str) -> ApiError:
-    """The 404 for an unknown (or deleted, or another workspace's) job."""
-    return ApiError(404, f"Batch job {job_id} not found.", code="job_not_found", param="job_id")
+JobView = tuple[JobRow, Snapshot]
+"""A job and where it stands at the instant it was looked at."""
 
 
 class Jobs:
-    """The behaviour behind the ``/v1/batch/jobs`` routes.
+    """The simulated jobs of every workspace (see the module docstring).
 
     Args:
         settings: simulation settings (new jobs take a copy of the knobs).
         clock: the time source.
         store: the persistent state.
-        files: the Files service (input files are checked there).
+        files: the files service (input files are checked there).
+        results: the wire's result format (result lines and files, their ids).
+        new_id: the wire's job ids (Mistral: UUIDs).
     """
 
     def __init__(
-        self, settings: EmulatorSettings, clock: Clock, store: Store, files: Files
+        self,
+        settings: EmulatorSettings,
+        clock: Clock,
+        store: Store,
+        files: Files,
+        *,
+        results: ResultFormat,
+        new_id: Callable[[], str],
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store
         self.files = files
+        self.results = results
+        self._new_id = new_id
         self.synth = Synth(
             seed=settings.seed,
             embedding_dimensions=settings.embedding_dimensions,
@@ -81,35 +105,25 @@ class Jobs:
         self._create_lock = threading.Lock()
         self._bitmaps: OrderedDict[str, bytes] = OrderedDict()
 
-    async def create_job(self, workspace: str, req: CreateRequest) -> dict[str, Any]:
-        """``POST /v1/batch/jobs``: check inputs and the pending budget, then queue the job.
+    async def create_job(self, workspace: str, req: JobSpec) -> JobView:
+        """Check the inputs and the pending budget, then queue the job.
 
         Raises:
-            ApiError: 400 for inputs given both or neither way or an exhausted budget, 404 for
-                an unknown input file.
+            UnknownFile: an input file is not a live file of the workspace.
+            BudgetExceeded: the job's requests do not fit the pending budget.
         """
-        if bool(req.input_files) == bool(req.requests):
-            raise ApiError(
-                400,
-                "Provide exactly one of `input_files` (uploaded JSONL file ids) or `requests` "
-                "(inline requests).",
-                code="invalid_batch_input",
-                param="input_files",
-            )
         files = [self.files.live_file(workspace, fid) for fid in req.input_files]
-        requests = sum(f.num_lines or 0 for f in files) if files else len(req.requests or [])
+        requests = sum(f.num_lines or 0 for f in files) if files else len(req.inline or [])
         now = self.clock.now()
         await self._settle(workspace, now)
-        job_id = str(uuid.uuid4())
+        job_id = self._new_id()
         job_dir = self.store.job_dir(job_id)
         with self._create_lock:
             # Re-read under the lock: a concurrent create may have landed meanwhile.
             pending = self._pending(self.store.job_index(workspace, unfinished_only=True), now)
             budget = self.settings.pending_budget
             if pending + requests > budget:
-                self.store.count(
-                    workspace, "refusals", "jobs.create", "pending_requests_limit_exceeded"
-                )
+                self.store.count(workspace, "refusals", "jobs.create", BUDGET_REFUSALS)
                 log.info(
                     "emulator.create_refused",
                     workspace=workspace,
@@ -117,14 +131,8 @@ class Jobs:
                     requests=requests,
                     budget=budget,
                 )
-                raise ApiError(
-                    400,
-                    f"Pending requests limit exceeded: the workspace has {pending:,} pending "
-                    f"requests and this job adds {requests:,}, over the limit of {budget:,}. "
-                    "Wait for running jobs to progress, or submit a smaller job.",
-                    code="pending_requests_limit_exceeded",
-                )
-            self._prepare_inputs(job_dir, files, req.requests)
+                raise BudgetExceeded(pending=pending, requests=requests, budget=budget)
+            self._prepare_inputs(job_dir, files, req.inline)
             s = self.settings
             row = JobRow(
                 id=job_id,
@@ -155,8 +163,7 @@ class Jobs:
             requests=requests,
             pending=pending + requests,
         )
-        job, snap = await self.current(row, now)
-        return job_json(job, snap)
+        return await self.current(row, now)
 
     def _prepare_inputs(
         self, job_dir: Path, files: list[FileRow], inline: list[dict[str, Any]] | None
@@ -184,7 +191,7 @@ class Jobs:
         with self._locks_guard:
             return self._job_locks.setdefault(job_id, threading.Lock())
 
-    async def current(self, job: JobRow, now: float) -> tuple[JobRow, Snapshot]:
+    async def current(self, job: JobRow, now: float) -> JobView:
         """The job as it stands at ``now``, validating or finishing it if that is due."""
         if job.final is not None:
             return job, Snapshot.from_final(job.final)
@@ -200,7 +207,7 @@ class Jobs:
             return job, Snapshot.from_final(job.final)
         failed = self._failed(job, phase.processed)
         return job, Snapshot(
-            status=phase.status,
+            state=phase.state,
             total=phase.total,
             succeeded=phase.processed - failed,
             failed=failed,
@@ -210,7 +217,7 @@ class Jobs:
     def _reload(self, job: JobRow) -> JobRow:
         fresh = self.store.get_job(job.workspace, job.id)
         if fresh is None:
-            raise job_not_found(job.id)
+            raise UnknownJob(job.id)
         return fresh
 
     def _validate(self, job: JobRow) -> JobRow:
@@ -231,20 +238,26 @@ class Jobs:
             if job.final is not None:
                 return job
             job_dir = self.store.job_dir(job.id)
-            succeeded, failed, files = write_results(
-                job, phase, job_dir=job_dir, files_dir=self.store.files_dir, synth=self.synth
+            written = write_results(
+                job,
+                phase,
+                job_dir=job_dir,
+                files_dir=self.store.files_dir,
+                synth=self.synth,
+                results=self.results,
             )
-            by_kind = {f.sample_type: f.id for f in files}
+            files = [f for f in (written.output, written.errors) if f is not None]
+            succeeded, failed = written.succeeded, written.failed
             assert phase.terminal_at is not None
             snap = Snapshot(
-                status=phase.status,
+                state=phase.state,
                 total=phase.total,
                 succeeded=succeeded,
                 failed=failed,
                 started_at=int(job.created_at) if phase.started else None,
                 completed_at=int(clock_at(job.timeline, phase.terminal_at)),
-                output_file=by_kind.get("batch_result"),
-                error_file=by_kind.get("batch_error"),
+                output_file=written.output.id if written.output else None,
+                error_file=written.errors.id if written.errors else None,
                 errors=job.job_errors,
             )
             if not self.store.finalize_job(job.id, snap.to_final(), files):
@@ -256,7 +269,7 @@ class Jobs:
             log.info(
                 "emulator.job_finished",
                 job_id=job.id,
-                status=snap.status,
+                state=snap.state,
                 succeeded=succeeded,
                 failed=failed,
             )
@@ -281,72 +294,90 @@ class Jobs:
                     self._bitmaps.popitem(last=False)
         return failed_prefix(bitmap, processed)
 
-    # jobs: the routes ------------------------------------------------------------------------
+    # jobs: the operations --------------------------------------------------------------------
 
     def _job(self, workspace: str, job_id: str) -> JobRow:
         job = self.store.get_job(workspace, job_id)
         if job is None:
-            raise job_not_found(job_id)
+            raise UnknownJob(job_id)
         return job
 
-    async def get_job(self, workspace: str, job_id: str, *, inline: bool) -> dict[str, Any]:
-        """``GET /v1/batch/jobs/{id}``; ``inline`` adds the result lines once terminal."""
-        job, snap = await self.current(self._job(workspace, job_id), self.clock.now())
-        outputs = None
-        if inline and snap.status in TERMINAL:
-            outputs = await anyio.to_thread.run_sync(self._read_outputs, snap)
-        return job_json(job, snap, outputs)
+    async def get_job(self, workspace: str, job_id: str) -> JobView:
+        """The job as it stands now.
+
+        Raises:
+            UnknownJob: no such live job in the workspace.
+        """
+        return await self.current(self._job(workspace, job_id), self.clock.now())
+
+    async def outputs(self, snap: Snapshot) -> list[dict[str, Any]] | None:
+        """The result lines of a terminal job (output lines, then error lines); ``None`` before.
+
+        Raises:
+            OutputsTooLarge: the files are over ``inline_outputs_max_bytes``.
+        """
+        if snap.state not in TERMINAL:
+            return None
+        return await anyio.to_thread.run_sync(self._read_outputs, snap)
 
     def _read_outputs(self, snap: Snapshot) -> list[dict[str, Any]]:
         paths = [self.store.blob_path(fid) for fid in (snap.output_file, snap.error_file) if fid]
         size = sum(p.stat().st_size for p in paths)
         limit = self.settings.inline_outputs_max_bytes
         if size > limit:
-            raise ApiError(
-                400,
-                f"The results are {size:,} bytes, over the {limit:,} bytes `inline=true` returns; "
-                "download the output and error files instead.",
-                code="inline_outputs_too_large",
-                param="inline",
-            )
+            raise OutputsTooLarge(size=size, limit=limit)
         outputs: list[dict[str, Any]] = []
         for path in paths:
             with path.open("rb") as handle:
                 outputs.extend(json.loads(line) for line in handle if line.strip())
         return outputs
 
-    async def list_jobs(self, workspace: str, query: JobsQuery) -> dict[str, Any]:
-        """``GET /v1/batch/jobs``: filter, order, page; ``total`` counts every match."""
+    async def select(
+        self,
+        workspace: str,
+        *,
+        model: str | None = None,
+        agent_id: str | None = None,
+        created_after: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        states: Collection[State] = (),
+        descending: bool = False,
+    ) -> list[JobIndex]:
+        """Every live job of the workspace that matches, oldest first unless ``descending``.
+
+        The wire pages the result (by number, or after a cursor) and looks at each job of the
+        page with :meth:`view`; filtering on ``states`` validates the jobs whose validation is
+        due, so the filter sees the state a look would report.
+        """
         now = self.clock.now()
         index = self.store.job_index(
             workspace,
-            model=query.model,
-            agent_id=query.agent_id,
-            created_after=query.created_after,
-            metadata=query.metadata,
+            model=model,
+            agent_id=agent_id,
+            created_after=created_after,
+            metadata=metadata,
         )
-        if query.descending:
+        if descending:
             index.reverse()
-        if query.statuses:
-            wanted = set(query.statuses)
-            index = [j for j in index if await self._status(workspace, j, now) in wanted]
-        start = query.page * query.page_size
-        data = []
-        for entry in index[start : start + query.page_size]:
-            row = self.store.get_job(workspace, entry.id)
-            if row is not None:  # deleted meanwhile
-                data.append(job_json(*await self.current(row, now)))
-        return {"data": data, "object": "list", "total": len(index)}
+        if states:
+            wanted = set(states)
+            index = [j for j in index if await self._state(workspace, j, now) in wanted]
+        return index
 
-    async def _status(self, workspace: str, entry: JobIndex, now: float) -> str:
-        """A job's status at ``now`` from its light row (validating it if that is due)."""
-        if entry.final_status is not None:
-            return entry.final_status
+    async def view(self, workspace: str, job_id: str) -> JobView | None:
+        """The job as it stands now, or ``None`` if it was deleted meanwhile."""
+        row = self.store.get_job(workspace, job_id)
+        return None if row is None else await self.current(row, self.clock.now())
+
+    async def _state(self, workspace: str, entry: JobIndex, now: float) -> State:
+        """A job's state at ``now`` from its light row (validating it if that is due)."""
+        if entry.final_state is not None:
+            return entry.final_state
         phase = phase_at(entry.timeline, now, entry.validation)
         if phase.needs_validation:
             job = await anyio.to_thread.run_sync(self._validate, self._job(workspace, entry.id))
             phase = phase_at(job.timeline, now, job.validation)
-        return phase.status
+        return phase.state
 
     async def _settle(self, workspace: str, now: float) -> None:
         """Validate every unfinished job whose validation is due, so pending is exact."""
@@ -358,33 +389,32 @@ class Jobs:
     def _pending(index: list[JobIndex], now: float) -> int:
         return sum(pending_at(j.timeline, now, j.validation) for j in index)
 
-    async def cancel_job(self, workspace: str, job_id: str) -> dict[str, Any]:
-        """``POST /v1/batch/jobs/{id}/cancel``: idempotent; a finished job is left as it is."""
-        now = self.clock.now()
-        job, snap = await self.current(self._job(workspace, job_id), now)
-        if snap.status not in TERMINAL and job.cancel_at is None:
-            if self.store.set_cancel(job.id, now):
-                log.info("emulator.job_cancel_requested", job_id=job.id, status=snap.status)
-            job, snap = await self.current(self._reload(job), now)
-        return job_json(job, snap)
-
-    async def delete_job(self, workspace: str, job_id: str) -> dict[str, Any]:
-        """``DELETE /v1/batch/jobs/{id}``: only a finished job can be deleted.
+    async def cancel_job(self, workspace: str, job_id: str) -> JobView:
+        """Ask for a cancel: idempotent; a finished job is left as it is.
 
         Raises:
-            ApiError: 400 while the job is unfinished (cancel it first).
+            UnknownJob: no such live job in the workspace.
         """
-        _, snap = await self.current(self._job(workspace, job_id), self.clock.now())
-        if snap.status not in TERMINAL:
-            raise ApiError(
-                400,
-                f"Batch job {job_id} is {snap.status}; only a finished job can be deleted "
-                "(cancel it first).",
-                code="job_not_finished",
-                param="job_id",
-            )
+        now = self.clock.now()
+        job, snap = await self.current(self._job(workspace, job_id), now)
+        if snap.state not in TERMINAL and job.cancel_at is None:
+            if self.store.set_cancel(job.id, now):
+                log.info("emulator.job_cancel_requested", job_id=job.id, state=snap.state)
+            job, snap = await self.current(self._reload(job), now)
+        return job, snap
+
+    async def delete_job(self, workspace: str, job_id: str) -> JobView:
+        """Delete a finished job; return it as it was.
+
+        Raises:
+            UnknownJob: no such live job in the workspace.
+            JobNotFinished: the job is unfinished (cancel it first).
+        """
+        job, snap = await self.current(self._job(workspace, job_id), self.clock.now())
+        if snap.state not in TERMINAL:
+            raise JobNotFinished(job_id, snap.state)
         self.store.delete_job(workspace, job_id)
-        return {"id": job_id, "object": "batch", "deleted": True}
+        return job, snap
 
     # introspection ---------------------------------------------------------------------------
 

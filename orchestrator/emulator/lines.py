@@ -43,23 +43,13 @@ _REQUIRED_FIELD: dict[str, tuple[str, tuple[type, ...], str]] = {
 
 @attrs.frozen(kw_only=True)
 class LineError:
-    """Why one request line failed, as it appears in the error file."""
+    """Why one request line failed; the wire's result format spells it in the error file."""
 
     status_code: int
     message: str
     type: str = "invalid_request_error"
     code: str = "invalid_request"
     param: str | None = None
-
-    def body(self) -> dict[str, Any]:
-        """The error object of the error-file line."""
-        return {
-            "object": "error",
-            "message": self.message,
-            "type": self.type,
-            "param": self.param,
-            "code": self.code,
-        }
 
 
 @attrs.frozen(kw_only=True)

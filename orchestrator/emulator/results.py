@@ -4,7 +4,8 @@
   and keeps a bitmap of the failing ones (one bit per line), so the succeeded/failed split of
   any prefix of processed lines is a popcount.
 - :func:`write_results` runs once, when the job turns terminal: it streams the processed lines
-  into the output and error files (``.tmp``, fsync, rename), in constant memory.
+  into the output and error files (``.tmp``, fsync, rename), in constant memory. What each
+  result line and result file looks like is the wire's :class:`ResultFormat`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,53 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, Protocol
 
-from orchestrator.emulator.lines import SIMULATED_FAILURE, classify
+import attrs
+
+from orchestrator.emulator.lines import SIMULATED_FAILURE, Line, LineError, classify
 from orchestrator.emulator.rows import FileRow, JobRow
 from orchestrator.emulator.simulation import Phase, clock_at, line_finished_at
 from orchestrator.emulator.synthetic import DEFAULT_MODEL, Synth
+
+ResultKind = Literal["output", "error"]
+"""The two result files of a job: the successful lines, and the failed ones."""
+
+
+class ResultFormat(Protocol):
+    """How a wire spells a job's results; :func:`write_results` calls it line by line."""
+
+    def new_file_id(self) -> str:
+        """A fresh id for a result file."""
+        ...
+
+    def success(self, job: JobRow, line: Line, custom_id: str, body: dict[str, Any]) -> Any:
+        """The record of a line that succeeded with the synthetic response ``body``."""
+        ...
+
+    def failure(self, job: JobRow, line: Line, error: LineError) -> Any:
+        """The record of a line that failed with ``error``."""
+        ...
+
+    def file_row(
+        self, job: JobRow, kind: ResultKind, *, file_id: str, bytes: int, lines: int,
+        sha256: str, created_at: int,
+    ) -> FileRow:  # fmt: skip
+        """The stored description of a result file just written."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class Written:
+    """What :func:`write_results` produced: counts, and the files that have lines."""
+
+    succeeded: int
+    failed: int
+    output: FileRow | None
+    errors: FileRow | None
+
 
 BITMAP_NAME = "failures.bin"
 
@@ -104,11 +143,6 @@ def failed_prefix(bitmap: bytes, processed: int) -> int:
     return count
 
 
-def _line_id(job_id: str, index: int, custom_id: str) -> str:
-    h = hashlib.blake2b(f"{job_id}\x00{custom_id}".encode(), digest_size=16).hexdigest()
-    return f"batch-{job_id[:8]}-{index}-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 # One encoder for every line: json.dumps with options builds a new encoder per call.
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -154,73 +188,50 @@ def write_results(
     job_dir: Path,
     files_dir: Path,
     synth: Synth,
-) -> tuple[int, int, list[FileRow]]:
+    results: ResultFormat,
+) -> Written:
     """Write the output and error files of a terminal job (processed lines only).
 
     Returns:
-        ``(succeeded, failed, files)``: the counts over the processed lines and the rows of
-        the files written (none for an empty side).
+        The counts over the processed lines and the rows of the files written (none for an
+        empty side).
     """
     tl = job.timeline
     created = int(clock_at(tl, phase.terminal_at or 0.0))
-    out = _Sink(files_dir / str(uuid.uuid4()))
-    err = _Sink(files_dir / str(uuid.uuid4()))
+    out = _Sink(files_dir / results.new_file_id())
+    err = _Sink(files_dir / results.new_file_id())
     try:
         if phase.processed:
             for line in _classify(job, job_dir):
                 if line.index >= phase.processed:
                     break
-                custom_id = line.custom_id if line.custom_id is not None else str(line.index)
-                record_id = _line_id(job.id, line.index, custom_id)
                 if line.error is not None:
-                    err.write(
-                        {
-                            "id": record_id,
-                            "custom_id": line.custom_id,
-                            "response": {
-                                "status_code": line.error.status_code,
-                                "body": line.error.body(),
-                            },
-                            "error": None,
-                        }
-                    )
+                    err.write(results.failure(job, line, line.error))
                     continue
                 assert line.body is not None
+                custom_id = line.custom_id if line.custom_id is not None else str(line.index)
                 model = job.model or line.body.get("model") or DEFAULT_MODEL
                 when = int(line_finished_at(tl, line.index))
                 body = synth.body(job.endpoint, custom_id, line.body, str(model), when)
-                out.write(
-                    {
-                        "id": record_id,
-                        "custom_id": custom_id,
-                        "response": {"status_code": 200, "body": body},
-                        "error": None,
-                    }
-                )
-        files = []
-        for sink, kind, sample_type in (
-            (out, "output", "batch_result"),
-            (err, "error", "batch_error"),
-        ):
+                out.write(results.success(job, line, custom_id, body))
+        rows: dict[ResultKind, FileRow | None] = {}
+        sinks: tuple[tuple[_Sink, ResultKind], ...] = ((out, "output"), (err, "error"))
+        for sink, kind in sinks:
+            rows[kind] = None
             if sink.commit():
-                files.append(
-                    FileRow(
-                        id=sink.path.name,
-                        workspace=job.workspace,
-                        filename=f"{job.id}_{kind}.jsonl",
-                        purpose="batch",
-                        sample_type=sample_type,
-                        source="mistral",
-                        bytes=sink.bytes,
-                        num_lines=sink.lines,
-                        mimetype="application/jsonl",
-                        signature=sink.sha.hexdigest()[:16],
-                        created_at=created,
-                        visibility="workspace",
-                    )
+                rows[kind] = results.file_row(
+                    job,
+                    kind,
+                    file_id=sink.path.name,
+                    bytes=sink.bytes,
+                    lines=sink.lines,
+                    sha256=sink.sha.hexdigest(),
+                    created_at=created,
                 )
     except BaseException:
         out.abandon()
         err.abandon()
         raise
-    return out.lines, err.lines, files
+    return Written(
+        succeeded=out.lines, failed=err.lines, output=rows["output"], errors=rows["error"]
+    )

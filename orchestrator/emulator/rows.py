@@ -1,15 +1,40 @@
-"""The rows the emulator stores: files, jobs, and the light index of jobs, with their readers."""
+"""The rows the emulator stores (files, jobs, the light index of jobs) and the values around them.
+
+Everything here is wire-neutral. The one place a vendor's spelling survives is
+:data:`STORED_STATES`: state folders written before the simulation had neutral states hold
+Mistral's status strings in ``jobs.final_status`` and in the ``final`` snapshot, so they are
+kept as the stored spelling and translated here, and an old ``--state-dir`` carries on.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from orchestrator.emulator.simulation import SimParams, Timeline, Validation
+from orchestrator.emulator.simulation import SimParams, State, Timeline, Validation
+
+STORED_STATES: Mapping[State, str] = {
+    State.VALIDATING: "QUEUED",
+    State.RUNNING: "RUNNING",
+    State.SUCCEEDED: "SUCCESS",
+    State.FAILED: "FAILED",
+    State.EXPIRED: "TIMEOUT_EXCEEDED",
+    State.CANCELLING: "CANCELLATION_REQUESTED",
+    State.CANCELLED: "CANCELLED",
+}
+"""How each state is spelled in the state database (schema version 1; do not change)."""
+
+_FROM_STORED = {stored: state for state, stored in STORED_STATES.items()}
+
+
+def stored_state(text: str) -> State:
+    """The state a stored spelling stands for."""
+    return _FROM_STORED[text]
 
 
 @attrs.frozen(kw_only=True)
@@ -30,6 +55,55 @@ class FileRow:
     expires_at: int | None = None
     visibility: str | None = None
     deleted: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class JobSpec:
+    """What a create asks for, once the wire has parsed and checked it."""
+
+    endpoint: str
+    input_files: list[str]
+    """Ids of uploaded input files (empty when the requests come inline)."""
+    inline: list[dict[str, Any]] | None
+    """Inline ``{custom_id?, body}`` requests, for a wire that takes them in the create."""
+    model: str | None
+    agent_id: str | None
+    """Mistral's agent, or ``None`` (kept as a column for the existing state format)."""
+    metadata: dict[str, str] | None
+    timeout_hours: int
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """A job's progress and outcome at one instant, as every wire reports it."""
+
+    state: State
+    total: int
+    succeeded: int
+    failed: int
+    started_at: int | None
+    completed_at: int | None = None
+    output_file: str | None = None
+    error_file: str | None = None
+    errors: list[dict[str, Any]] = attrs.field(factory=list)
+    """Job-level errors ``[{message, count}]`` (an unusable input says why here)."""
+
+    @property
+    def completed(self) -> int:
+        """Lines processed: always succeeded + failed."""
+        return self.succeeded + self.failed
+
+    def to_final(self) -> dict[str, Any]:
+        """The stored form of a terminal snapshot (the state in its stored spelling)."""
+        data = attrs.asdict(self)
+        data["status"] = STORED_STATES[data.pop("state")]
+        return data
+
+    @classmethod
+    def from_final(cls, data: Mapping[str, Any]) -> Snapshot:
+        """Rebuild a terminal snapshot from its stored form."""
+        fields = dict(data)
+        return cls(state=stored_state(fields.pop("status")), **fields)
 
 
 @attrs.frozen(kw_only=True)
@@ -73,7 +147,7 @@ class JobIndex:
     id: str
     timeline: Timeline
     validation: Validation | None
-    final_status: str | None
+    final_state: State | None
 
 
 INDEX_COLUMNS = (
@@ -104,7 +178,7 @@ def index_from(row: sqlite3.Row) -> JobIndex:
             cancel_at=row["cancel_at"],
         ),
         validation=_validation(row),
-        final_status=row["final_status"],
+        final_state=stored_state(row["final_status"]) if row["final_status"] else None,
     )
 
 

@@ -28,7 +28,9 @@ ROUTES: frozenset[str] = frozenset(
         "jobs.delete",
     }
 )
-"""Names of the Mistral routes the emulator serves; fault settings refer to them."""
+"""The route names fault settings and counters refer to: a vocabulary of operations that every
+dialect names its routes from (Mistral's routes use all of them; a dialect with a new kind of
+operation adds its name here)."""
 
 MIB = 1024 * 1024
 

@@ -7,39 +7,46 @@ the state the arithmetic says, and a restarted process carries on where the old 
 In simulated seconds ``s`` since creation (``s = (now - created_at) * time_scale``)::
 
     0 ........ V ............................ E ..... T
-    QUEUED     RUNNING (throughput req/s)     SUCCESS / FAILED
-    (total 0)                                 (or TIMEOUT_EXCEEDED at T if E > T)
+    VALIDATING RUNNING (throughput req/s)     SUCCEEDED / FAILED
+    (total 0)                                 (or EXPIRED at T if E > T)
 
 ``V`` is the validation delay, ``E = V + n / throughput`` the natural end, ``T`` the timeout.
-A cancel at ``sc`` freezes progress and gives ``CANCELLATION_REQUESTED`` until
-``sc + cancel_seconds``, then ``CANCELLED``. An unusable input (empty, or every line invalid)
-fails at ``V``.
+A cancel at ``sc`` freezes progress and gives ``CANCELLING`` until ``sc + cancel_seconds``, then
+``CANCELLED``. An unusable input (empty, or every line invalid) fails at ``V``; a job whose
+every line failed ends ``FAILED`` too (its ``total`` is then non-zero and it has no job-level
+errors, which is how a wire that calls it otherwise, such as OpenAI's ``completed``, tells).
+
+The states are the simulation's own, not any vendor's: each wire maps them onto its statuses
+(Mistral: ``QUEUED``, ``RUNNING``, ``SUCCESS``, ...), so one timeline serves every dialect.
 """
 
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 
 import attrs
 
-QUEUED = "QUEUED"
-RUNNING = "RUNNING"
-SUCCESS = "SUCCESS"
-FAILED = "FAILED"
-TIMEOUT_EXCEEDED = "TIMEOUT_EXCEEDED"
-CANCELLATION_REQUESTED = "CANCELLATION_REQUESTED"
-CANCELLED = "CANCELLED"
 
-STATUSES: tuple[str, ...] = (
-    QUEUED,
-    RUNNING,
-    SUCCESS,
-    FAILED,
-    TIMEOUT_EXCEEDED,
-    CANCELLATION_REQUESTED,
-    CANCELLED,
+class State(StrEnum):
+    """Where a simulated job stands, whatever wire reports it."""
+
+    VALIDATING = "validating"
+    """Created, its input not yet validated (reports no total)."""
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    """Every line processed, at least one succeeded."""
+    FAILED = "failed"
+    """The input was unusable, or every line failed."""
+    EXPIRED = "expired"
+    """The timeout came first; what was processed by then is kept."""
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+TERMINAL: frozenset[State] = frozenset(
+    {State.SUCCEEDED, State.FAILED, State.EXPIRED, State.CANCELLED}
 )
-TERMINAL: frozenset[str] = frozenset({SUCCESS, FAILED, TIMEOUT_EXCEEDED, CANCELLED})
 
 # Float products such as 0.3 * 10 land a hair below the integer; never lose a request to it.
 _EPSILON = 1e-9
@@ -85,13 +92,13 @@ class Validation:
 class Phase:
     """Where a job stands at one instant."""
 
-    status: str
+    state: State
     total: int
-    """``total_requests`` as reported (0 until validation ends)."""
+    """The request count as reported (0 until validation ends)."""
     processed: int
-    """Lines processed so far, in input order (``completed_requests``)."""
+    """Lines processed so far, in input order."""
     started: bool
-    """Whether validation has ended (``started_at`` is set)."""
+    """Whether validation has ended (a start time is reported)."""
     terminal_at: float | None
     """Simulated seconds after creation at which the job became terminal, if it is."""
     needs_validation: bool = False
@@ -99,8 +106,8 @@ class Phase:
 
     @property
     def terminal(self) -> bool:
-        """Whether the status is final."""
-        return self.status in TERMINAL
+        """Whether the state is final."""
+        return self.state in TERMINAL
 
 
 def _processed_at(tl: Timeline, s: float) -> int:
@@ -145,7 +152,7 @@ def phase_at(tl: Timeline, now: float, validation: Validation | None) -> Phase:
             return _unknown(started=True)
         done = sc + p.cancel_seconds
         return Phase(
-            status=CANCELLED if s >= done else CANCELLATION_REQUESTED,
+            state=State.CANCELLED if s >= done else State.CANCELLING,
             total=tl.requests if started else 0,
             processed=_processed_at(tl, sc),
             started=started,
@@ -154,36 +161,38 @@ def phase_at(tl: Timeline, now: float, validation: Validation | None) -> Phase:
     if v >= t:
         # A validation delay longer than the timeout: the job never starts.
         if s < t:
-            return Phase(status=QUEUED, total=0, processed=0, started=False, terminal_at=None)
-        return Phase(status=TIMEOUT_EXCEEDED, total=0, processed=0, started=False, terminal_at=t)
+            return Phase(
+                state=State.VALIDATING, total=0, processed=0, started=False, terminal_at=None
+            )
+        return Phase(state=State.EXPIRED, total=0, processed=0, started=False, terminal_at=t)
     if s < v:
-        return Phase(status=QUEUED, total=0, processed=0, started=False, terminal_at=None)
+        return Phase(state=State.VALIDATING, total=0, processed=0, started=False, terminal_at=None)
     if validation is None:
         return _unknown(started=True)
     n = tl.requests
     if not validation.usable:
-        return Phase(status=FAILED, total=n, processed=n, started=True, terminal_at=v)
+        return Phase(state=State.FAILED, total=n, processed=n, started=True, terminal_at=v)
     end = v + n / p.throughput
     if end <= t:
         if s >= end:
-            status = FAILED if validation.failed_total >= n else SUCCESS
-            return Phase(status=status, total=n, processed=n, started=True, terminal_at=end)
+            state = State.FAILED if validation.failed_total >= n else State.SUCCEEDED
+            return Phase(state=state, total=n, processed=n, started=True, terminal_at=end)
     elif s >= t:
         return Phase(
-            status=TIMEOUT_EXCEEDED,
+            state=State.EXPIRED,
             total=n,
             processed=_processed_at(tl, t),
             started=True,
             terminal_at=t,
         )
     return Phase(
-        status=RUNNING, total=n, processed=_processed_at(tl, s), started=True, terminal_at=None
+        state=State.RUNNING, total=n, processed=_processed_at(tl, s), started=True, terminal_at=None
     )
 
 
 def _unknown(*, started: bool) -> Phase:
     return Phase(
-        status=RUNNING,
+        state=State.RUNNING,
         total=0,
         processed=0,
         started=started,

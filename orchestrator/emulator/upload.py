@@ -22,8 +22,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
+from orchestrator.emulator.checks import Checker
 from orchestrator.emulator.lines import LineCounter
-from orchestrator.emulator.validation import Checker
 
 _FLUSH_BYTES = 4 << 20
 _MAX_FIELD_BYTES = 64 << 10

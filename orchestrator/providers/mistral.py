@@ -1,38 +1,37 @@
 """The Mistral Batch API provider (Files + Batch jobs), over httpx.
 
-Wire format: ``/work/shared/api/batch-apis.md`` sections M1-M7. Everything except ``create_job``
-retries transient faults; a create is sent once because a lost response may still have created
-the job (the daemon reconciles by listing with the client token in ``metadata``).
+Wire format: ``/work/shared/api/batch-apis.md`` sections M1-M7. Only what Mistral's wire says
+lives here: paths, the create body and its limits, the ``BatchJob`` object and its statuses,
+the capacity refusal and the page-numbered list with metadata filters. Retries, error mapping,
+the upload and the verified download come from :mod:`orchestrator.providers._transport`.
+Everything except ``create_job`` retries transient faults; a create is sent once because a lost
+response may still have created the job (the daemon reconciles by listing with the client
+token in ``metadata``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlsplit
 
 import httpx
 import structlog
 
-from orchestrator.clock import Clock, SystemClock
-from orchestrator.errors import (
-    CapacityRefused,
-    PermanentProviderError,
-    TransientProviderError,
-)
+from orchestrator.errors import CapacityRefused, PermanentProviderError, ProviderError
 from orchestrator.model import RemotePhase
-from orchestrator.providers._download import ResumableDownload
-from orchestrator.providers._http import (
-    ApiClient,
-    CallCounter,
-    RetryPolicy,
-    decode_json,
+from orchestrator.providers._transport import (
+    HttpProvider,
+    Page,
+    expect_object,
+    int_field,
+    iterate_pages,
+    malformed,
+    optional_str,
     parse_error_body,
-    with_unknown_outcome,
+    path_id,
+    string_map,
 )
-from orchestrator.providers._upload import MultipartUpload
-from orchestrator.providers.base import DownloadedFile, Provider, RemoteJob
+from orchestrator.providers.base import DownloadedFile, RemoteJob
 
 log = structlog.get_logger(__name__)
 
@@ -88,22 +87,7 @@ def phase_for(status: str, *, job_id: str = "?") -> RemotePhase:
 
 
 def _malformed(operation: str, what: str) -> PermanentProviderError:
-    return PermanentProviderError(f"mistral {operation}: unexpected response: {what}")
-
-
-def _int_field(
-    data: Mapping[str, Any], key: str, operation: str, *, default: int | None = None
-) -> int:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.isdigit():
-            return int(value)
-        raise _malformed(operation, f"field {key!r} should be an integer, got {value!r}")
-    return value
-
-
-def _optional_str(value: object) -> str | None:
-    return str(value) if value not in (None, "") else None
+    return malformed("mistral", operation, what)
 
 
 def parse_job(data: object, *, operation: str = "get_job") -> RemoteJob:
@@ -113,8 +97,11 @@ def parse_job(data: object, *, operation: str = "get_job") -> RemoteJob:
         PermanentProviderError: a required field is missing or of the wrong type, or the
             status is unknown.
     """
-    if not isinstance(data, Mapping):
-        raise _malformed(operation, f"a batch job should be an object, got {type(data).__name__}")
+    data = expect_object(data, "a batch job", provider="mistral", operation=operation)
+
+    def integer(key: str, default: int | None = None) -> int:
+        return int_field(data, key, provider="mistral", operation=operation, default=default)
+
     job_id = data.get("id")
     status = data.get("status")
     if not isinstance(job_id, str) or not job_id:
@@ -139,34 +126,17 @@ def parse_job(data: object, *, operation: str = "get_job") -> RemoteJob:
         id=job_id,
         status=status,
         phase=phase_for(status, job_id=job_id),
-        total=_int_field(data, "total_requests", operation),
-        completed=_int_field(data, "completed_requests", operation),
-        succeeded=_int_field(data, "succeeded_requests", operation),
-        failed=_int_field(data, "failed_requests", operation),
-        output_file=_optional_str(data.get("output_file")),
-        error_file=_optional_str(data.get("error_file")),
-        metadata={str(k): v if isinstance(v, str) else str(v) for k, v in metadata.items()},
-        created_at=_int_field(data, "created_at", operation, default=0),
+        total=integer("total_requests"),
+        completed=integer("completed_requests"),
+        succeeded=integer("succeeded_requests"),
+        failed=integer("failed_requests"),
+        output_file=optional_str(data.get("output_file")),
+        error_file=optional_str(data.get("error_file")),
+        metadata=string_map(metadata),
+        created_at=integer("created_at", default=0),
         completed_at=completed_at if isinstance(completed_at, int) else None,
         errors=tuple(errors),
     )
-
-
-def _path_id(value: str, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
-    return quote(value, safe="")
-
-
-def _check_api_key(api_key: str) -> None:
-    # Never echo the key: the message only says what is wrong with it.
-    if not isinstance(api_key, str) or not api_key:
-        raise ValueError("the Mistral API key is empty: set the variable named by api_key_env")
-    if not api_key.isascii() or not api_key.isprintable() or any(c.isspace() for c in api_key):
-        raise ValueError(
-            "the Mistral API key contains whitespace, control or non-ASCII characters "
-            "(a stray newline from a key file?): fix the key's source"
-        )
 
 
 def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
@@ -185,109 +155,37 @@ def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     return checked
 
 
-class MistralProvider(Provider):
-    """One Mistral workspace (API key + base URL).
+def _capacity_refusal(
+    response: httpx.Response, redact: Callable[[str], str]
+) -> ProviderError | None:
+    """``CapacityRefused`` if a refused create says the pending budget is full (M5)."""
+    error = parse_error_body(response)
+    text = error.message.lower()
+    if 400 <= response.status_code < 500 and (
+        error.code in _CAPACITY_CODES
+        or ("pending request" in text and ("limit" in text or "exceed" in text))
+    ):
+        return CapacityRefused(
+            redact(
+                f"mistral create_job: HTTP {response.status_code}: the workspace's "
+                f"pending-request budget is full: {error.message}"
+            ),
+            status_code=response.status_code,
+        )
+    return None
 
-    Args:
-        base_url: the API root, e.g. ``https://api.mistral.ai`` (no ``/v1``).
-        api_key: the workspace key; sent only in the ``Authorization`` header.
-        transport: an httpx transport (tests pass ``httpx.ASGITransport(app=emulator.app)``).
-        timeout: seconds for each connect, read, write and pool wait of one request.
-        attempts: total attempts for retried calls (create is never retried).
-        max_wait: longest backoff between attempts; a ``Retry-After`` above it is not waited
-            for inside the call (the ``RateLimited`` error carries it to the caller).
-        clock: the injected clock (call durations, ``Retry-After`` dates).
 
-    Raises:
-        ValueError: the base URL is not an http(s) URL, or the key is empty or malformed.
-    """
+class MistralProvider(HttpProvider):
+    """One Mistral workspace (API key + base URL); arguments as :class:`HttpProvider`."""
 
     name = "mistral"
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        timeout: float = 60.0,
-        attempts: int = 5,
-        max_wait: float = 60.0,
-        clock: Clock | None = None,
-    ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(
-                f"Mistral base_url must be an http(s) URL such as https://api.mistral.ai, "
-                f"got {base_url!r}"
-            )
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError(
-                "Mistral base_url must not carry a query, fragment or credentials "
-                "(the API key goes in api_key_env)"
-            )
-        _check_api_key(api_key)
-        if not timeout > 0:
-            raise ValueError(f"timeout must be positive seconds, got {timeout}")
-        self.base_url = base_url.rstrip("/")
-        self._api = ApiClient(
-            provider=self.name,
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
-            secrets=(api_key,),
-            transport=transport,
-            timeout=timeout,
-            policy=RetryPolicy(attempts=attempts, max_wait=max_wait),
-            clock=clock or SystemClock(),
-        )
-
-    def __repr__(self) -> str:
-        return f"MistralProvider(base_url={self.base_url!r})"
-
-    @property
-    def calls(self) -> CallCounter:
-        """API calls so far per ``(operation, HTTP status or error class)``: for metrics."""
-        return self._api.calls
-
-    async def _get_json(self, operation: str, url: str, **kwargs: Any) -> Any:
-        async def once() -> Any:
-            response = await self._api.send(operation, "GET", url, **kwargs)
-            return decode_json(response, provider=self.name, operation=operation)
-
-        return await self._api.retrying(operation, once)
+    vendor = "Mistral"
+    example_url = "https://api.mistral.ai"
 
     async def upload_file(self, path: Path, *, filename: str | None = None) -> str:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"cannot upload {path}: no such file")
-        name = filename or path.name
-
-        form = MultipartUpload(path=path, filename=name, fields=(("purpose", "batch"),))
-
-        async def once() -> str:
-            size = path.stat().st_size
-            body = form.stream(size)
-            try:
-                response = await self._api.send(
-                    "upload_file", "POST", "/v1/files", headers=form.headers(size), content=body
-                )
-            finally:
-                await body.aclose()  # a server may answer before reading it all: close the file
-            data = decode_json(response, provider=self.name, operation="upload_file")
-            file_id = data.get("id") if isinstance(data, Mapping) else None
-            if not isinstance(file_id, str) or not file_id:
-                raise _malformed("upload_file", "no file id in the response")
-            stored = data.get("bytes")
-            if isinstance(stored, int) and not isinstance(stored, bool) and stored != size:
-                raise TransientProviderError(
-                    f"mistral upload_file: the provider stored {stored} bytes of {path} "
-                    f"but the file has {size}; uploading again"
-                )
-            return file_id
-
-        file_id = await self._api.retrying("upload_file", once)
-        log.info("provider.uploaded", provider=self.name, path=str(path), file_id=file_id)
-        return file_id
+        return await self._upload(
+            path, url="/v1/files", fields=(("purpose", "batch"),), filename=filename
+        )
 
     async def create_job(
         self,
@@ -318,35 +216,20 @@ class MistralProvider(Provider):
         }
         if metadata:
             body["metadata"] = _check_metadata(metadata)
-        response = await self._api.send(
-            "create_job", "POST", "/v1/batch/jobs", json=body, check=False, unknown_outcome=True
+        data = await self._api.json_once(
+            "create_job",
+            "POST",
+            "/v1/batch/jobs",
+            json=body,
+            refine=lambda response: _capacity_refusal(response, self._api.redact),
         )
-        if not response.is_success:
-            error = parse_error_body(response)
-            text = error.message.lower()
-            if 400 <= response.status_code < 500 and (
-                error.code in _CAPACITY_CODES
-                or ("pending request" in text and ("limit" in text or "exceed" in text))
-            ):
-                raise CapacityRefused(
-                    self._api.redact(
-                        f"mistral create_job: HTTP {response.status_code}: the workspace's "
-                        f"pending-request budget is full: {error.message}"
-                    ),
-                    status_code=response.status_code,
-                )
-            raise self._api.error_for(response, "create_job", unknown_outcome=True)
-        try:
-            data = decode_json(response, provider=self.name, operation="create_job")
-        except TransientProviderError as exc:
-            raise with_unknown_outcome(exc) from None
         job = parse_job(data, operation="create_job")
         log.info("provider.job_created", provider=self.name, remote_id=job.id, status=job.status)
         return job
 
     async def get_job(self, remote_id: str) -> RemoteJob:
-        url = f"/v1/batch/jobs/{_path_id(remote_id, 'remote_id')}"
-        return parse_job(await self._get_json("get_job", url), operation="get_job")
+        url = f"/v1/batch/jobs/{path_id(remote_id, 'remote_id')}"
+        return parse_job(await self._api.get_json("get_job", url), operation="get_job")
 
     async def list_jobs(
         self,
@@ -368,45 +251,33 @@ class MistralProvider(Provider):
                 )
             # M4: the SDK explodes the metadata dict into top-level query keys.
             filters.append((key, value))
-        seen: set[str] = set()
-        page = 0
-        while True:
+
+        async def fetch(cursor: int | None) -> Page[int]:
+            page = cursor or 0
             params = [
                 ("page", str(page)),
                 ("page_size", str(page_size)),
                 ("order_by", "created"),  # oldest first: new jobs do not shift earlier pages
                 *filters,
             ]
-            data = await self._get_json("list_jobs", "/v1/batch/jobs", params=params)
+            data = await self._api.get_json("list_jobs", "/v1/batch/jobs", params=params)
             if not isinstance(data, Mapping) or not isinstance(data.get("data", []), list):
                 raise _malformed("list_jobs", "expected an object with a 'data' list")
             items = data.get("data") or []
+            jobs = [parse_job(item, operation="list_jobs") for item in items]
             total = data.get("total")
-            new = 0
-            for item in items:
-                job = parse_job(item, operation="list_jobs")
-                if job.id in seen:
-                    continue  # the list shifted between pages
-                seen.add(job.id)
-                new += 1
-                yield job
-            if len(items) < page_size:
-                return
-            if isinstance(total, int) and (page + 1) * page_size >= total:
-                return
-            if new == 0:
-                log.warning("provider.list_no_progress", provider=self.name, page=page)
-                return
-            page += 1
+            last = len(items) < page_size or (
+                isinstance(total, int) and (page + 1) * page_size >= total
+            )
+            return Page(jobs, None if last else page + 1)
+
+        async for job in iterate_pages(fetch, provider=self.name):
+            yield job
 
     async def cancel_job(self, remote_id: str) -> RemoteJob:
-        url = f"/v1/batch/jobs/{_path_id(remote_id, 'remote_id')}/cancel"
-
-        async def once() -> Any:
-            response = await self._api.send("cancel_job", "POST", url)
-            return decode_json(response, provider=self.name, operation="cancel_job")
-
-        job = parse_job(await self._api.retrying("cancel_job", once), operation="cancel_job")
+        url = f"/v1/batch/jobs/{path_id(remote_id, 'remote_id')}/cancel"
+        data = await self._api.json("cancel_job", "POST", url)
+        job = parse_job(data, operation="cancel_job")
         log.info(
             "provider.job_cancel_requested", provider=self.name, remote_id=job.id, status=job.status
         )
@@ -414,30 +285,15 @@ class MistralProvider(Provider):
 
     async def file_size(self, file_id: str) -> int | None:
         """The size in bytes the provider records for a file (``GET /v1/files/{id}``)."""
-        url = f"/v1/files/{_path_id(file_id, 'file_id')}"
-        data = await self._get_json("get_file", url)
-        size = data.get("bytes") if isinstance(data, Mapping) else None
-        if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
-            return size
-        return None
+        return await self._file_size(f"/v1/files/{path_id(file_id, 'file_id')}")
 
     async def download_file(
         self, file_id: str, dest: Path, *, writer: str | None = None
     ) -> DownloadedFile:
-        url = f"/v1/files/{_path_id(file_id, 'file_id')}/content"
-        download = ResumableDownload(
-            self._api,
-            operation="download_file",
-            url=url,
-            dest=Path(dest),
-            source=f"{self.name}:{self.base_url}:{file_id}",
-            size_hint=lambda: self.file_size(file_id),
-            writer=writer,
+        url = f"/v1/files/{path_id(file_id, 'file_id')}"
+        return await self._download(
+            file_id, dest, url=f"{url}/content", meta_url=url, writer=writer
         )
-        return await download.run()
-
-    async def aclose(self) -> None:
-        await self._api.aclose()
 
 
 __all__ = [

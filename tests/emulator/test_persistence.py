@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,16 @@ def test_temporary_state_is_removed() -> None:
     emu.close()
     emu.close()
     assert not folder.exists()
+
+
+async def test_stored_states_keep_the_version_1_spelling(tmp_path: Path, clock: FakeClock) -> None:
+    """Finished jobs are stored as ``SUCCESS`` etc., so state folders from before stay readable."""
+    settings = EmulatorSettings(validation_seconds=0.0, throughput=1000.0)
+    with Emulator(settings, clock=clock, state_dir=tmp_path) as emu:
+        async with emu.client("k") as client:
+            job = await create(client, await upload(client, jsonl(3)))
+            clock.advance(1.0)
+            assert (await client.get(f"/v1/batch/jobs/{job['id']}")).json()["status"] == "SUCCESS"
+    with sqlite3.connect(tmp_path / "emulator.db") as db:
+        final_status, final = db.execute("SELECT final_status, final FROM jobs").fetchone()
+    assert final_status == "SUCCESS" and json.loads(final)["status"] == "SUCCESS"

@@ -101,8 +101,8 @@ def test_timeline_is_monotonic(
         assert phase.processed >= last_processed
         assert 0 <= pending_at(tl, T0 + t, validation_outcome) <= n
         if last_terminal is not None:
-            assert phase.status == last_terminal
-        if phase.status in TERMINAL:
-            last_terminal = phase.status
+            assert phase.state == last_terminal
+        if phase.state in TERMINAL:
+            last_terminal = phase.state
             assert phase.terminal_at is not None
         last_processed = phase.processed

@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.emulator.simulation import (
-    CANCELLATION_REQUESTED,
-    CANCELLED,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCESS,
-    TIMEOUT_EXCEEDED,
     SimParams,
+    State,
     Timeline,
     Validation,
     pending_at,
@@ -47,64 +41,64 @@ def timeline(
 @pytest.mark.parametrize(
     ("elapsed", "status", "total", "processed"),
     [
-        (0.0, QUEUED, 0, 0),
-        (4.99, QUEUED, 0, 0),
-        (5.0, RUNNING, 1000, 0),
-        (5.35, RUNNING, 1000, 3),
-        (55.0, RUNNING, 1000, 500),
-        (104.99, RUNNING, 1000, 999),
-        (105.0, SUCCESS, 1000, 1000),
-        (1e6, SUCCESS, 1000, 1000),
+        (0.0, State.VALIDATING, 0, 0),
+        (4.99, State.VALIDATING, 0, 0),
+        (5.0, State.RUNNING, 1000, 0),
+        (5.35, State.RUNNING, 1000, 3),
+        (55.0, State.RUNNING, 1000, 500),
+        (104.99, State.RUNNING, 1000, 999),
+        (105.0, State.SUCCEEDED, 1000, 1000),
+        (1e6, State.SUCCEEDED, 1000, 1000),
     ],
 )
-def test_progress_table(elapsed: float, status: str, total: int, processed: int) -> None:
+def test_progress_table(elapsed: float, status: State, total: int, processed: int) -> None:
     """Validation delay, then throughput-bound progress, then success at V + n/throughput."""
     phase = phase_at(timeline(), T0 + elapsed, OK)
-    assert (phase.status, phase.total, phase.processed) == (status, total, processed)
+    assert (phase.state, phase.total, phase.processed) == (status, total, processed)
 
 
 def test_time_scale_compresses_the_timeline() -> None:
     """With time_scale=3600, one clock second is an hour of simulated work."""
     tl = timeline(36_000, scale=3600.0)
     assert phase_at(tl, T0 + 0.5, OK).processed == 18_000 - 50
-    assert phase_at(tl, T0 + 1.01, OK).status == SUCCESS
+    assert phase_at(tl, T0 + 1.01, OK).state == State.SUCCEEDED
 
 
 def test_timeout_keeps_partial_progress() -> None:
     """A job slower than its timeout stops at timeout_hours with what it processed."""
     tl = timeline(1_000_000, throughput=1.0, timeout_hours=1)
     phase = phase_at(tl, T0 + 3600.0, OK)
-    assert phase.status == TIMEOUT_EXCEEDED
+    assert phase.state == State.EXPIRED
     assert phase.processed == 3595
     assert phase.terminal_at == 3600.0
-    assert phase_at(tl, T0 + 3599.0, OK).status == RUNNING
+    assert phase_at(tl, T0 + 3599.0, OK).state == State.RUNNING
 
 
 def test_cancel_freezes_then_cancels() -> None:
-    """A cancel freezes progress; CANCELLED follows after cancel_seconds."""
+    """A cancel freezes progress; State.CANCELLED follows after cancel_seconds."""
     tl = timeline(cancel_at=T0 + 25.0)
     requested = phase_at(tl, T0 + 26.0, OK)
-    assert (requested.status, requested.processed) == (CANCELLATION_REQUESTED, 200)
+    assert (requested.state, requested.processed) == (State.CANCELLING, 200)
     done = phase_at(tl, T0 + 27.0, OK)
-    assert (done.status, done.processed, done.terminal_at) == (CANCELLED, 200, 27.0)
+    assert (done.state, done.processed, done.terminal_at) == (State.CANCELLED, 200, 27.0)
 
 
 def test_cancel_while_validating_reports_no_total() -> None:
     """A job cancelled before validation ended never gets a total."""
     phase = phase_at(timeline(cancel_at=T0 + 1.0), T0 + 10.0, None)
-    assert (phase.status, phase.total, phase.needs_validation) == (CANCELLED, 0, False)
+    assert (phase.state, phase.total, phase.needs_validation) == (State.CANCELLED, 0, False)
 
 
 def test_unusable_input_fails_at_validation() -> None:
-    """Every line invalid: FAILED as soon as validation ends."""
+    """Every line invalid: State.FAILED as soon as validation ends."""
     phase = phase_at(timeline(10), T0 + 5.0, Validation(usable=False, failed_total=10))
-    assert (phase.status, phase.total, phase.processed) == (FAILED, 10, 10)
+    assert (phase.state, phase.total, phase.processed) == (State.FAILED, 10, 10)
 
 
 def test_every_line_failing_ends_failed() -> None:
-    """A usable input whose every request fails ends FAILED, not SUCCESS."""
+    """A usable input whose every request fails ends State.FAILED, not State.SUCCEEDED."""
     phase = phase_at(timeline(10), T0 + 100.0, Validation(usable=True, failed_total=10))
-    assert phase.status == FAILED
+    assert phase.state == State.FAILED
 
 
 def test_unknown_validation_is_asked_for() -> None:

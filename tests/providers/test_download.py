@@ -15,7 +15,8 @@ from orchestrator.errors import (
     PermanentProviderError,
     TransientProviderError,
 )
-from orchestrator.providers._download import ResumableDownload, _PartFile, meta_path, part_path
+from orchestrator.providers._transport.download import ResumableDownload
+from orchestrator.providers._transport.partfile import PartFile, meta_path, part_path
 from orchestrator.providers.base import DownloadedFile
 from orchestrator.providers.mistral import MistralProvider
 from tests.providers.rawserver import Behaviour, serve
@@ -291,7 +292,7 @@ def test_a_stale_writer_whose_copy_was_removed_fails_without_touching_the_file(
     file stays as the other writer published it."""
     dest = tmp_path / "output.jsonl"
     dest.write_bytes(CONTENT)
-    stale = _PartFile(dest, "test:file-1", "rstale")
+    stale = PartFile(dest, "test:file-1", "rstale")
     stale.open()
     stale.file.write(b"half a file")
     part_path(dest, "rstale").unlink()  # what the other writer's clean-up does

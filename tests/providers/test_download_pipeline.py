@@ -10,8 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from orchestrator.providers import _download
-from orchestrator.providers._download import ResumableDownload
+from orchestrator.providers._transport import download as _download
+from orchestrator.providers._transport.download import ResumableDownload
 from orchestrator.providers.mistral import MistralProvider
 from tests.providers.rawserver import Behaviour, serve
 
@@ -57,14 +57,14 @@ async def test_a_failed_write_stops_the_download_with_the_disk_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A write error in the worker thread surfaces as itself (no group) and leaves nothing."""
-    real_write = _download._PartFile.write
+    real_write = _download.PartFile.write
 
-    def failing_write(self: _download._PartFile, chunk: bytes) -> None:
+    def failing_write(self: _download.PartFile, chunk: bytes) -> None:
         if self.size >= 100_000:
             raise OSError(28, "No space left on device")
         real_write(self, chunk)
 
-    monkeypatch.setattr(_download._PartFile, "write", failing_write)
+    monkeypatch.setattr(_download.PartFile, "write", failing_write)
     dest = tmp_path / "output.jsonl"
     async with serve(CONTENT) as server:
         provider = MistralProvider(server.base_url, KEY, timeout=10.0)
@@ -83,10 +83,10 @@ async def test_pipeline_depth_bounds_what_is_held_in_memory(
     """A stuck disk makes the reader wait: only a few chunks are ever held unwritten."""
     chunk = 32 * 1024
     gate = threading.Event()
-    real_write = _download._PartFile.write
+    real_write = _download.PartFile.write
     seen = {"read": 0, "most_ahead": 0}
 
-    def gated_write(self: _download._PartFile, data: bytes) -> None:
+    def gated_write(self: _download.PartFile, data: bytes) -> None:
         gate.wait(10)  # the disk is stuck until the test has looked
         real_write(self, data)
 
@@ -106,7 +106,7 @@ async def test_pipeline_depth_bounds_what_is_held_in_memory(
 
         await original_read(self, counted(), total, writer)
 
-    monkeypatch.setattr(_download._PartFile, "write", gated_write)
+    monkeypatch.setattr(_download.PartFile, "write", gated_write)
     monkeypatch.setattr(ResumableDownload, "_read", counting_read)
     dest = tmp_path / "output.jsonl"
     results = []

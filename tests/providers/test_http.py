@@ -9,9 +9,8 @@ import pytest
 from starlette.requests import Request
 
 from orchestrator.errors import PermanentProviderError, RateLimited, TransientProviderError
-from orchestrator.providers._download import parse_content_range
-from orchestrator.providers._http import (
-    RetryPolicy,
+from orchestrator.providers._transport.client import RetryPolicy
+from orchestrator.providers._transport.errors import (
     map_http_error,
     map_transport_error,
     parse_error_body,
@@ -19,7 +18,8 @@ from orchestrator.providers._http import (
     redact,
     with_unknown_outcome,
 )
-from orchestrator.providers._upload import MultipartUpload
+from orchestrator.providers._transport.partfile import parse_content_range
+from orchestrator.providers._transport.upload import MultipartUpload
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

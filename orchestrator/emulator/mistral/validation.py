@@ -1,23 +1,24 @@
-"""Parsing and checking request bodies and query strings, with FastAPI-shaped 422 details.
+"""Mistral's request bodies and query strings: which fields, which values, which defaults.
 
 Mistral's API is FastAPI/pydantic: a malformed request gets ``422 {"detail": [...]}`` whose
-entries carry pydantic's ``type``, ``loc``, ``msg`` and ``input``. The same shapes are built here
-by hand, one checker per parameter kind, collecting every problem of a request at once.
+entries carry pydantic's ``type``, ``loc``, ``msg`` and ``input``. The field checks themselves
+are the core's :class:`~orchestrator.emulator.checks.Checker`; this module knows Mistral's
+create body, its list queries (the SDK's encoding) and its enumerations.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
+from orchestrator.emulator.checks import Checker
 from orchestrator.emulator.lines import ENDPOINTS
-from orchestrator.emulator.simulation import STATUSES
-from orchestrator.emulator.wire import FieldError, RequestInvalid
+from orchestrator.emulator.mistral.wire import STATUSES, state_of
+from orchestrator.emulator.rows import JobSpec
+from orchestrator.emulator.simulation import State
 
 PURPOSES = ("fine-tune", "batch", "ocr", "audio", "agentic_safety")
 VISIBILITIES = ("workspace", "user")
@@ -25,9 +26,6 @@ SAMPLE_TYPES = ("pretrain", "instruct", "batch_request", "batch_result", "batch_
 SOURCES = ("upload", "repository", "mistral")
 ORDERS = ("created", "-created")
 MAX_PAGE_SIZE = 1000
-
-_TRUE = {"true", "1", "yes", "on", "t", "y"}
-_FALSE = {"false", "0", "no", "off", "f", "n"}
 
 _JOBS_QUERY_KEYS = {
     "page",
@@ -40,162 +38,6 @@ _JOBS_QUERY_KEYS = {
     "status",
     "order_by",
 }
-
-
-def _expected(options: Sequence[str]) -> str:
-    quoted = [f"'{o}'" for o in options]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
-
-
-class Checker:
-    """Collects field errors; :meth:`raise_if_any` turns them into one 422."""
-
-    def __init__(self) -> None:
-        self.errors: list[FieldError] = []
-
-    def fail(self, kind: str, loc: tuple[str | int, ...], msg: str, value: Any, **ctx: Any) -> None:
-        """Record one problem."""
-        self.errors.append(FieldError(type=kind, loc=loc, msg=msg, input=value, ctx=ctx or None))
-
-    def raise_if_any(self) -> None:
-        """Raise the 422 if anything was recorded.
-
-        Raises:
-            RequestInvalid: with every recorded problem.
-        """
-        if self.errors:
-            raise RequestInvalid(self.errors)
-
-    def enum(self, value: Any, options: Sequence[str], loc: tuple[str | int, ...]) -> str | None:
-        """``value`` if it is one of ``options``."""
-        if isinstance(value, str) and value in options:
-            return value
-        self.fail(
-            "enum",
-            loc,
-            f"Input should be {_expected(options)}",
-            value,
-            expected=_expected(options),
-        )
-        return None
-
-    def integer(
-        self,
-        value: Any,
-        loc: tuple[str | int, ...],
-        *,
-        ge: int | None = None,
-        le: int | None = None,
-    ) -> int | None:
-        """An integer from JSON or a query string, within ``[ge, le]``."""
-        number: int
-        if isinstance(value, bool):
-            self.fail("int_type", loc, "Input should be a valid integer", value)
-            return None
-        if isinstance(value, int):
-            number = value
-        elif isinstance(value, float) and value.is_integer():
-            number = int(value)
-        elif isinstance(value, str):
-            try:
-                number = int(value.strip())
-            except ValueError:
-                self.fail(
-                    "int_parsing",
-                    loc,
-                    "Input should be a valid integer, unable to parse string as an integer",
-                    value,
-                )
-                return None
-        else:
-            self.fail("int_type", loc, "Input should be a valid integer", value)
-            return None
-        if ge is not None and number < ge:
-            self.fail(
-                "greater_than_equal", loc, f"Input should be greater than or equal to {ge}",
-                value, ge=ge,
-            )  # fmt: skip
-            return None
-        if le is not None and number > le:
-            self.fail(
-                "less_than_equal", loc, f"Input should be less than or equal to {le}", value, le=le
-            )
-            return None
-        return number
-
-    def boolean(self, value: str, loc: tuple[str | int, ...]) -> bool | None:
-        """A boolean from a query string (pydantic's accepted spellings)."""
-        lowered = value.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        self.fail(
-            "bool_parsing", loc, "Input should be a valid boolean, unable to interpret input", value
-        )
-        return None
-
-    def string(
-        self,
-        value: Any,
-        loc: tuple[str | int, ...],
-        *,
-        min_length: int | None = None,
-        max_length: int | None = None,
-    ) -> str | None:
-        """A string within length bounds."""
-        if not isinstance(value, str):
-            self.fail("string_type", loc, "Input should be a valid string", value)
-            return None
-        if min_length is not None and len(value) < min_length:
-            unit = "character" if min_length == 1 else "characters"
-            self.fail(
-                "string_too_short", loc, f"String should have at least {min_length} {unit}",
-                value, min_length=min_length,
-            )  # fmt: skip
-            return None
-        if max_length is not None and len(value) > max_length:
-            self.fail(
-                "string_too_long", loc, f"String should have at most {max_length} characters",
-                value, max_length=max_length,
-            )  # fmt: skip
-            return None
-        return value
-
-    def uuid(self, value: Any, loc: tuple[str | int, ...]) -> str | None:
-        """A UUID, returned in canonical lowercase form."""
-        if isinstance(value, str):
-            try:
-                return str(uuid.UUID(value))
-            except ValueError:
-                pass
-        self.fail(
-            "uuid_parsing",
-            loc,
-            "Input should be a valid UUID, unable to parse string as a UUID",
-            value,
-        )
-        return None
-
-    def timestamp(self, value: str, loc: tuple[str | int, ...]) -> float | None:
-        """Epoch seconds from an ISO 8601 datetime (UTC if naive) or a number."""
-        try:
-            return float(value)
-        except ValueError:
-            pass
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            self.fail(
-                "datetime_from_date_parsing",
-                loc,
-                "Input should be a valid datetime or date, e.g. 2025-01-02T03:04:05Z",
-                value,
-            )
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
 
 
 def path_id(value: str, name: str) -> str:
@@ -211,20 +53,7 @@ def path_id(value: str, name: str) -> str:
     return result
 
 
-@attrs.frozen(kw_only=True)
-class CreateRequest:
-    """A checked ``POST /v1/batch/jobs`` body."""
-
-    endpoint: str
-    input_files: list[str]
-    requests: list[dict[str, Any]] | None
-    model: str | None
-    agent_id: str | None
-    metadata: dict[str, str] | None
-    timeout_hours: int
-
-
-def parse_create(raw: bytes, *, max_inline: int) -> CreateRequest:
+def parse_create(raw: bytes, *, max_inline: int) -> JobSpec:
     """Parse and check a create body.
 
     Raises:
@@ -291,10 +120,10 @@ def parse_create(raw: bytes, *, max_inline: int) -> CreateRequest:
     timeout = check.integer(data.get("timeout_hours", 24), ("body", "timeout_hours"), ge=1, le=168)
     check.raise_if_any()
     assert endpoint is not None and timeout is not None
-    return CreateRequest(
+    return JobSpec(
         endpoint=endpoint,
         input_files=input_files,
-        requests=requests,
+        inline=requests,
         model=model,
         agent_id=agent_id,
         metadata=metadata,
@@ -364,7 +193,8 @@ class JobsQuery:
     agent_id: str | None = None
     metadata: dict[str, str] = attrs.field(factory=dict)
     created_after: float | None = None
-    statuses: tuple[str, ...] = ()
+    states: tuple[State, ...] = ()
+    """The core states the repeated ``status`` filter names (empty: no filter)."""
     descending: bool = True
 
 
@@ -376,14 +206,14 @@ def parse_jobs_query(items: Sequence[tuple[str, str]]) -> JobsQuery:
     """
     check = Checker()
     single: dict[str, str] = {}
-    statuses: list[str] = []
+    statuses: list[State] = []
     metadata: dict[str, str] = {}
     for key, value in items:
         if key == "status":
             for part in value.split(","):
                 parsed = check.enum(part.strip(), STATUSES, ("query", "status", len(statuses)))
                 if parsed is not None:
-                    statuses.append(parsed)
+                    statuses.append(state_of(parsed))
         elif key in _JOBS_QUERY_KEYS:
             single[key] = value
         else:
@@ -421,7 +251,7 @@ def parse_jobs_query(items: Sequence[tuple[str, str]]) -> JobsQuery:
         agent_id=single.get("agent_id") or None,
         metadata=metadata,
         created_after=created_after,
-        statuses=tuple(statuses),
+        states=tuple(statuses),
         descending=order != "created",
     )
 
