@@ -12,7 +12,7 @@ from pathlib import Path
 from orchestrator.config._model import InputOrigin
 from orchestrator.config._read import Section, describe, resolve_path, suggestion
 from orchestrator.errors import ConfigError
-from orchestrator.inputs import ENDPOINTS_BY_PROVIDER
+from orchestrator.inputs import rules_for
 from orchestrator.model import CLIENT_TOKEN_KEY, JobSpec
 
 NAME_RULE = "1-128 characters of letters, digits, '.', '_' or '-', and not '.' or '..'"
@@ -88,7 +88,7 @@ def parse_job(
             + suggestion(workspace_name, providers, noun="defined workspaces"),
         )
     endpoint = table.string("endpoint")
-    allowed = ENDPOINTS_BY_PROVIDER[provider]
+    allowed = rules_for(provider).endpoints
     if endpoint not in allowed:
         raise table.error(
             "endpoint",
