@@ -18,7 +18,6 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
 import anyio
 
@@ -26,6 +25,7 @@ from orchestrator.cli._ledger import CliError
 from orchestrator.cli._parser import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, build_parser, log_level
 from orchestrator.cli._render import Output
 from orchestrator.cli._rows import status_row
+from orchestrator.cli._stderr import STDERR as STDERR
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config, load_config
 from orchestrator.errors import ConfigError, OrchestratorError
@@ -106,27 +106,6 @@ def main(
             "(a bug: please report it; --log-level DEBUG shows the traceback)\n"
         )
         return EXIT_FAILURE
-
-
-class _Stderr:
-    """A stream that writes to whatever ``sys.stderr`` is at each write.
-
-    Logging keeps its stream for the life of the process; following ``sys.stderr`` keeps it
-    right when stderr is swapped afterwards (test capture, a live view's redirection).
-    """
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-    def isatty(self) -> bool:
-        return sys.stderr.isatty()
-
-
-STDERR: TextIO = _Stderr()  # type: ignore[assignment]  # the part of TextIO logging uses
-"""Where the CLI's logs go."""
 
 
 def _one_line(exc: BaseException) -> str:

@@ -24,7 +24,7 @@ from orchestrator.clock import Clock
 from orchestrator.config import Config, InputOrigin, load_jobs_dir, missing_inputs
 from orchestrator.daemon.intake import raw_definition_hash
 from orchestrator.errors import ConfigError, InputError, LedgerError
-from orchestrator.inputs import InputLimits, definition_hash, validate_inputs
+from orchestrator.inputs import InputLimits, definition_hash, rules_for, validate_inputs
 from orchestrator.ledger.engine import display_url
 from orchestrator.model import IN_FLIGHT_STATES, Job, JobSpec, JobState, pending, redefinable
 
@@ -184,13 +184,16 @@ async def _check_job(
         report.error(f"{head}  ERROR: {missing[0]}", tuple(str(m) for m in missing[1:]))
         return None
     split = config.workspaces[spec.workspace].part_size(spec)
-    limits = InputLimits()
+    rules = rules_for(config.workspaces[spec.workspace].provider)
+    limits = InputLimits.of(rules)
     if split is not None:
         split = min(split, limits.max_requests)
         limits = attrs.evolve(limits, max_requests=2**31 - 1)  # the limit applies per part
     try:
         summaries = await anyio.to_thread.run_sync(
-            functools.partial(validate_inputs, spec.inputs, endpoint=spec.endpoint, limits=limits)
+            functools.partial(
+                validate_inputs, spec.inputs, endpoint=spec.endpoint, limits=limits, rules=rules
+            )
         )
     except InputError as exc:
         digest = await anyio.to_thread.run_sync(functools.partial(raw_definition_hash, spec))

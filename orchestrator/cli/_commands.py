@@ -28,6 +28,7 @@ from orchestrator.clock import Clock
 from orchestrator.config import Config, InputOrigin, job_from_flags, load_jobs_dir
 from orchestrator.daemon.intake import admit_spec, conflict_message
 from orchestrator.errors import DefinitionConflict, InputError
+from orchestrator.inputs import rules_for
 from orchestrator.model import FINAL_STATES, JobSpec, JobState
 
 log = structlog.get_logger(__name__)
@@ -174,6 +175,7 @@ async def submit(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
             job, created = await admit_spec(
                 ledger,
                 spec,
+                rules=rules_for(config.workspaces[spec.workspace].provider),
                 origins=origins,
                 record_rejection=False,
                 split=config.workspaces[spec.workspace].part_size(spec),

@@ -23,6 +23,7 @@ from rich.text import Text
 from orchestrator.cli._parser import EXIT_OK
 from orchestrator.cli._render import Output, budget_rich, status_table
 from orchestrator.cli._rows import budgets, duration, state_counts
+from orchestrator.cli._stderr import STDERR
 from orchestrator.clock import Clock
 from orchestrator.daemon import Daemon
 from orchestrator.ledger import SqlLedger
@@ -135,8 +136,6 @@ async def run_daemon(
     if console is None:
         await daemon.run(exit_when_idle=exit_when_idle, migrate=migrate)
         return
-    from orchestrator.cli import STDERR
-
     view = LiveView(daemon, console, clock=clock, interval=interval)
     # The view owns stdout: logs go to stderr, and when stderr is the same terminal, through
     # the live display (printed above the view instead of tearing it).

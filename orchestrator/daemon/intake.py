@@ -39,7 +39,14 @@ from orchestrator.config import (
 from orchestrator.daemon.parts import write_part_inputs
 from orchestrator.daemon.waker import Waker
 from orchestrator.errors import ConfigError, DefinitionConflict, InputError, JobNotFound
-from orchestrator.inputs import InputLimits, InputSummary, definition_hash, validate_inputs
+from orchestrator.inputs import (
+    InputLimits,
+    InputSummary,
+    LineRules,
+    definition_hash,
+    rules_for,
+    validate_inputs,
+)
 from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.values import definition_differences
 from orchestrator.model import FINAL_STATES, Job, JobSpec, JobState, redefinable
@@ -127,6 +134,7 @@ async def admit_spec(
     spec: JobSpec,
     *,
     limits: InputLimits | None = None,
+    rules: LineRules | None = None,
     origins: Sequence[InputOrigin] = (),
     record_rejection: bool = True,
     split: int | None = None,
@@ -142,7 +150,9 @@ async def admit_spec(
     Args:
         ledger: Where the job is recorded.
         spec: The job as defined.
-        limits: The provider's input limits (Mistral's by default).
+        limits: The provider's input limits (default: those of ``rules``, else Mistral's).
+        rules: The workspace's provider dialect (:func:`~orchestrator.inputs.rules_for`);
+            default: the first dialect that accepts the job's endpoint.
         origins: Where each input is written (aligned with ``spec.inputs``), so an error
             about a missing file names the config file and key.
         record_rejection: Record an invalid job as ``rejected`` (what the daemon does, so
@@ -160,7 +170,8 @@ async def admit_spec(
         InputError: the inputs are invalid and ``record_rejection`` is False.
         OSError: a part's input cannot be written (nothing is recorded; intake retries).
     """
-    limits = limits or InputLimits()
+    if limits is None:
+        limits = InputLimits() if rules is None else InputLimits.of(rules)
     if split is not None:
         if results is None:
             raise ValueError("splitting needs the results folder")
@@ -172,7 +183,7 @@ async def admit_spec(
         if missing is not None:
             raise missing
         summaries = await anyio.to_thread.run_sync(
-            lambda: validate_inputs(spec.inputs, endpoint=spec.endpoint, limits=limits)
+            lambda: validate_inputs(spec.inputs, endpoint=spec.endpoint, limits=limits, rules=rules)
         )
     except InputError as exc:
         if not record_rejection:
@@ -396,6 +407,7 @@ class Intake:
                     _, created = await admit_spec(
                         self._ledger,
                         spec,
+                        rules=rules_for(self._config.workspaces[spec.workspace].provider),
                         origins=origins,
                         split=self._config.workspaces[spec.workspace].part_size(spec),
                         results=self._config.results.dir,

@@ -482,7 +482,7 @@ def test_hash_collisions_are_not_reported_as_duplicates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With every id hashing alike, pass two still tells real duplicates from collisions."""
-    monkeypatch.setattr("orchestrator._inputscan._id_hash", lambda _: 42)
+    monkeypatch.setattr("orchestrator.inputs._scan._id_hash", lambda _: 42)
     path = write(tmp_path, jsonl(*(chat(f"r{i}") for i in range(100))))
     assert validate_input(path, endpoint=CHAT).requests == 100
     path = write(tmp_path, jsonl(chat("a"), chat("b"), chat("a")), "dup.jsonl")

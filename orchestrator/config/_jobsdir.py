@@ -6,24 +6,16 @@ A private helper of :mod:`orchestrator.config` (which re-exports its public name
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
 
-from orchestrator._configjobs import InputOrigin, claim_name, input_origins, parse_job
-from orchestrator._configread import Section, read_toml
+from orchestrator.config._jobs import claim_name, input_origins, parse_job
+from orchestrator.config._model import TOP_KEYS, Config, InputOrigin
+from orchestrator.config._read import Section, read_toml
 from orchestrator.errors import ConfigError
 from orchestrator.model import JobSpec
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from orchestrator.config import Config
-
-TOP_KEYS = frozenset(
-    {"ledger", "results", "polling", "workspaces", "intake", "http", "emulator", "daemon", "jobs"}
-)
 
 
 def load_jobs_file(path: Path, config: Config) -> tuple[JobSpec, ...]:

@@ -1,4 +1,4 @@
-"""Workspace checks and API key reading: where secrets may come from, and where not.
+"""Providers, workspace checks and API key reading: where secrets may come from, and not.
 
 A private helper of :mod:`orchestrator.config`. Secrets come from an environment variable or a
 file; a key-like entry in the TOML is refused, and no message ever repeats a value that could be
@@ -12,11 +12,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from orchestrator._configread import Section, describe, key_part
+from orchestrator.config._read import Section, describe, key_part
 from orchestrator.errors import ConfigError
 
 EMBEDDED = "embedded"
 """The ``base_url`` that runs the emulator in-process (no key, no cost)."""
+
+PROVIDERS: Mapping[str, str] = {
+    "mistral": "https://api.mistral.ai",
+    "openai": "https://api.openai.com",
+}
+"""Known providers and their default ``base_url``."""
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_KEYS = frozenset(

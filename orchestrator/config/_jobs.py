@@ -9,11 +9,10 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import attrs
-
-from orchestrator._configread import Section, describe, resolve_path, suggestion
+from orchestrator.config._model import InputOrigin
+from orchestrator.config._read import Section, describe, resolve_path, suggestion
 from orchestrator.errors import ConfigError
-from orchestrator.inputs import ENDPOINTS_BY_PROVIDER
+from orchestrator.inputs import rules_for
 from orchestrator.model import CLIENT_TOKEN_KEY, JobSpec
 
 NAME_RULE = "1-128 characters of letters, digits, '.', '_' or '-', and not '.' or '..'"
@@ -89,7 +88,7 @@ def parse_job(
             + suggestion(workspace_name, providers, noun="defined workspaces"),
         )
     endpoint = table.string("endpoint")
-    allowed = ENDPOINTS_BY_PROVIDER[provider]
+    allowed = rules_for(provider).endpoints
     if endpoint not in allowed:
         raise table.error(
             "endpoint",
@@ -151,15 +150,6 @@ def _input_entries(table: Section) -> list[tuple[str, str]]:
     if table.has("input"):
         return [("input", table.string("input"))]
     return [(f"inputs[{i}]", v) for i, v in enumerate(table.strings("inputs"))]
-
-
-@attrs.frozen(kw_only=True)
-class InputOrigin:
-    """Where one input of a job is written: the file and the dotted key."""
-
-    file: str | None
-    key: str | None
-    """``jobs[2].input`` or ``jobs[2].inputs[1]``; for ``submit``, ``--input``."""
 
 
 def input_origins(table: Section) -> tuple[InputOrigin, ...]:

@@ -12,32 +12,19 @@ import hashlib
 import io
 import json
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
 
 from orchestrator.errors import InputError
-
-_BODY_KEYS: Mapping[str, tuple[str, ...]] = {
-    "/v1/chat/completions": ("messages",),
-    "/v1/embeddings": ("input",),
-    "/v1/fim/completions": ("prompt",),
-    "/v1/moderations": ("input",),
-    "/v1/classifications": ("input",),
-    "/v1/chat/moderations": ("input", "messages"),
-    "/v1/chat/classifications": ("input", "messages"),
-    "/v1/ocr": ("document",),
-}
-"""Body keys an endpoint needs (any one of them); endpoints not listed take any object."""
+from orchestrator.inputs.dialect import MISSING, LineRules, shown
 
 _id_hash = hash
 """Hashes custom_ids for the duplicate index (64-bit; a module global so tests can force
 collisions and see that pass two never reports one as a duplicate)."""
 
 _CHUNK = 1 << 20  # 1 MiB: measured faster than 4-8 MiB (cache) at a third of the RSS
-_SHOWN = 60  # characters of a custom_id quoted in a message
-_MISSING = object()
 
 
 @attrs.frozen(kw_only=True)
@@ -50,6 +37,11 @@ class InputLimits:
     """Most requests one job may hold, over all its files."""
     max_problems: int = attrs.field(default=20, validator=attrs.validators.ge(1))
     """Problems listed in an :class:`InputError`; the rest are only counted."""
+
+    @classmethod
+    def of(cls, rules: LineRules) -> InputLimits:
+        """A dialect's per-batch limits (and the default ``max_problems``)."""
+        return cls(max_file_bytes=rules.max_bytes, max_requests=rules.max_requests)
 
 
 @attrs.frozen(kw_only=True)
@@ -71,26 +63,6 @@ def _reject_constant(name: str) -> object:
 
 # One decoder, built once: json.loads(..., parse_constant=...) would build one per line.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _shown(value: object) -> str:
-    """A short, safe rendering of a value for a message."""
-    if isinstance(value, str):
-        text = value if len(value) <= _SHOWN else value[:_SHOWN] + "…"
-        return repr(text)
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, int | float):
-        return _shown(str(value)) if len(str(value)) > _SHOWN else str(value)
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
-
-
-def _empty(value: object) -> bool:
-    return value is None or value == "" or value == [] or value == {}
 
 
 class _Problems:
@@ -118,11 +90,13 @@ class _Problems:
 class _Scan:
     """One validation run over the inputs of one job (pass one, and pass two if needed)."""
 
-    def __init__(self, files: list[Path], *, endpoint: str, limits: InputLimits) -> None:
+    def __init__(
+        self, files: list[Path], *, endpoint: str, rules: LineRules, limits: InputLimits
+    ) -> None:
         self.files = files
         self.endpoint = endpoint
         self.limits = limits
-        self.body_keys = _BODY_KEYS.get(endpoint, ())
+        self.check = rules.line_check(endpoint)
         self.problems = _Problems(limits.max_problems)
         self.requests = 0
         self.blank = 0
@@ -151,16 +125,16 @@ class _Scan:
 
     def _error(self) -> InputError:
         total = self.problems.total
-        shown = self.problems.texts()
+        listed = self.problems.texts()
         where = str(self.files[0]) if len(self.files) == 1 else f"{len(self.files)} input files"
         noun = "problem" if total == 1 else "problems"
         summary = (
             f"invalid batch input for {self.endpoint} in {where}: {total:,} {noun}; "
             "the job is rejected and nothing was uploaded"
         )
-        if total > len(shown):
-            summary += f" (the first {len(shown)} are listed, {total - len(shown):,} more)"
-        return InputError(summary, shown)
+        if total > len(listed):
+            summary += f" (the first {len(listed)} are listed, {total - len(listed):,} more)"
+        return InputError(summary, listed)
 
     def _file(self, index: int, path: Path) -> InputSummary | None:
         """Pass one over one file: size, sha256, and every line's checks.
@@ -263,7 +237,7 @@ class _Scan:
             )
 
     def _line(self, index: int, path: Path, number: int, text: str) -> None:
-        """Check one decoded line: JSON object, custom_id, body for the endpoint."""
+        """Check one decoded line: a JSON object, its custom_id, then the dialect's rules."""
         try:
             request = _DECODER.decode(text)
         except ValueError as exc:
@@ -276,14 +250,14 @@ class _Scan:
             self.problems.add(
                 index,
                 number,
-                f"{path}:{number}: a request must be a JSON object, got {_shown(request)}",
+                f"{path}:{number}: a request must be a JSON object, got {shown(request)}",
             )
             return
-        custom_id = request.get("custom_id", _MISSING)
+        custom_id = request.get("custom_id", MISSING)
         if type(custom_id) is str and custom_id:
             value = _id_hash(custom_id)
             self.buckets[value & 255].append(value)
-        elif custom_id is _MISSING:
+        elif custom_id is MISSING:
             self.problems.add(index, number, f"{path}:{number}: missing (custom_id)")
         elif custom_id == "":
             self.problems.add(index, number, f"{path}:{number}: empty string (custom_id)")
@@ -291,34 +265,12 @@ class _Scan:
             self.problems.add(
                 index,
                 number,
-                f"{path}:{number}: must be a non-empty string, got {_shown(custom_id)} (custom_id)",
+                f"{path}:{number}: must be a non-empty string, got {shown(custom_id)} (custom_id)",
             )
-        body = request.get("body", _MISSING)
-        if type(body) is not dict:
-            what = "missing" if body is _MISSING else f"must be an object, got {_shown(body)}"
-            self.problems.add(index, number, f"{path}:{number}: {what} (body)")
-        elif self.body_keys:
-            problem = self._body(body)
-            if problem:
+        problems = self.check(request)
+        if problems:  # the common case pays for no loop
+            for problem in problems:
                 self.problems.add(index, number, f"{path}:{number}: {problem}")
-
-    def _body(self, body: dict[str, object]) -> str | None:
-        """What is wrong with ``body`` for this endpoint, or None."""
-        keys = self.body_keys
-        for key in keys:
-            value = body.get(key, _MISSING)
-            if value is _MISSING:
-                continue
-            if key == "messages":
-                return _messages(value)
-            if _empty(value):
-                return f"must not be empty, got {_shown(value)} (body.{key})"
-            return None
-        if len(keys) == 1:
-            return f"missing: required by {self.endpoint} (body.{keys[0]})"
-        names = " or ".join(keys)
-        fields = ", ".join(f"body.{key}" for key in keys)
-        return f"missing: {self.endpoint} requires {names} ({fields})"
 
     def _bad_json(self, index: int, path: Path, number: int, text: str, exc: ValueError) -> None:
         # Classify here, on the error path, so good lines pay nothing for these checks.
@@ -375,7 +327,7 @@ class _Scan:
         self.problems.add(
             index,
             number,
-            f"{self.files[index]}:{number}: duplicate {_shown(custom_id)}, first used on "
+            f"{self.files[index]}:{number}: duplicate {shown(custom_id)}, first used on "
             f"{where} (custom_id)",
         )
 
@@ -397,17 +349,6 @@ def _decode(block: bytes) -> Iterator[tuple[str | None, bytes]]:
         return
     for line in text.split("\n"):
         yield line, b""
-
-
-def _messages(value: object) -> str | None:
-    if type(value) is not list:
-        return f"must be a non-empty list, got {_shown(value)} (body.messages)"
-    if not value:
-        return "must not be an empty list (body.messages)"
-    for position, message in enumerate(value):
-        if type(message) is not dict:
-            return f"must be an object, got {_shown(message)} (body.messages[{position}])"
-    return None
 
 
 def _custom_id(text: str | None) -> str | None:

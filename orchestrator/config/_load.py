@@ -1,44 +1,6 @@
-"""The configuration: one TOML file read into nested frozen values.
+"""Loading the main config file: :func:`load_config` and the checks of its tables.
 
-The format is the operator's contract (design.md §9); ``config/example.toml`` documents every
-key. Loading checks everything it can without reading the JSONL inputs (that is intake's job):
-types, ranges, unknown keys (with the closest known key as a hint), safe job names, known
-workspaces, providers and endpoints, metadata. Every error is a
-:class:`~orchestrator.errors.ConfigError` naming the file and the dotted key, e.g.
-``config.toml: jobs[2].metadata.team: expected a string, got 5``.
-
-Input files are not required to exist at load time: one job with a missing input must not stop
-the daemon and every other job. Intake rejects that job with an error naming the file and key
-(:func:`missing_inputs`), and ``orchestrator check-config`` reports it (exit code 2).
-
-Paths: relative paths in a file (the SQLite ledger file, ``results.dir``, ``intake.jobs_dir``,
-job inputs, ``api_key_file``) resolve against the folder of the file they are written in (for a
-``jobs_dir/*.toml`` file, that file's folder); ``~`` expands to the home folder.
-``ledger.url = "sqlite:///var/ledger.db"`` becomes ``sqlite:////<folder>/var/ledger.db``;
-other database URLs are kept as written.
-
-Environment overrides, applied after the file is read (an empty value is refused for the
-ledger and results, and switches the optional feature off for the other two; relative paths in
-them resolve against the current directory, like any path typed in a shell):
-
-``ORCH_LEDGER_URL``
-    replaces ``ledger.url`` (the place for a PostgreSQL URL with a password: passwords are
-    refused in the file).
-``ORCH_RESULTS_DIR``
-    replaces ``results.dir``.
-``ORCH_JOBS_DIR``
-    replaces ``intake.jobs_dir``; empty disables the jobs folder.
-``ORCH_HTTP_LISTEN``
-    replaces ``http.listen`` (``HOST:PORT``); empty disables the HTTP endpoint.
-
-Secrets never come from the file: a workspace names an environment variable
-(``api_key_env``) or a file (``api_key_file``) and :meth:`WorkspaceConfig.api_key` reads it
-when the provider is built.
-
-More jobs come from ``intake.jobs_dir``: :func:`load_jobs_file` reads one ``*.toml`` file of
-``[[jobs]]`` tables, :func:`load_jobs_dir` the whole folder (one error per bad file, job names
-unique across all files). The folder may be missing when the config is loaded (it can be
-created or mounted later); :func:`load_jobs_dir` reports it while it is.
+A private helper of :mod:`orchestrator.config`, which documents the format.
 """
 
 from __future__ import annotations
@@ -48,24 +10,30 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import attrs
-
-from orchestrator._configjobs import InputOrigin as InputOrigin
-from orchestrator._configjobs import (
+from orchestrator.config._env import EnvOverrides
+from orchestrator.config._jobs import (
     check_name,
     claim_name,
     input_origins,
     parse_job,
     split_too_large,
 )
-from orchestrator._configjobs import job_from_flags as job_from_flags
-from orchestrator._configjobs import missing_inputs as missing_inputs
-from orchestrator._configjobsdir import TOP_KEYS
-from orchestrator._configjobsdir import JobsDirScan as JobsDirScan
-from orchestrator._configjobsdir import load_jobs_dir as load_jobs_dir
-from orchestrator._configjobsdir import load_jobs_file as load_jobs_file
-from orchestrator._configread import (
-    EnvOverrides,
+from orchestrator.config._model import (
+    DEFAULT_LEDGER_URL,
+    MIN_LEASE_TTL,
+    TOP_KEYS,
+    Config,
+    DaemonConfig,
+    EmulatorConfig,
+    HttpConfig,
+    InputOrigin,
+    IntakeConfig,
+    LedgerConfig,
+    PollingConfig,
+    ResultsConfig,
+    WorkspaceConfig,
+)
+from orchestrator.config._read import (
     Section,
     check_dir,
     describe,
@@ -76,202 +44,14 @@ from orchestrator._configread import (
     resolve_url,
     suggestion,
 )
-from orchestrator._configread import parse_duration as parse_duration
-from orchestrator._configworkspace import EMBEDDED as EMBEDDED
-from orchestrator._configworkspace import (
+from orchestrator.config._workspace import (
+    EMBEDDED,
+    PROVIDERS,
     check_base_url,
     check_env_name,
-    read_api_key,
     refuse_secrets,
 )
 from orchestrator.model import JobSpec
-
-__all__ = [
-    "EMBEDDED",
-    "PROVIDERS",
-    "Config",
-    "DaemonConfig",
-    "EmulatorConfig",
-    "HttpConfig",
-    "InputOrigin",
-    "IntakeConfig",
-    "JobsDirScan",
-    "LedgerConfig",
-    "PollingConfig",
-    "ResultsConfig",
-    "WorkspaceConfig",
-    "job_from_flags",
-    "load_config",
-    "load_jobs_dir",
-    "load_jobs_file",
-    "missing_inputs",
-    "parse_duration",
-]
-
-PROVIDERS: Mapping[str, str] = {
-    "mistral": "https://api.mistral.ai",
-    "openai": "https://api.openai.com",
-}
-"""Known providers and their default ``base_url``."""
-
-DEFAULT_LEDGER_URL = "sqlite:///var/ledger.db"
-
-
-@attrs.frozen(kw_only=True)
-class LedgerConfig:
-    """``[ledger]``: where the job ledger lives."""
-
-    url: str = DEFAULT_LEDGER_URL
-    """SQLAlchemy URL; an SQLite file path is absolute once loaded."""
-
-
-@attrs.frozen(kw_only=True)
-class ResultsConfig:
-    """``[results]``: where downloaded results go (``<dir>/<job name>/``)."""
-
-    dir: Path
-
-
-@attrs.frozen(kw_only=True)
-class PollingConfig:
-    """``[polling]``: the poll schedule's tunables, in seconds."""
-
-    initial: float = 5.0
-    max: float = 600.0
-    factor: float = 1.5
-    jitter: float = 0.1
-
-
-@attrs.frozen(kw_only=True)
-class IntakeConfig:
-    """``[intake]``: where more job definitions come from."""
-
-    jobs_dir: Path | None = None
-    """A folder of ``*.toml`` files with ``[[jobs]]`` tables, rescanned (and on SIGHUP)."""
-    rescan_interval: float = 30.0
-
-
-@attrs.frozen(kw_only=True)
-class HttpConfig:
-    """``[http]``: the optional health and metrics endpoint."""
-
-    listen: str | None = None
-    """``HOST:PORT``, e.g. ``127.0.0.1:9464``; None disables it."""
-
-    def address(self) -> tuple[str, int] | None:
-        """``(host, port)`` to bind (an IPv6 host without brackets), or None when disabled."""
-        if self.listen is None:
-            return None
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
-
-
-@attrs.frozen(kw_only=True)
-class EmulatorConfig:
-    """``[emulator]``: the simulation used by workspaces with ``base_url = "embedded"``."""
-
-    time_scale: float = 1.0
-    """Simulated seconds per real second."""
-    throughput: float = 1000.0
-    """Requests processed per simulated second, per job."""
-    validation_seconds: float = 5.0
-    """Simulated seconds a new job stays ``QUEUED`` before it runs."""
-    failure_fraction: float = 0.0
-    """Share of requests that fail (land in the error file)."""
-    seed: int = 0
-    """Seeds the synthetic results and the choice of failing requests."""
-
-
-@attrs.frozen(kw_only=True)
-class DaemonConfig:
-    """``[daemon]``: process behaviour."""
-
-    grace_period: float = 30.0
-    """Seconds a stopping daemon lets in-flight calls finish before cancelling them."""
-    reconcile_grace: float = 180.0
-    """Seconds after a create intent before recovery trusts a list that lacks the job.
-
-    A create whose client died can still land on the provider; this must exceed the provider's
-    request timeout (60 s), so the default is 180 s. Only a test against a local emulator that
-    answers in milliseconds has a reason to shorten it.
-    """
-    replica_id: str | None = None
-    """This daemon's id among the replicas of one PostgreSQL ledger (None: a random one)."""
-    lease_ttl: float = 60.0
-    """Seconds a replica's claim on a job lasts unless renewed (every third of it)."""
-
-
-@attrs.frozen(kw_only=True)
-class WorkspaceConfig:
-    """``[workspaces.<name>]``: one API key and base URL, with its own pending budget."""
-
-    name: str
-    provider: str = "mistral"
-    base_url: str
-    """Server root without a trailing slash, or ``"embedded"``."""
-    api_key_env: str | None = None
-    api_key_file: Path | None = None
-    pending_budget: int = 1_000_000
-    count_external: bool = False
-    """Also count unfinished remote jobs this ledger did not create against the budget."""
-    split_requests: int | None = None
-    """Split a job of more requests than this into parts of at most this many (None: no
-    splitting); a job's own ``split_requests`` overrides it."""
-    config_file: str | None = None
-    """The file that defined the workspace (named in errors)."""
-
-    @property
-    def embedded(self) -> bool:
-        """Whether this workspace runs the in-process emulator."""
-        return self.base_url == EMBEDDED
-
-    def part_size(self, spec: JobSpec) -> int | None:
-        """The part size that applies to ``spec`` (its own, else the workspace's), or None."""
-        size = self.split_requests if spec.split_requests is None else spec.split_requests
-        return size or None
-
-    def api_key(self, environ: Mapping[str, str]) -> str:
-        """The workspace's API key, read now from the environment or the key file.
-
-        Surrounding whitespace (a file's final newline) is dropped. An embedded workspace needs
-        no key and gets ``"embedded"``.
-
-        Raises:
-            ConfigError: the variable is unset or empty, the file is missing, unreadable,
-                empty or holds more than one line. The message names the variable or file,
-                never the key itself.
-        """
-        if self.embedded:
-            return EMBEDDED
-        return read_api_key(
-            workspace=self.name,
-            env=self.api_key_env,
-            file=self.api_key_file,
-            environ=environ,
-            config_file=self.config_file,
-        )
-
-
-@attrs.frozen(kw_only=True)
-class Config:
-    """The whole configuration, as loaded by :func:`load_config`."""
-
-    path: Path
-    """The config file (absolute)."""
-    ledger: LedgerConfig = attrs.field(factory=LedgerConfig)
-    results: ResultsConfig
-    polling: PollingConfig = attrs.field(factory=PollingConfig)
-    workspaces: Mapping[str, WorkspaceConfig] = attrs.field(factory=dict)
-    intake: IntakeConfig = attrs.field(factory=IntakeConfig)
-    http: HttpConfig = attrs.field(factory=HttpConfig)
-    emulator: EmulatorConfig = attrs.field(factory=EmulatorConfig)
-    daemon: DaemonConfig = attrs.field(factory=DaemonConfig)
-    jobs: tuple[JobSpec, ...] = ()
-    """The ``[[jobs]]`` of the main file, in order."""
-    job_origins: Mapping[str, str] = attrs.field(factory=dict)
-    """Where each of ``jobs`` is defined (``file: jobs[i]``), for duplicate-name errors."""
-    input_origins: Mapping[str, tuple[InputOrigin, ...]] = attrs.field(factory=dict)
-    """Job name -> where each of its inputs is written (for errors about a missing file)."""
 
 
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -444,9 +224,6 @@ def _daemon(table: Section) -> DaemonConfig:
         lease_ttl=lease_ttl,
     )
 
-
-MIN_LEASE_TTL = 3.0
-"""Shortest ``[daemon] lease_ttl`` accepted, in seconds."""
 
 _REPLICA_ID = re.compile(r"[A-Za-z0-9._:-]{1,50}")
 """A replica id; 50 at most, so it fits PostgreSQL's application_name (63 bytes) with a prefix."""
