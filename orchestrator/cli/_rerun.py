@@ -23,7 +23,7 @@ from orchestrator.clock import Clock
 from orchestrator.config import Config, load_jobs_dir
 from orchestrator.daemon.intake import admit_spec, missing_input_error
 from orchestrator.errors import DefinitionConflict, InputError, JobNotFound
-from orchestrator.inputs import InputLimits, definition_hash, validate_inputs
+from orchestrator.inputs import InputLimits, definition_hash, rules_for, validate_inputs
 from orchestrator.ledger import SqlLedger
 from orchestrator.model import (
     FINAL_STATES,
@@ -53,13 +53,15 @@ async def rerun(args: argparse.Namespace, config: Config, clock: Clock, out: Out
         refuse_config_clash(
             spec, config, command="orchestrator rerun: --as", advice="rerun under another name"
         )
-        split = config.workspaces[spec.workspace].part_size(spec)
+        workspace = config.workspaces[spec.workspace]
+        split, provider = workspace.part_size(spec), workspace.provider
         if original.state is JobState.DONE:
-            await _refuse_changed_inputs(original, spec, split)
+            await _refuse_changed_inputs(original, spec, split, provider=provider)
         try:
             job, _ = await admit_spec(
                 ledger,
                 spec,
+                rules=rules_for(provider),
                 record_rejection=False,
                 split=split,
                 results=config.results.dir,
@@ -174,17 +176,22 @@ def _rerun_spec(job: Job, name: str, config: Config) -> JobSpec:
     )
 
 
-async def _refuse_changed_inputs(job: Job, spec: JobSpec, split: int | None) -> None:
+async def _refuse_changed_inputs(
+    job: Job, spec: JobSpec, split: int | None, *, provider: str
+) -> None:
     """Refuse a rerun whose inputs are missing or no longer what the job ran on."""
     missing = missing_input_error(spec)
     if missing is not None:
         raise CliError(f"rerun: job {job.name!r}: {missing.problems[0]}", code=EXIT_USAGE)
-    limits = InputLimits()
+    rules = rules_for(provider)
+    limits = InputLimits.of(rules)
     if split is not None:  # the provider's per-batch request limit applies to each part
         limits = attrs.evolve(limits, max_requests=2**31 - 1)
     try:
         summaries = await anyio.to_thread.run_sync(
-            functools.partial(validate_inputs, spec.inputs, endpoint=spec.endpoint, limits=limits)
+            functools.partial(
+                validate_inputs, spec.inputs, endpoint=spec.endpoint, limits=limits, rules=rules
+            )
         )
     except InputError as exc:
         raise CliError(

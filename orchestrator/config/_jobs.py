@@ -13,12 +13,11 @@ from orchestrator.config._model import InputOrigin
 from orchestrator.config._read import Section, describe, resolve_path, suggestion
 from orchestrator.errors import ConfigError
 from orchestrator.inputs import rules_for
-from orchestrator.model import CLIENT_TOKEN_KEY, JobSpec
+from orchestrator.model import CLIENT_TOKEN_KEY, JOB_NAME_RULE, JobSpec, is_safe_job_name
 
-NAME_RULE = "1-128 characters of letters, digits, '.', '_' or '-', and not '.' or '..'"
+NAME_RULE = JOB_NAME_RULE
 """What a safe job or workspace name is (it becomes a directory name)."""
 
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _INT32 = 2**31 - 1  # priorities are stored in a 32-bit integer column
 
 JOB_KEYS = frozenset(
@@ -45,7 +44,7 @@ _METADATA_LIMITS: Mapping[str, tuple[int, int, int | None]] = {
 
 def check_name(table: Section, name: str, value: str, what: str) -> str:
     """Refuse a name that is not a safe directory name."""
-    if not _NAME.fullmatch(value) or value in (".", ".."):
+    if not is_safe_job_name(value):
         raise table.error(
             name,
             f"{what} {value!r} is not a safe name: it becomes a directory name, so it must be "

@@ -22,18 +22,7 @@ import orchestrator
 
 PACKAGE = Path(orchestrator.__file__).resolve().parent
 
-ALLOWED_CYCLES: tuple[frozenset[str], ...] = (
-    # removed by the service-view change: the HTTP and metrics services import the daemon, and
-    # the daemon builds them. Delete this entry once that change is merged.
-    frozenset(
-        {
-            "orchestrator.daemon",
-            "orchestrator.daemon.app",
-            "orchestrator.service.http",
-            "orchestrator.service.metrics",
-        }
-    ),
-)
+ALLOWED_CYCLES: tuple[frozenset[str], ...] = ()
 """Known cycles, each as the set of modules it may run through; keep this empty."""
 
 
