@@ -200,6 +200,10 @@ class Job:
     """The replica that holds the job's lease (design §8); None when nobody does."""
     lease_until: float | None = None
     """When that lease ends unless renewed (epoch seconds)."""
+    prompt_tokens: int = 0
+    """Prompt tokens of the inputs, estimated at intake (what a token budget counts)."""
+    input_file_sha256s: tuple[str, ...] = ()
+    """The sha256 of each uploaded file's bytes, aligned with :attr:`input_file_ids`."""
 
     @property
     def is_parent(self) -> bool:
@@ -286,6 +290,7 @@ class JobChanges(TypedDict, total=False):
     remote_id: str | None
     remote_status: str | None
     input_file_ids: tuple[str, ...]
+    input_file_sha256s: tuple[str, ...]
     output_file_id: str | None
     error_file_id: str | None
     total: int

@@ -49,6 +49,7 @@ def new_job_values(
         "request_count": request_count,
         "state": state.value,
         "input_file_ids": [],
+        "input_file_sha256s": [],
         "error": error,
         "cancel_requested": False,
         "created_at": at,
@@ -58,6 +59,7 @@ def new_job_values(
 
 
 _RUN_COLUMNS_RESET: dict[str, Any] = {
+    "input_file_sha256s": [],
     "outcome": None,
     "remote_id": None,
     "remote_status": None,

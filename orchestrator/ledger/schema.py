@@ -107,6 +107,11 @@ jobs = sa.Table(
     # Splitting (design §3): a part points at its parent; a parent counts its parts (> 0).
     sa.Column("parent_id", sa.Integer, sa.ForeignKey("jobs.id"), nullable=True),
     sa.Column("part_count", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # Token budgets (OpenAI's enqueued prompt tokens per model): the estimate made at intake.
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    # The sha256 of each uploaded file's bytes (what the provider got, which may differ from
+    # the input file: OpenAI lines gain method, url and model), aligned with input_file_ids.
+    sa.Column("input_file_sha256s", JSONText, nullable=False, server_default=sa.text("'[]'")),
     sa.UniqueConstraint("name"),
     sa.UniqueConstraint("client_token"),
     sa.CheckConstraint(_in("state", _STATES), name="state"),

@@ -65,8 +65,9 @@ def encode_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     values = dict(changes)
     if values.get("outcome") is not None:
         values["outcome"] = Outcome(values["outcome"]).value
-    if "input_file_ids" in values:
-        values["input_file_ids"] = list(values["input_file_ids"])
+    for listed in ("input_file_ids", "input_file_sha256s"):
+        if listed in values:
+            values[listed] = list(values[listed])
     return values
 
 
@@ -108,6 +109,8 @@ def job_from_row(row: Any) -> Job:
         part_count=row.part_count,
         claimed_by=row.claimed_by,
         lease_until=row.lease_until,
+        prompt_tokens=row.prompt_tokens,
+        input_file_sha256s=tuple(row.input_file_sha256s),
     )
 
 
