@@ -20,11 +20,15 @@ from orchestrator.emulator.faults import FaultInjector
 from orchestrator.emulator.files import Files
 from orchestrator.emulator.jobs import BUDGET_REFUSALS, Jobs
 from orchestrator.emulator.mistral import MistralDialect
+from orchestrator.emulator.openai import OpenAIDialect
 from orchestrator.emulator.settings import EmulatorSettings, FaultSettings
 from orchestrator.emulator.store import Store
 from orchestrator.emulator.tokens import MAX_ENQUEUED, TOKEN_REFUSALS
 
-DIALECTS: Mapping[str, Callable[[], Dialect]] = {"mistral": MistralDialect}
+DIALECTS: Mapping[str, Callable[[], Dialect]] = {
+    "mistral": MistralDialect,
+    "openai": OpenAIDialect,
+}
 """The wires the emulator speaks, by ``dialect`` name; a new dialect adds its entry here."""
 
 
