@@ -28,7 +28,7 @@ from orchestrator.emulator.errors import (
 from orchestrator.emulator.lines import Line, LineError
 from orchestrator.emulator.results import ResultKind
 from orchestrator.emulator.rows import FileRow, JobRow, Snapshot
-from orchestrator.emulator.simulation import State, finalizing_from, running_from
+from orchestrator.emulator.simulation import State, clock_at, finalizing_from, running_from
 
 FILE_TTL = 30 * 24 * 3600
 """Batch input and output files expire 30 days after creation (reported, never reaped)."""
@@ -178,7 +178,8 @@ def batch_json(job: JobRow, snap: Snapshot) -> dict[str, Any]:
         "error_file_id": snap.error_file,
         "created_at": int(job.created_at),
         "in_progress_at": int(running_from(tl)) if ran else None,
-        "expires_at": int(job.created_at) + job.timeout_hours * 3600,
+        # On the emulator's clock, like every timestamp: 24 h simulated, shorter with time_scale.
+        "expires_at": int(clock_at(tl, job.timeout_hours * 3600.0)),
         "finalizing_at": int(finalizing_from(tl)) if finished else None,
         "completed_at": ended.get("completed"),
         "failed_at": ended.get("failed"),
