@@ -33,7 +33,8 @@ DIALECTS: Mapping[str, Callable[[], Dialect]] = {
 
 
 class Emulator:
-    """A faithful Batch API server (Mistral's Files + Batch API by default), as an ASGI app.
+    """A faithful Batch API server (Mistral's Files + Batch API by default, or OpenAI's), as an
+    ASGI app.
 
     Job progress is computed from ``clock`` whenever a request looks at a job: nothing runs
     in the background, so a ``FakeClock`` makes every test deterministic.

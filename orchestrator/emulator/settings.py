@@ -84,7 +84,7 @@ def _per_route(value: Mapping[str, Any] | None) -> dict[str, FaultSettings]:
 
 @attrs.frozen(kw_only=True)
 class FaultSettings:
-    """Faults injected into the Mistral routes, reproducible from ``seed``.
+    """Faults injected into the wire's routes, reproducible from ``seed``.
 
     Each request on a faulted route draws once: below ``rate_limit_rate`` it gets a 429 with
     ``Retry-After``; in the next ``server_error_rate`` a 500, 502 or 503; in the next
@@ -101,7 +101,7 @@ class FaultSettings:
         drop_rate: fraction of connections closed without a response.
         truncate_rate: fraction of successful responses cut short.
         seed: makes the sequence of faults on each route reproducible.
-        routes: only these routes get faults (``None``: every Mistral route).
+        routes: only these routes get faults (``None``: every route of the wire).
         per_route: other settings for some routes, replacing these for them.
     """
 
