@@ -282,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     emulate = sub.add_parser(
         "emulate",
-        help="serve the Mistral API emulator",
-        description="Serve the Mistral Files + Batch API emulator over HTTP.",
+        help="serve the Batch API emulator (Mistral or OpenAI)",
+        description="Serve the Mistral or OpenAI Files + Batch API emulator over HTTP.",
     )
     _add_common(emulate, config=False)
     server.add_arguments(emulate)

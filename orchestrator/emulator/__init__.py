@@ -1,4 +1,5 @@
-"""A faithful Batch API server (Mistral's Files + Batch API): the demo's, tests' and benchmarks'.
+"""A faithful Batch API server (Mistral's or OpenAI's Files + Batch API): the demo's, tests'
+and benchmarks'.
 
 ::
 
@@ -8,8 +9,8 @@
         client = emu.client("my-key")   # httpx.AsyncClient over httpx.ASGITransport
 
 A wire-neutral simulation (jobs, files, clock, faults, state) with one package per wire
-(``mistral/``); see ``docs/emulator.md`` for the layout, the behaviour, the introspection
-routes and the fault model.
+(``mistral/``, ``openai/``); see ``docs/emulator.md`` for the layout, the behaviour, the
+introspection routes and the fault model.
 """
 
 from __future__ import annotations

@@ -27,8 +27,10 @@ from orchestrator.emulator.errors import ApiError, Refusal, RequestInvalid
 from orchestrator.emulator.files import Files
 from orchestrator.emulator.jobs import Jobs
 from orchestrator.emulator.results import ResultFormat
+from orchestrator.emulator.rules import BodyRules, InputRules
 from orchestrator.emulator.settings import EmulatorSettings
 from orchestrator.emulator.store import Store
+from orchestrator.emulator.synthetic import Synth
 
 JSON_TYPE = "application/json"
 
@@ -101,6 +103,18 @@ class Dialect(abc.ABC):
 
     name: ClassVar[str]
     """The ``--dialect`` value, e.g. ``mistral``."""
+
+    finalizing: ClassVar[bool] = False
+    """Whether jobs pass through the core's FINALIZING state (``settings.finalizing_seconds``)."""
+
+    @property
+    def rules(self) -> InputRules:
+        """How the input lines are judged (default: ``{custom_id?, body}`` lines, Mistral's)."""
+        return BodyRules()
+
+    def synth(self, settings: EmulatorSettings) -> Synth | None:
+        """The synthetic bodies (``None``: the core's :class:`Synth`, Mistral's shapes)."""
+        return None
 
     @property
     @abc.abstractmethod

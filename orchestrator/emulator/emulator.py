@@ -20,15 +20,21 @@ from orchestrator.emulator.faults import FaultInjector
 from orchestrator.emulator.files import Files
 from orchestrator.emulator.jobs import BUDGET_REFUSALS, Jobs
 from orchestrator.emulator.mistral import MistralDialect
+from orchestrator.emulator.openai import OpenAIDialect
 from orchestrator.emulator.settings import EmulatorSettings, FaultSettings
 from orchestrator.emulator.store import Store
+from orchestrator.emulator.tokens import MAX_ENQUEUED, TOKEN_REFUSALS
 
-DIALECTS: Mapping[str, Callable[[], Dialect]] = {"mistral": MistralDialect}
+DIALECTS: Mapping[str, Callable[[], Dialect]] = {
+    "mistral": MistralDialect,
+    "openai": OpenAIDialect,
+}
 """The wires the emulator speaks, by ``dialect`` name; a new dialect adds its entry here."""
 
 
 class Emulator:
-    """A faithful Batch API server (Mistral's Files + Batch API by default), as an ASGI app.
+    """A faithful Batch API server (Mistral's Files + Batch API by default, or OpenAI's), as an
+    ASGI app.
 
     Job progress is computed from ``clock`` whenever a request looks at a job: nothing runs
     in the background, so a ``FakeClock`` makes every test deterministic.
@@ -38,10 +44,11 @@ class Emulator:
         clock: the time source (``SystemClock`` by default).
         state_dir: where state persists (SQLite + file blobs); a process restarted on the same
             folder carries on. ``None`` uses a temporary folder removed by :meth:`close`.
-        dialect: the wire to speak, a key of :data:`DIALECTS`.
+        dialect: the wire to speak, a key of :data:`DIALECTS`. A state folder remembers the
+            dialect that made it and refuses another.
 
     Raises:
-        ValueError: an unknown dialect.
+        ValueError: an unknown dialect, or a state folder made by another dialect.
 
     Example::
 
@@ -72,6 +79,12 @@ class Emulator:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._store = Store(self.state_dir)
+        self._closed = False
+        try:
+            self._check_dialect(dialect)
+        except ValueError:
+            self.close()
+            raise
         self._injector = FaultInjector(self.settings.faults)
         files = Files(self.settings, self.clock, self._store)
         self._jobs = Jobs(
@@ -81,6 +94,9 @@ class Emulator:
             files,
             results=self.dialect.results,
             new_id=self.dialect.new_job_id,
+            rules=self.dialect.rules,
+            synth=self.dialect.synth(self.settings),
+            finalizing=self.dialect.finalizing,
         )
         services = Services(
             files=files,
@@ -92,6 +108,19 @@ class Emulator:
         self._app = EmulatorApp(dialect=self.dialect, services=services, injector=self._injector)
         self._app.stats_provider = self._stats_for
         self._closed = False
+
+    def _check_dialect(self, dialect: str) -> None:
+        """Record the state folder's dialect, or refuse a folder made by another one (folders
+        written before the dialect was recorded are Mistral's)."""
+        stored = self._store.get_meta("dialect")
+        if stored is None:
+            stored = dialect if self._store.is_empty() else "mistral"
+            self._store.set_meta("dialect", stored)
+        if stored != dialect:
+            raise ValueError(
+                f"emulator state {self.state_dir} was made by the {stored} dialect, not "
+                f"{dialect}: use another --state-dir, or --dialect {stored}"
+            )
 
     @property
     def app(self) -> EmulatorApp:
@@ -134,7 +163,10 @@ class Emulator:
             each workspace has ``jobs_created``, ``jobs_deleted``,
             ``jobs_by_orchestrator_job_id``, ``files_uploaded``, ``pending``, ``max_pending``,
             ``pending_budget``, ``refused_creates``, ``requests`` (route → status → count;
-            ``dropped`` for dropped connections) and ``faults`` (route → kind → count).
+            ``dropped`` for dropped connections), ``faults`` (route → kind → count), and the
+            enqueued prompt tokens: ``enqueued_tokens`` (model → tokens now),
+            ``max_enqueued_tokens`` (model → the most ever), ``token_limit``,
+            ``token_refusals``.
         """
         return self._stats_for(None)
 
@@ -159,6 +191,10 @@ class Emulator:
             "refused_creates": refusals.get(BUDGET_REFUSALS, 0),
             "requests": counters.get("requests", {}),
             "faults": counters.get("faults", {}),
+            "enqueued_tokens": self._jobs.enqueued_tokens(ws),
+            "max_enqueued_tokens": counters.get(MAX_ENQUEUED[0], {}).get(MAX_ENQUEUED[1], {}),
+            "token_limit": self.settings.token_limit,
+            "token_refusals": refusals.get(TOKEN_REFUSALS, 0),
         }
 
     def _stats_for(self, only: str | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ is terminal (both once, in a worker thread, guarded per job).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ from orchestrator.emulator.results import (
     write_results,
 )
 from orchestrator.emulator.rows import FileRow, JobIndex, JobRow, JobSpec, Snapshot
+from orchestrator.emulator.rules import InputRules, Scan
 from orchestrator.emulator.settings import EmulatorSettings
 from orchestrator.emulator.simulation import (
     TERMINAL,
@@ -54,6 +56,12 @@ from orchestrator.emulator.simulation import (
 )
 from orchestrator.emulator.store import Store
 from orchestrator.emulator.synthetic import Synth
+from orchestrator.emulator.tokens import (
+    MAX_ENQUEUED,
+    TOKEN_REFUSALS,
+    admit_tokens,
+    enqueued_by_model,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +70,7 @@ _BITMAP_CACHE_SIZE = 32
 BUDGET_REFUSALS = "pending_requests_limit_exceeded"
 """The counter (kind ``refusals``, route ``jobs.create``) of creates refused for the budget;
 its name is stored in existing state folders and read by the introspection."""
+
 
 JobView = tuple[JobRow, Snapshot]
 """A job and where it stands at the instant it was looked at."""
@@ -77,6 +86,9 @@ class Jobs:
         files: the files service (input files are checked there).
         results: the wire's result format (result lines and files, their ids).
         new_id: the wire's job ids (Mistral: UUIDs).
+        rules: the wire's rules for input lines.
+        synth: the synthetic bodies (default: :class:`Synth` on the settings).
+        finalizing: whether jobs pass through FINALIZING (``settings.finalizing_seconds``).
     """
 
     def __init__(
@@ -88,14 +100,19 @@ class Jobs:
         *,
         results: ResultFormat,
         new_id: Callable[[], str],
+        rules: InputRules,
+        synth: Synth | None = None,
+        finalizing: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store
         self.files = files
         self.results = results
+        self.rules = rules
         self._new_id = new_id
-        self.synth = Synth(
+        self._finalizing = finalizing
+        self.synth = synth or Synth(
             seed=settings.seed,
             embedding_dimensions=settings.embedding_dimensions,
             completion_tokens=settings.completion_tokens,
@@ -108,19 +125,31 @@ class Jobs:
     async def create_job(self, workspace: str, req: JobSpec) -> JobView:
         """Check the inputs and the pending budget, then queue the job.
 
+        A wire that scans inputs at create (:meth:`InputRules.scan`) may have the job refused
+        as a whole: it is created all the same and fails at validation with the scan's errors,
+        or with the token-limit error when its prompt tokens do not fit
+        ``settings.token_limit`` for its model.
+
         Raises:
             UnknownFile: an input file is not a live file of the workspace.
             BudgetExceeded: the job's requests do not fit the pending budget.
         """
         files = [self.files.live_file(workspace, fid) for fid in req.input_files]
         requests = sum(f.num_lines or 0 for f in files) if files else len(req.inline or [])
+        scan: Scan | None = None
+        if files:
+            paths = [self.store.blob_path(f.id) for f in files]
+            scan = await anyio.to_thread.run_sync(
+                functools.partial(self.rules.scan, paths, endpoint=req.endpoint, requests=requests)
+            )
         now = self.clock.now()
         await self._settle(workspace, now)
         job_id = self._new_id()
         job_dir = self.store.job_dir(job_id)
         with self._create_lock:
             # Re-read under the lock: a concurrent create may have landed meanwhile.
-            pending = self._pending(self.store.job_index(workspace, unfinished_only=True), now)
+            unfinished = self.store.job_index(workspace, unfinished_only=True)
+            pending = self._pending(unfinished, now)
             budget = self.settings.pending_budget
             if pending + requests > budget:
                 self.store.count(workspace, "refusals", "jobs.create", BUDGET_REFUSALS)
@@ -132,13 +161,19 @@ class Jobs:
                     budget=budget,
                 )
                 raise BudgetExceeded(pending=pending, requests=requests, budget=budget)
+            model = req.model or (scan.model if scan else None)
+            errors, enqueued = admit_tokens(
+                self.rules, workspace, unfinished, now, scan, model, self.settings.token_limit
+            )
+            if errors and scan is not None and not scan.errors:
+                self.store.count(workspace, "refusals", "jobs.create", TOKEN_REFUSALS)
             self._prepare_inputs(job_dir, files, req.inline)
             s = self.settings
             row = JobRow(
                 id=job_id,
                 workspace=workspace,
                 endpoint=req.endpoint,
-                model=req.model,
+                model=model,
                 agent_id=req.agent_id,
                 metadata=req.metadata,
                 timeout_hours=req.timeout_hours,
@@ -152,10 +187,16 @@ class Jobs:
                     cancel_seconds=s.cancel_seconds,
                     failure_fraction=s.failure_fraction,
                     seed=s.seed,
+                    finalizing_seconds=s.finalizing_seconds if self._finalizing else 0.0,
                 ),
+                prompt_tokens=scan.prompt_tokens if scan else 0,
+                validation=Validation(usable=False, failed_total=0) if errors else None,
+                job_errors=errors,
             )
             self.store.insert_job(row)
             self.store.raise_max_pending(workspace, pending + requests)
+            if enqueued is not None and model is not None:
+                self.store.raise_counter(workspace, *MAX_ENQUEUED, model, enqueued)
         log.info(
             "emulator.job_created",
             workspace=workspace,
@@ -225,7 +266,7 @@ class Jobs:
             job = self._reload(job)
             if job.validation is not None or job.final is not None:
                 return job
-            usable, failed, errors = validate_input(job, self.store.job_dir(job.id))
+            usable, failed, errors = validate_input(job, self.store.job_dir(job.id), self.rules)
             self.store.set_validation(
                 job.id, Validation(usable=usable, failed_total=failed), errors
             )
@@ -245,6 +286,7 @@ class Jobs:
                 files_dir=self.store.files_dir,
                 synth=self.synth,
                 results=self.results,
+                rules=self.rules,
             )
             files = [f for f in (written.output, written.errors) if f is not None]
             succeeded, failed = written.succeeded, written.failed
@@ -259,6 +301,7 @@ class Jobs:
                 output_file=written.output.id if written.output else None,
                 error_file=written.errors.id if written.errors else None,
                 errors=job.job_errors,
+                usage=written.usage,
             )
             if not self.store.finalize_job(job.id, snap.to_final(), files):
                 for f in files:
@@ -417,6 +460,11 @@ class Jobs:
         return job, snap
 
     # introspection ---------------------------------------------------------------------------
+
+    def enqueued_tokens(self, workspace: str) -> dict[str, int]:
+        """Prompt tokens per model the workspace has enqueued now."""
+        unfinished = self.store.job_index(workspace, unfinished_only=True)
+        return enqueued_by_model(unfinished, self.clock.now())
 
     def pending(self, workspace: str) -> int:
         """Pending requests of the workspace now (unknown validations count as usable)."""

@@ -19,9 +19,10 @@ from typing import IO, Any, Literal, Protocol
 
 import attrs
 
-from orchestrator.emulator.lines import SIMULATED_FAILURE, Line, LineError, classify
+from orchestrator.emulator.lines import SIMULATED_FAILURE, Line, LineError
 from orchestrator.emulator.rows import FileRow, JobRow
-from orchestrator.emulator.simulation import Phase, clock_at, line_finished_at
+from orchestrator.emulator.rules import InputRules
+from orchestrator.emulator.simulation import Phase, State, clock_at, line_finished_at
 from orchestrator.emulator.synthetic import DEFAULT_MODEL, Synth
 
 ResultKind = Literal["output", "error"]
@@ -43,6 +44,11 @@ class ResultFormat(Protocol):
         """The record of a line that failed with ``error``."""
         ...
 
+    def expired(self, job: JobRow, line: Line) -> Any | None:
+        """The error-file record of a line an expired job never processed (``None``: such
+        lines appear in neither file)."""
+        ...
+
     def file_row(
         self, job: JobRow, kind: ResultKind, *, file_id: str, bytes: int, lines: int,
         sha256: str, created_at: int,
@@ -57,35 +63,19 @@ class Written:
 
     succeeded: int
     failed: int
+    """Processed lines that failed (lines an expired job never reached are not counted)."""
     output: FileRow | None
     errors: FileRow | None
+    usage: dict[str, int] = attrs.field(factory=dict)
+    """``prompt_tokens``, ``completion_tokens``, ``total_tokens`` summed over the successes."""
 
 
 BITMAP_NAME = "failures.bin"
-
-_PROBLEMS = {
-    "invalid_json_line": "lines that are not a JSON object",
-    "invalid_custom_id": "lines whose custom_id is not a non-empty string",
-    "duplicate_custom_id": "lines that repeat an earlier custom_id",
-    "invalid_body": "lines without an object `body`",
-    "missing_model": "lines without a model (set `model` on the job or in each body)",
-    "invalid_request_body": "lines whose body lacks what the endpoint needs",
-}
 
 
 def input_paths(job_dir: Path) -> list[Path]:
     """The job's input files, in order (linked or written at create time)."""
     return sorted(job_dir.glob("input-*.jsonl"))
-
-
-def _classify(job: JobRow, job_dir: Path) -> Any:
-    return classify(
-        input_paths(job_dir),
-        endpoint=job.endpoint,
-        model=job.model,
-        seed=job.params.seed,
-        failure_fraction=job.params.failure_fraction,
-    )
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
@@ -97,17 +87,20 @@ def _fsync_write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def validate_input(job: JobRow, job_dir: Path) -> tuple[bool, int, list[dict[str, Any]]]:
+def validate_input(
+    job: JobRow, job_dir: Path, rules: InputRules
+) -> tuple[bool, int, list[dict[str, Any]]]:
     """Judge every line of the job's input; store the failure bitmap in ``job_dir``.
 
     Returns:
-        ``(usable, failed_total, job_errors)``: ``usable`` is false when the input is empty or
-        every line is invalid, and ``job_errors`` then says why (``[{message, count}]``).
+        ``(usable, failed_total, job_errors)``: ``usable`` is false when the wire's
+        :meth:`~orchestrator.emulator.rules.InputRules.verdict` finds errors (Mistral: the
+        input is empty or every line is invalid), and ``job_errors`` then says why.
     """
     bitmap = bytearray((job.requests + 7) // 8)
     failed = invalid = count = 0
     problems: Counter[str] = Counter()
-    for line in _classify(job, job_dir):
+    for line in rules.classify(input_paths(job_dir), job):
         count += 1
         if line.error is None:
             continue
@@ -120,15 +113,8 @@ def validate_input(job: JobRow, job_dir: Path) -> tuple[bool, int, list[dict[str
     if count != job.requests:
         # The upload counted lines with the same rule; a mismatch means the files changed.
         raise RuntimeError(f"job {job.id}: input has {count} lines, expected {job.requests}")
-    errors: list[dict[str, Any]] = []
-    usable = count > 0 and invalid < count
-    if count == 0:
-        errors.append({"message": "The input contains no request lines.", "count": 1})
-    elif not usable:
-        errors.extend(
-            {"message": f"Invalid input: {_PROBLEMS.get(code, code)}", "count": n}
-            for code, n in sorted(problems.items())
-        )
+    errors = rules.verdict(count=count, invalid=invalid, problems=problems)
+    usable = not errors
     if 0 < failed < count:
         _fsync_write(job_dir / BITMAP_NAME, bytes(bitmap))
     return usable, failed, errors
@@ -189,8 +175,12 @@ def write_results(
     files_dir: Path,
     synth: Synth,
     results: ResultFormat,
+    rules: InputRules,
 ) -> Written:
-    """Write the output and error files of a terminal job (processed lines only).
+    """Write the output and error files of a terminal job.
+
+    The processed lines go to the output or the error file; an expired job's unprocessed lines
+    go to the error file too if the wire says so (:meth:`ResultFormat.expired`).
 
     Returns:
         The counts over the processed lines and the rows of the files written (none for an
@@ -200,12 +190,20 @@ def write_results(
     created = int(clock_at(tl, phase.terminal_at or 0.0))
     out = _Sink(files_dir / results.new_file_id())
     err = _Sink(files_dir / results.new_file_id())
+    failed = 0
+    usage: Counter[str] = Counter()
+    expired = phase.state is State.EXPIRED
     try:
-        if phase.processed:
-            for line in _classify(job, job_dir):
+        if phase.processed or expired:
+            for line in rules.classify(input_paths(job_dir), job):
                 if line.index >= phase.processed:
-                    break
+                    record = results.expired(job, line) if expired else None
+                    if record is None:
+                        break
+                    err.write(record)
+                    continue
                 if line.error is not None:
+                    failed += 1
                     err.write(results.failure(job, line, line.error))
                     continue
                 assert line.body is not None
@@ -213,6 +211,7 @@ def write_results(
                 model = job.model or line.body.get("model") or DEFAULT_MODEL
                 when = int(line_finished_at(tl, line.index))
                 body = synth.body(job.endpoint, custom_id, line.body, str(model), when)
+                _add_usage(usage, body.get("usage"))
                 out.write(results.success(job, line, custom_id, body))
         rows: dict[ResultKind, FileRow | None] = {}
         sinks: tuple[tuple[_Sink, ResultKind], ...] = ((out, "output"), (err, "error"))
@@ -233,5 +232,23 @@ def write_results(
         err.abandon()
         raise
     return Written(
-        succeeded=out.lines, failed=err.lines, output=rows["output"], errors=rows["error"]
+        succeeded=out.lines,
+        failed=failed,
+        output=rows["output"],
+        errors=rows["error"],
+        usage={key: usage[key] for key in _USAGE_KEYS},
     )
+
+
+_USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+# Chat-style names first, then the Responses API's (input/output tokens).
+_USAGE_ALIASES = (("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens"))
+
+
+def _add_usage(total: Counter[str], usage: Any) -> None:
+    if not isinstance(usage, dict):
+        return
+    for key, alias in (*_USAGE_ALIASES, ("total_tokens", "total_tokens")):
+        value = usage.get(key, usage.get(alias))
+        if isinstance(value, int):
+            total[key] += value

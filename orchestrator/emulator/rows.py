@@ -27,7 +27,8 @@ STORED_STATES: Mapping[State, str] = {
     State.CANCELLING: "CANCELLATION_REQUESTED",
     State.CANCELLED: "CANCELLED",
 }
-"""How each state is spelled in the state database (schema version 1; do not change)."""
+"""How each state is spelled in the state database (schema version 1; do not change).
+``FINALIZING`` is never stored: only terminal states are."""
 
 _FROM_STORED = {stored: state for state, stored in STORED_STATES.items()}
 
@@ -86,7 +87,11 @@ class Snapshot:
     output_file: str | None = None
     error_file: str | None = None
     errors: list[dict[str, Any]] = attrs.field(factory=list)
-    """Job-level errors ``[{message, count}]`` (an unusable input says why here)."""
+    """Job-level errors in the wire's shape (Mistral ``[{message, count}]``): an unusable or
+    refused input says why here."""
+    usage: dict[str, int] | None = None
+    """Tokens summed over the successful lines, once terminal (``None`` before, and for jobs
+    finished before the field existed)."""
 
     @property
     def completed(self) -> int:
@@ -127,6 +132,8 @@ class JobRow:
     final: dict[str, Any] | None = None
     """The frozen outcome once the job is terminal and its result files exist."""
     deleted: bool = False
+    prompt_tokens: int = 0
+    """The input's prompt tokens by the wire's estimate at create (0: not estimated)."""
 
     @property
     def timeline(self) -> Timeline:
@@ -148,10 +155,13 @@ class JobIndex:
     timeline: Timeline
     validation: Validation | None
     final_state: State | None
+    model: str | None = None
+    prompt_tokens: int = 0
 
 
 INDEX_COLUMNS = (
-    "id, created_at, requests, timeout_hours, params, cancel_at, usable, failed_total, final_status"
+    "id, created_at, requests, timeout_hours, params, cancel_at, usable, failed_total, "
+    "final_status, model, prompt_tokens"
 )
 
 
@@ -179,6 +189,8 @@ def index_from(row: sqlite3.Row) -> JobIndex:
         ),
         validation=_validation(row),
         final_state=stored_state(row["final_status"]) if row["final_status"] else None,
+        model=row["model"],
+        prompt_tokens=row["prompt_tokens"] or 0,
     )
 
 
@@ -219,4 +231,5 @@ def job_from(row: sqlite3.Row) -> JobRow:
         job_errors=json.loads(row["job_errors"]) if row["job_errors"] else [],
         final=json.loads(row["final"]) if row["final"] else None,
         deleted=bool(row["deleted"]),
+        prompt_tokens=row["prompt_tokens"] or 0,
     )

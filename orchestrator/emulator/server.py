@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from orchestrator.clock import SystemClock
-from orchestrator.emulator.emulator import Emulator
+from orchestrator.emulator.emulator import DIALECTS, Emulator
 from orchestrator.emulator.faults import TRANSPORT_KEY
 from orchestrator.emulator.settings import ROUTES, EmulatorSettings, FaultSettings
 from orchestrator.errors import ConfigError
@@ -200,6 +200,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         net, "--ready-file", default=None,
         help="write the base URL to this file once listening",
     )  # fmt: skip
+    _option(
+        net, "--dialect", default="mistral", choices=sorted(DIALECTS),
+        help="the wire to speak (a state folder keeps the dialect that made it)",
+    )  # fmt: skip
     env_keys = os.environ.get(ENV_PREFIX + "API_KEYS", "")
     net.add_argument(
         "--api-key",
@@ -235,6 +239,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _option(
         sim, "--pending-budget", default="1000000", type=_number(int, low=1),
         help="the most pending requests per workspace",
+    )  # fmt: skip
+    _option(
+        sim, "--token-limit", default=None, type=_number(int, low=1),
+        help="OpenAI: enqueued prompt tokens allowed per model and workspace (none: no limit)",
+    )  # fmt: skip
+    _option(
+        sim, "--finalizing-seconds", default="2", type=_number(float, low=0),
+        help="OpenAI: simulated seconds a batch stays finalizing",
     )  # fmt: skip
     _option(sim, "--seed", default="0", type=int, help="seed of the synthetic results")
     _option(
@@ -299,6 +311,8 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
             api_keys=args.api_key or None,
             embedding_dimensions=args.embedding_dimensions,
             faults=fault_settings,
+            token_limit=args.token_limit,
+            finalizing_seconds=args.finalizing_seconds,
         )
     except ValueError as exc:
         raise ConfigError(str(exc), key="emulate") from exc
@@ -317,13 +331,24 @@ def run(args: argparse.Namespace) -> int:
         ConfigError: bad options, or the address cannot be bound.
     """
     settings = settings_from_args(args)
-    sock = bind(args.host, args.port)
     try:
-        with Emulator(settings, clock=SystemClock(), state_dir=args.state_dir) as emu:
+        emulator = Emulator(
+            settings, clock=SystemClock(), state_dir=args.state_dir, dialect=args.dialect
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="--dialect") from exc
+    try:
+        sock = bind(args.host, args.port)
+    except ConfigError:
+        emulator.close()
+        raise
+    try:
+        with emulator as emu:
             url = _url(sock)
             log.info(
                 "emulator.listening",
                 url=url,
+                dialect=args.dialect,
                 state_dir=str(emu.state_dir),
                 persistent=args.state_dir is not None,
                 time_scale=settings.time_scale,

@@ -84,7 +84,7 @@ def _per_route(value: Mapping[str, Any] | None) -> dict[str, FaultSettings]:
 
 @attrs.frozen(kw_only=True)
 class FaultSettings:
-    """Faults injected into the Mistral routes, reproducible from ``seed``.
+    """Faults injected into the wire's routes, reproducible from ``seed``.
 
     Each request on a faulted route draws once: below ``rate_limit_rate`` it gets a 429 with
     ``Retry-After``; in the next ``server_error_rate`` a 500, 502 or 503; in the next
@@ -101,7 +101,7 @@ class FaultSettings:
         drop_rate: fraction of connections closed without a response.
         truncate_rate: fraction of successful responses cut short.
         seed: makes the sequence of faults on each route reproducible.
-        routes: only these routes get faults (``None``: every Mistral route).
+        routes: only these routes get faults (``None``: every route of the wire).
         per_route: other settings for some routes, replacing these for them.
     """
 
@@ -200,6 +200,13 @@ def _api_keys(value: Iterable[str] | None) -> frozenset[str] | None:
     return keys
 
 
+def _optional_positive(
+    instance: object, attribute: attrs.Attribute[Any], value: int | None
+) -> None:
+    if value is not None:
+        _positive(instance, attribute, value)
+
+
 def _token_range(value: tuple[int, int]) -> tuple[int, int]:
     low, high = (int(v) for v in value)
     if not 1 <= low <= high:
@@ -229,6 +236,11 @@ class EmulatorSettings:
         embedding_dimensions: length of the synthetic embedding vectors.
         completion_tokens: (low, high) range of synthetic completion lengths, in tokens.
         inline_outputs_max_bytes: the largest result a ``?inline=true`` get returns.
+        finalizing_seconds: simulated seconds a batch stays ``finalizing`` after its last line
+            (OpenAI; Mistral has no such status).
+        token_limit: the most prompt tokens a workspace may have enqueued per model in
+            ``validating``/``in_progress``/``finalizing`` batches (OpenAI; ``None``: no limit).
+        max_batch_file_bytes: the largest ``purpose=batch`` upload (OpenAI: 200 MB).
     """
 
     time_scale: float = attrs.field(default=1.0, validator=_positive)
@@ -245,3 +257,6 @@ class EmulatorSettings:
     embedding_dimensions: int = attrs.field(default=1024, validator=_positive)
     completion_tokens: tuple[int, int] = attrs.field(default=(16, 512), converter=_token_range)
     inline_outputs_max_bytes: int = attrs.field(default=64 * MIB, validator=_positive)
+    finalizing_seconds: float = attrs.field(default=2.0, validator=_non_negative)
+    token_limit: int | None = attrs.field(default=None, validator=_optional_positive)
+    max_batch_file_bytes: int = attrs.field(default=200 * MIB, validator=_positive)

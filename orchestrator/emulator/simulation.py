@@ -6,14 +6,17 @@ the state the arithmetic says, and a restarted process carries on where the old 
 
 In simulated seconds ``s`` since creation (``s = (now - created_at) * time_scale``)::
 
-    0 ........ V ............................ E ..... T
-    VALIDATING RUNNING (throughput req/s)     SUCCEEDED / FAILED
-    (total 0)                                 (or EXPIRED at T if E > T)
+    0 ........ V ............................ E ........ E+F ..... T
+    VALIDATING RUNNING (throughput req/s)     FINALIZING SUCCEEDED / FAILED
+    (total 0)                                            (or EXPIRED at T if E > T)
 
-``V`` is the validation delay, ``E = V + n / throughput`` the natural end, ``T`` the timeout.
+``V`` is the validation delay, ``E = V + n / throughput`` the natural end, ``F`` the
+finalizing delay (0 for a wire without such a status, Mistral: then there is no FINALIZING),
+``T`` the timeout.
 A cancel at ``sc`` freezes progress and gives ``CANCELLING`` until ``sc + cancel_seconds``, then
-``CANCELLED``. An unusable input (empty, or every line invalid) fails at ``V``; a job whose
-every line failed ends ``FAILED`` too (its ``total`` is then non-zero and it has no job-level
+``CANCELLED``. An unusable input (empty, or every line invalid) fails at ``V`` (an input
+refused as a whole, with ``failed_total`` 0, reports no line processed); a job whose every line
+failed ends ``FAILED`` too (its ``total`` is then non-zero and it has no job-level
 errors, which is how a wire that calls it otherwise, such as OpenAI's ``completed``, tells).
 
 The states are the simulation's own, not any vendor's: each wire maps them onto its statuses
@@ -34,6 +37,8 @@ class State(StrEnum):
     VALIDATING = "validating"
     """Created, its input not yet validated (reports no total)."""
     RUNNING = "running"
+    FINALIZING = "finalizing"
+    """Every line processed, the results being prepared (only with ``finalizing_seconds``)."""
     SUCCEEDED = "succeeded"
     """Every line processed, at least one succeeded."""
     FAILED = "failed"
@@ -47,6 +52,9 @@ class State(StrEnum):
 TERMINAL: frozenset[State] = frozenset(
     {State.SUCCEEDED, State.FAILED, State.EXPIRED, State.CANCELLED}
 )
+
+ENQUEUED: frozenset[State] = frozenset({State.VALIDATING, State.RUNNING, State.FINALIZING})
+"""The states whose prompt tokens count against an enqueued-token limit."""
 
 # Float products such as 0.3 * 10 land a hair below the integer; never lose a request to it.
 _EPSILON = 1e-9
@@ -62,6 +70,9 @@ class SimParams:
     cancel_seconds: float
     failure_fraction: float
     seed: int
+    finalizing_seconds: float = 0.0
+    """Simulated seconds in FINALIZING after the last line (0: none; jobs stored before the
+    field existed have none)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -85,7 +96,8 @@ class Validation:
     usable: bool
     """False when the input is empty or every line is invalid."""
     failed_total: int
-    """How many lines fail (invalid lines plus simulated failures) if all are processed."""
+    """How many lines fail (invalid lines plus simulated failures) if all are processed. With
+    ``usable`` false, 0 means the input was refused as a whole and no line is processed."""
 
 
 @attrs.frozen(kw_only=True)
@@ -171,12 +183,20 @@ def phase_at(tl: Timeline, now: float, validation: Validation | None) -> Phase:
         return _unknown(started=True)
     n = tl.requests
     if not validation.usable:
-        return Phase(state=State.FAILED, total=n, processed=n, started=True, terminal_at=v)
+        judged = n if validation.failed_total else 0
+        return Phase(
+            state=State.FAILED, total=judged, processed=judged, started=True, terminal_at=v
+        )
     end = v + n / p.throughput
     if end <= t:
-        if s >= end:
+        done = end + p.finalizing_seconds
+        if s >= done:
             state = State.FAILED if validation.failed_total >= n else State.SUCCEEDED
-            return Phase(state=state, total=n, processed=n, started=True, terminal_at=end)
+            return Phase(state=state, total=n, processed=n, started=True, terminal_at=done)
+        if s >= end:
+            return Phase(
+                state=State.FINALIZING, total=n, processed=n, started=True, terminal_at=None
+            )
     elif s >= t:
         return Phase(
             state=State.EXPIRED,
@@ -213,6 +233,29 @@ def pending_at(tl: Timeline, now: float, validation: Validation | None) -> int:
     if phase.terminal:
         return 0
     return tl.requests - phase.processed
+
+
+def running_from(tl: Timeline) -> float:
+    """Clock time at which validation ends and the lines start being processed."""
+    return clock_at(tl, tl.params.validation_seconds)
+
+
+def finalizing_from(tl: Timeline) -> float:
+    """Clock time at which the last line is processed (FINALIZING begins, if there is one)."""
+    p = tl.params
+    return clock_at(tl, p.validation_seconds + tl.requests / p.throughput)
+
+
+def enqueued_at(tl: Timeline, now: float, validation: Validation | None) -> bool:
+    """Whether the job's prompt tokens count as enqueued at ``now``.
+
+    They do while it is validating, running or finalizing (not while cancelling), unless its
+    input is already known to be refused; an unknown validation counts as usable.
+    """
+    if validation is not None and not validation.usable:
+        return False
+    phase = phase_at(tl, now, validation or Validation(usable=True, failed_total=0))
+    return phase.state in ENQUEUED
 
 
 def line_finished_at(tl: Timeline, index: int) -> float:

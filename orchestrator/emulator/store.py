@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_errors TEXT,
     final TEXT,
     final_status TEXT,
-    deleted INTEGER NOT NULL DEFAULT 0
+    deleted INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_workspace ON jobs (workspace, created_at);
 CREATE TABLE IF NOT EXISTS counters (
@@ -116,6 +117,7 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
         version = self.get_meta("schema_version")
         if version is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
@@ -124,6 +126,17 @@ class Store:
                 f"emulator state {root} has schema version {version}, this emulator uses "
                 f"{SCHEMA_VERSION}: use another --state-dir or remove this one"
             )
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after schema 1 was first written (nullable or defaulted, so an older
+        state folder only gains them)."""
+        have = {r["name"] for r in self._query("PRAGMA table_info(jobs)")}
+        if "prompt_tokens" not in have:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0")
+
+    def is_empty(self) -> bool:
+        """Whether no file or job was ever stored."""
+        return not self._query("SELECT 1 FROM jobs UNION ALL SELECT 1 FROM files LIMIT 1")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -181,6 +194,15 @@ class Store:
             db.execute(
                 "UPDATE workspaces SET max_pending = MAX(max_pending, ?) WHERE id = ?",
                 (pending, workspace),
+            )
+
+    def raise_counter(self, workspace: str, kind: str, route: str, key: str, value: int) -> None:
+        """Set a counter to ``value`` if that is higher (a high-water mark)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO counters (workspace, kind, route, key, value) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (workspace, kind, route, key) DO UPDATE SET value = MAX(value, ?)",
+                (workspace, kind, route, key, value, value),
             )
 
     def max_pending(self, workspace: str) -> int:
@@ -311,13 +333,15 @@ class Store:
         return self.jobs_dir / job_id
 
     def insert_job(self, row: JobRow) -> None:
-        """Store a new job."""
+        """Store a new job (with its validation outcome if already known: a refused input)."""
         tag = (row.metadata or {}).get(TAG_KEY)
+        v = row.validation
         with self._tx() as db:
             db.execute(
                 "INSERT INTO jobs (id, workspace, endpoint, model, agent_id, metadata, tag, "
-                "timeout_hours, input_files, created_at, requests, params) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "timeout_hours, input_files, created_at, requests, params, prompt_tokens, "
+                "usable, failed_total, job_errors) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.id,
                     row.workspace,
@@ -331,6 +355,10 @@ class Store:
                     row.created_at,
                     row.requests,
                     json.dumps(attrs.asdict(row.params)),
+                    row.prompt_tokens,
+                    None if v is None else int(v.usable),
+                    None if v is None else v.failed_total,
+                    json.dumps(row.job_errors) if v is not None else None,
                 ),
             )
 

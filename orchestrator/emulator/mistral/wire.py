@@ -250,6 +250,10 @@ class MistralResults:
             "error": None,
         }
 
+    def expired(self, job: JobRow, line: Line) -> Any | None:
+        """Mistral's lines a timed-out job never reached appear in neither file."""
+        return None
+
     def file_row(
         self, job: JobRow, kind: ResultKind, *, file_id: str, bytes: int, lines: int,
         sha256: str, created_at: int,
