@@ -24,7 +24,8 @@ Unicode 0.81/0.90 (up to 2.7x under). Every byte-level BPE gives at most one tok
 so the estimate is never more than 3x under whatever the text. What the provider really counts
 is learnt when it refuses a batch (:func:`orchestrator.budget.learn_token_scale`).
 
-Cost: about 1 µs per chat line (see ``docs/operations.md``, "Token budgets").
+Cost: about 2-4 µs per chat line, a few to 25 % of the scan (``docs/operations.md``, "Token
+budgets", has the figures).
 """
 
 from __future__ import annotations
