@@ -21,7 +21,8 @@
     │   └── PermanentProviderError   any other 4xx: recorded with the provider's message
     │       └── CapacityRefused      the provider refused a create for its pending budget
     ├── DownloadIntegrityError       a downloaded file is short or does not match its length
-    └── BudgetExhausted              a job can never fit the workspace budget
+    ├── BudgetExhausted              a job can never fit the workspace budget
+    └── TokenBudgetExhausted         a job can never fit its model's token budget
 
 Constructors take the ids and facts, and format the message themselves.
 """
@@ -197,4 +198,19 @@ class BudgetExhausted(OrchestratorError):
             f"job {name!r} has {requests:,} requests but the workspace budget is {budget:,} "
             "pending requests: split the input into files of at most the budget, "
             "or raise pending_budget if the provider allows it"
+        )
+
+
+class TokenBudgetExhausted(OrchestratorError):
+    """A job needs more prompt tokens than its model's token budget can ever hold."""
+
+    def __init__(self, name: str, model: str, tokens: int, budget: int) -> None:
+        self.name = name
+        self.model = model
+        self.tokens = tokens
+        self.budget = budget
+        super().__init__(
+            f"job {name!r} is estimated at {tokens:,} prompt tokens but the workspace's token "
+            f"budget for {model} is {budget:,}: it can never be admitted; split it (a smaller "
+            "split_requests) or raise token_budget (or token_budgets) if the provider allows it",
         )

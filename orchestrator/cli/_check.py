@@ -183,16 +183,24 @@ async def _check_job(
     if missing:
         report.error(f"{head}  ERROR: {missing[0]}", tuple(str(m) for m in missing[1:]))
         return None
-    split = config.workspaces[spec.workspace].part_size(spec)
-    rules = rules_for(config.workspaces[spec.workspace].provider)
+    workspace = config.workspaces[spec.workspace]
+    split = workspace.part_size(spec)
+    rules = rules_for(workspace.provider)
     limits = InputLimits.of(rules)
+    part_bytes = limits.max_file_bytes
     if split is not None:
         split = min(split, limits.max_requests)
-        limits = attrs.evolve(limits, max_requests=2**31 - 1)  # the limit applies per part
+        # the provider's per-batch limits apply per part
+        limits = attrs.evolve(limits, max_requests=2**31 - 1, max_file_bytes=1 << 50)
     try:
         summaries = await anyio.to_thread.run_sync(
             functools.partial(
-                validate_inputs, spec.inputs, endpoint=spec.endpoint, limits=limits, rules=rules
+                validate_inputs,
+                spec.inputs,
+                endpoint=spec.endpoint,
+                limits=limits,
+                rules=rules,
+                model=spec.model,
             )
         )
     except InputError as exc:
@@ -205,9 +213,16 @@ async def _check_job(
         report.error(f"{head}  INVALID{known}: {exc.summary}", exc.problems)
         return None
     requests = sum(s.requests for s in summaries)
-    budget = config.workspaces[spec.workspace].pending_budget
+    tokens = sum(s.prompt_tokens for s in summaries)
+    largest = max(s.max_request_tokens for s in summaries)
+    budget = workspace.pending_budget
+    token_budget = workspace.token_budget_for(spec.model)
     line = f"{head}  {requests:>9,} requests  {spec.endpoint}  {spec.model}"
-    splits = split is not None and requests > split
+    estimate = f"~{tokens:,} prompt tokens (estimated)"
+    by_size = any(s.bytes > part_bytes for s in summaries) or (
+        token_budget is not None and tokens > token_budget
+    )
+    splits = split is not None and (requests > split or by_size)
     digest = definition_hash(spec, summaries, split_requests=split if splits else None)
     # As intake decides: a job recorded whole before splitting was switched on stays whole.
     same = {digest, definition_hash(spec, summaries)} if splits else {digest}
@@ -227,10 +242,34 @@ async def _check_job(
             f"{line}: already in the ledger ({existing.state.value}{outcome}): nothing to send"
         )
         return None
+    if token_budget is not None and (largest if splits else tokens) > token_budget:
+        what = "its largest request is estimated" if splits else "the job is estimated"
+        report.error(
+            f"{line}: ERROR: can never fit the token budget of {spec.model} in workspace "
+            f"{spec.workspace!r} ({token_budget:,} prompt tokens; {what} at "
+            f"{largest if splits else tokens:,}): the daemon would "
+            "reject it; "
+            + (
+                "raise token_budget"
+                if splits
+                else "split it (split_requests) or raise token_budget"
+            )
+        )
+        return None
     if splits:
         assert split is not None
         count = -(-requests // split)
-        report.ok(f"{line}: {new}, would be split into {count:,} parts of at most {split:,}")
+        within = f"{split:,} requests"
+        if by_size:
+            within += f", {part_bytes:,} bytes"
+            if token_budget is not None:
+                within += f" and {token_budget:,} prompt tokens"
+            report.ok(f"{line}: {new}, would be split into parts of at most {within}; {estimate}")
+        else:
+            report.ok(
+                f"{line}: {new}, would be split into {count:,} parts of at most {within}; "
+                f"{estimate}"
+            )
         return requests
     if requests > budget:
         report.error(
@@ -238,5 +277,6 @@ async def _check_job(
             f"({budget:,} pending requests): the daemon would reject it; split the input"
         )
         return None
-    report.ok(f"{line}: {new}, would be queued")
+    fits = "" if token_budget is None else f", within the token budget of {token_budget:,}"
+    report.ok(f"{line}: {new}, would be queued; {estimate}{fits}")
     return requests

@@ -180,6 +180,7 @@ async def submit(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
                 record_rejection=False,
                 split=config.workspaces[spec.workspace].part_size(spec),
                 results=config.results.dir,
+                token_budget=config.workspaces[spec.workspace].token_budget_for(spec.model),
             )
         except InputError as exc:
             sys.stderr.write("\n".join(f"  {p}" for p in exc.problems) + "\n")

@@ -242,6 +242,7 @@ def show_lines(
         ("timeout", f"{job.timeout_hours} h"),
         ("priority", str(job.priority)),
         ("requests", f"{job.request_count:,} (counted at intake)"),
+        ("tokens", f"{job.prompt_tokens:,} prompt tokens (estimated at intake)"),
         ("definition", job.definition_hash),
         ("remote id", job.remote_id or "-"),
         ("input files", ", ".join(job.input_file_ids) or "-"),
@@ -442,6 +443,19 @@ def budget_notes(rows: Sequence[WorkspaceBudget]) -> list[str]:
         notes.extend(
             f"job {name!r} needs more than the whole budget of {row.name!r}: the daemon rejects it"
             for name in row.never_fits
+        )
+        for entry in row.tokens:
+            if entry.budget is None and not entry.in_flight:
+                continue  # nothing to say: no budget, nothing held
+            limit = "no token budget" if entry.budget is None else f"token budget {entry.budget:,}"
+            notes.append(
+                f"{row.name}: {entry.model}: {entry.in_flight:,} prompt tokens in flight "
+                f"(estimated), {limit}"
+            )
+        notes.extend(
+            f"job {name!r} is estimated above its model's whole token budget in {row.name!r}: "
+            "the daemon rejects it"
+            for name in row.never_fits_tokens
         )
     return notes
 

@@ -65,6 +65,7 @@ async def rerun(args: argparse.Namespace, config: Config, clock: Clock, out: Out
                 record_rejection=False,
                 split=split,
                 results=config.results.dir,
+                token_budget=workspace.token_budget_for(spec.model),
             )
         except InputError as exc:
             raise CliError(f"rerun: {exc.summary}", code=EXIT_USAGE) from None
@@ -185,12 +186,17 @@ async def _refuse_changed_inputs(
         raise CliError(f"rerun: job {job.name!r}: {missing.problems[0]}", code=EXIT_USAGE)
     rules = rules_for(provider)
     limits = InputLimits.of(rules)
-    if split is not None:  # the provider's per-batch request limit applies to each part
-        limits = attrs.evolve(limits, max_requests=2**31 - 1)
+    if split is not None:  # the provider's per-batch limits apply to each part
+        limits = attrs.evolve(limits, max_requests=2**31 - 1, max_file_bytes=1 << 50)
     try:
         summaries = await anyio.to_thread.run_sync(
             functools.partial(
-                validate_inputs, spec.inputs, endpoint=spec.endpoint, limits=limits, rules=rules
+                validate_inputs,
+                spec.inputs,
+                endpoint=spec.endpoint,
+                limits=limits,
+                rules=rules,
+                model=spec.model,
             )
         )
     except InputError as exc:
@@ -198,9 +204,8 @@ async def _refuse_changed_inputs(
             f"rerun: job {job.name!r}: its inputs are no longer valid: {exc.summary}",
             code=EXIT_USAGE,
         ) from None
-    requests = sum(summary.requests for summary in summaries)
     digests = {definition_hash(spec, summaries)}
-    if split is not None and requests > split:
+    if split is not None:  # split by requests, bytes or tokens: either way the part size counts
         digests.add(definition_hash(spec, summaries, split_requests=split))
     if job.definition_hash not in digests:
         raise CliError(

@@ -97,6 +97,7 @@ def status_row(job: Job, *, now: float, parent_field: bool = False) -> dict[str,
         "progress": None if share is None else round(share, 4),
         "workspace": job.workspace,
         "requests": job.request_count,
+        "prompt_tokens": job.prompt_tokens,
         "priority": job.priority,
         "cancel_requested": job.cancel_requested,
         "created_at": timestamp(job.created_at),
@@ -185,6 +186,27 @@ def results_detail(job: Job, files: Sequence[ResultFile], results_dir: Path) -> 
 
 
 @attrs.frozen(kw_only=True)
+class ModelTokens:
+    """One model's prompt tokens in flight in a workspace, and its token budget."""
+
+    model: str
+    in_flight: int
+    """Estimated prompt tokens of its admitted, submitting and running jobs (unscaled)."""
+    budget: int | None
+    """The model's token budget (None: not limited)."""
+
+    def as_json(self) -> dict[str, Any]:
+        """One entry of ``budget --json``'s ``tokens``."""
+        free = None if self.budget is None else max(0, self.budget - self.in_flight)
+        return {
+            "model": self.model,
+            "in_flight": self.in_flight,
+            "budget": self.budget,
+            "free": free,
+        }
+
+
+@attrs.frozen(kw_only=True)
 class WorkspaceBudget:
     """One workspace's budget as the ledger sees it."""
 
@@ -205,6 +227,10 @@ class WorkspaceBudget:
     next_requests: int = 0
     never_fits: tuple[str, ...] = ()
     """Queued jobs larger than the whole budget (the daemon rejects them)."""
+    tokens: tuple[ModelTokens, ...] = ()
+    """Per model with jobs in flight or a token budget: its prompt tokens in flight."""
+    never_fits_tokens: tuple[str, ...] = ()
+    """Queued jobs estimated above their model's whole token budget (rejected too)."""
 
     @property
     def free(self) -> int | None:
@@ -228,6 +254,8 @@ class WorkspaceBudget:
             "next_job": self.next_job,
             "next_requests": self.next_requests if self.next_job else None,
             "never_fits": list(self.never_fits),
+            "tokens": [entry.as_json() for entry in self.tokens],
+            "never_fits_tokens": list(self.never_fits_tokens),
             "in_config": self.budget is not None,
         }
 
@@ -275,9 +303,32 @@ def budgets(
                 never_fits=tuple(
                     j.name for j in queued if budget is not None and j.request_count > budget
                 ),
+                tokens=_model_tokens(ws, flying),
+                never_fits_tokens=tuple(
+                    j.name
+                    for j in queued
+                    if ws is not None and j.prompt_tokens > (ws.token_budget_for(j.model) or 2**63)
+                ),
             )
         )
     return rows
+
+
+def _model_tokens(ws: WorkspaceConfig | None, flying: Sequence[Job]) -> tuple[ModelTokens, ...]:
+    """Tokens in flight per model: the models with in-flight jobs or their own budget."""
+    held: dict[str, int] = {}
+    for job in flying:
+        held[job.model] = held.get(job.model, 0) + job.prompt_tokens
+    for model in ws.token_budgets if ws is not None else ():
+        held.setdefault(model, 0)
+    return tuple(
+        ModelTokens(
+            model=model,
+            in_flight=count,
+            budget=None if ws is None else ws.token_budget_for(model),
+        )
+        for model, count in sorted(held.items())
+    )
 
 
 def state_counts(jobs: Iterable[Job]) -> str:

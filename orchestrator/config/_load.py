@@ -51,6 +51,8 @@ from orchestrator.config._workspace import (
     check_env_name,
     refuse_secrets,
 )
+from orchestrator.errors import ConfigError
+from orchestrator.inputs import rules_for
 from orchestrator.model import JobSpec
 
 
@@ -144,6 +146,8 @@ _WORKSPACE_KEYS = frozenset(
         "pending_budget",
         "count_external",
         "split_requests",
+        "token_budget",
+        "token_budgets",
     }
 )
 _ELSEWHERE: Mapping[str, str] = {
@@ -165,6 +169,8 @@ _ELSEWHERE: Mapping[str, str] = {
     "validation_seconds": "emulator.validation_seconds",
     "failure_fraction": "emulator.failure_fraction",
     "pending_budget": "workspaces.<name>.pending_budget",
+    "token_budget": "workspaces.<name>.token_budget",
+    "token_budgets": "workspaces.<name>.token_budgets",
     "base_url": "workspaces.<name>.base_url",
     "api_key_env": "workspaces.<name>.api_key_env",
     "provider": "workspaces.<name>.provider",
@@ -269,11 +275,8 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
                 "environment variable) or api_key_file (a file holding the key)",
             )
         budget = ws.integer("pending_budget", 1_000_000, low=1)
-        split = None
-        if ws.has("split_requests"):
-            split = ws.integer("split_requests", low=1)
-            if split > budget:
-                raise ws.error("split_requests", split_too_large(split, budget))
+        split = _workspace_split(ws, provider, budget)
+        token_budget, token_budgets = _token_budgets(ws)
         workspaces[name] = WorkspaceConfig(
             name=name,
             provider=provider,
@@ -282,7 +285,40 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
             api_key_file=resolve_path(key_file, base) if key_file is not None else None,
             pending_budget=budget,
             split_requests=split,
+            token_budget=token_budget,
+            token_budgets=token_budgets,
             count_external=ws.boolean("count_external", False),
             config_file=table.file,
         )
     return workspaces
+
+
+def _workspace_split(ws: Section, provider: str, budget: int) -> int | None:
+    """The workspace's part size: its ``split_requests``, 0 for none, else the dialect's default.
+
+    OpenAI's batches hold at most 50,000 requests (and 200 MB), so an OpenAI workspace splits
+    a larger job by default, in parts of that many requests (fewer under a smaller
+    ``pending_budget``); Mistral's splits only when asked.
+    """
+    if ws.has("split_requests"):
+        split = ws.integer("split_requests", low=0)
+        if split > budget:
+            raise ws.error("split_requests", split_too_large(split, budget))
+        return split or None
+    if provider == "openai":
+        return min(rules_for(provider).max_requests, budget)
+    return None
+
+
+def _token_budgets(ws: Section) -> tuple[int | None, dict[str, int]]:
+    """``token_budget`` (every model) and ``[....token_budgets]`` (per model, overriding it)."""
+    default = ws.integer("token_budget", low=1) if ws.has("token_budget") else None
+    table = ws.table("token_budgets")
+    per_model = {}
+    for model in table.data:
+        if not model.strip():
+            raise ConfigError(
+                "a model name must not be empty", file=table.file, key=f'{table.path}."{model}"'
+            )
+        per_model[model] = table.integer(model, low=1)
+    return default, per_model

@@ -133,7 +133,14 @@ class WorkspaceConfig:
     """Also count unfinished remote jobs this ledger did not create against the budget."""
     split_requests: int | None = None
     """Split a job of more requests than this into parts of at most this many (None: no
-    splitting); a job's own ``split_requests`` overrides it."""
+    splitting; an OpenAI workspace's default is 50,000); a job's own ``split_requests``
+    overrides it."""
+    token_budget: int | None = None
+    """Prompt tokens of the in-flight jobs of one model (OpenAI's enqueued tokens), for every
+    model not in :attr:`token_budgets`; None: no limit."""
+    token_budgets: Mapping[str, int] = attrs.field(factory=dict)
+    """Per-model token budgets (``[workspaces.NAME.token_budgets]``), overriding
+    :attr:`token_budget`."""
     config_file: str | None = None
     """The file that defined the workspace (named in errors)."""
 
@@ -141,6 +148,10 @@ class WorkspaceConfig:
     def embedded(self) -> bool:
         """Whether this workspace runs the in-process emulator."""
         return self.base_url == EMBEDDED
+
+    def token_budget_for(self, model: str) -> int | None:
+        """The token budget of ``model`` in this workspace (None: not limited)."""
+        return self.token_budgets.get(model, self.token_budget)
 
     def part_size(self, spec: JobSpec) -> int | None:
         """The part size that applies to ``spec`` (its own, else the workspace's), or None."""

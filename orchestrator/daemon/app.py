@@ -21,6 +21,7 @@ import anyio
 import httpx
 import structlog
 
+from orchestrator.budget import TokenBudget
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config, WorkspaceConfig
 from orchestrator.daemon.collect import Collector
@@ -132,6 +133,9 @@ class Daemon:
                     provider=provider,
                     pending_budget=ws_config.pending_budget,
                     count_external=ws_config.count_external,
+                    tokens=TokenBudget(
+                        default=ws_config.token_budget, per_model=dict(ws_config.token_budgets)
+                    ),
                     admission=Waker(self.clock),
                     poll=Waker(self.clock),
                     collect=Waker(self.clock),

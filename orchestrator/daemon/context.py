@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import attrs
 
+from orchestrator.budget import TokenBudget, TokenScale, learn_token_scale
 from orchestrator.clock import Clock
 from orchestrator.daemon.waker import Waker
 from orchestrator.ledger import SqlLedger
@@ -95,6 +96,26 @@ class WorkspaceRuntime:
     """Budget the poller has released so far (a running total of stored progress and ends)."""
     head: HeadWait | None = None
     """Set by admission while the queue's head does not fit; the poller plans by it."""
+    tokens: TokenBudget = attrs.field(factory=TokenBudget)
+    """The token budgets per model, and the scale learnt from the provider's refusals."""
+
+    def token_limit_refused(
+        self, *, provider_limit: int | None, estimated_in_flight: int
+    ) -> TokenScale:
+        """Learn from a batch the provider failed for its token limit (``token_limit_exceeded``).
+
+        ``estimated_in_flight`` is the unscaled ``prompt_tokens`` sum of the model's in-flight
+        jobs at the refusal, the refused job included; see
+        :func:`~orchestrator.budget.learn_token_scale`. Returns the new scale, which admission
+        uses from its next pass on.
+        """
+        scale = learn_token_scale(
+            self.tokens.scale,
+            provider_limit=provider_limit,
+            estimated_in_flight=estimated_in_flight,
+        )
+        self.tokens = attrs.evolve(self.tokens, scale=scale)
+        return scale
 
 
 def backoff(attempts: int, *, base: float = 5.0, cap: float = RETRY_BACKOFF_MAX) -> float:

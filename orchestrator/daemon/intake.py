@@ -55,6 +55,8 @@ log = structlog.get_logger(__name__)
 
 _UNLIMITED = 2**31 - 1
 """Requests a split job may hold in all (the ledger's 32-bit count)."""
+_UNLIMITED_BYTES = 1 << 50
+"""Bytes an input of a split job may hold (its parts keep the provider's per-batch limit)."""
 
 _FileKey = tuple[str, int, int]
 """(path, size, mtime_ns): a file unchanged since it was last hashed."""
@@ -139,13 +141,16 @@ async def admit_spec(
     record_rejection: bool = True,
     split: int | None = None,
     results: Path | None = None,
+    token_budget: int | None = None,
 ) -> tuple[Job, bool]:
     """Validate ``spec``'s inputs and record it; return (job, created).
 
-    With a part size (``split``), a job of more requests than that is split: its parts'
-    inputs are written under ``<results>/<name>/parts/`` and the parent and its parts are
-    recorded in one transaction (see :mod:`orchestrator.daemon.parts`). The provider's limit
-    on requests per job then applies to each part, not to the whole job.
+    With a part size (``split``), a job of more requests than that, an input larger than the
+    provider's per-batch bytes, or more estimated prompt tokens than ``token_budget`` is split:
+    its parts' inputs are written under ``<results>/<name>/parts/`` and the parent and its
+    parts are recorded in one transaction (see :mod:`orchestrator.daemon.parts`). The
+    provider's per-batch limits (requests, bytes) then apply to each part, not to the whole
+    job, and each part's tokens stay within ``token_budget``.
 
     Args:
         ledger: Where the job is recorded.
@@ -161,6 +166,7 @@ async def admit_spec(
         split: The part size that applies to the job (its own ``split_requests``, else its
             workspace's), or None not to split.
         results: The results folder (needed with ``split``).
+        token_budget: The token budget of the job's model in its workspace (None: none).
 
     Returns:
         ``(job, created)``; ``created`` is False when the name already holds this definition.
@@ -172,18 +178,21 @@ async def admit_spec(
     """
     if limits is None:
         limits = InputLimits() if rules is None else InputLimits.of(rules)
+    part_bytes = limits.max_file_bytes
     if split is not None:
         if results is None:
             raise ValueError("splitting needs the results folder")
         split = min(split, limits.max_requests)
-        # The per-job request limit is the provider's, per batch: each part keeps it.
-        limits = attrs.evolve(limits, max_requests=_UNLIMITED)
+        # The provider's limits are per batch: each part keeps them, not the whole job.
+        limits = attrs.evolve(limits, max_requests=_UNLIMITED, max_file_bytes=_UNLIMITED_BYTES)
     try:
         missing = missing_input_error(spec, origins)
         if missing is not None:
             raise missing
         summaries = await anyio.to_thread.run_sync(
-            lambda: validate_inputs(spec.inputs, endpoint=spec.endpoint, limits=limits, rules=rules)
+            lambda: validate_inputs(
+                spec.inputs, endpoint=spec.endpoint, limits=limits, rules=rules, model=spec.model
+            )
         )
     except InputError as exc:
         if not record_rejection:
@@ -202,18 +211,37 @@ async def admit_spec(
             )
         return job, created
     requests = sum(s.requests for s in summaries)
-    if split is not None and results is not None and requests > split:
+    tokens = sum(s.prompt_tokens for s in summaries)
+    if (
+        split is not None
+        and results is not None
+        and (
+            requests > split
+            or any(s.bytes > part_bytes for s in summaries)
+            or (token_budget is not None and tokens > token_budget)
+        )
+    ):
         return await _admit_split(
-            ledger, spec, summaries, requests, split, results, max_bytes=limits.max_file_bytes
+            ledger,
+            spec,
+            summaries,
+            requests,
+            split,
+            results,
+            max_bytes=part_bytes,
+            max_tokens=token_budget,
         )
     digest = definition_hash(spec, summaries)
-    job, created = await ledger.add_job(spec, definition_hash=digest, request_count=requests)
+    job, created = await ledger.add_job(
+        spec, definition_hash=digest, request_count=requests, prompt_tokens=tokens
+    )
     if created:
         log.info(
             "intake.queued",
             job=spec.name,
             job_id=job.id,
             requests=requests,
+            prompt_tokens=tokens,
             workspace=spec.workspace,
         )
     return job, created
@@ -228,10 +256,12 @@ async def _admit_split(
     results: Path,
     *,
     max_bytes: int,
+    max_tokens: int | None,
 ) -> tuple[Job, bool]:
     """Record a job split into parts of ``split`` requests (written first, atomically).
 
-    A part is also kept under ``max_bytes`` (the provider's upload limit for one file).
+    A part is also kept under ``max_bytes`` (the provider's upload limit for one file) and
+    ``max_tokens`` (its model's token budget, when it has one).
 
     A name already recorded with this definition is a no-op and its part files are not
     rewritten; another definition is a conflict before anything is written. A crash between
@@ -260,6 +290,7 @@ async def _admit_split(
             split,
             [s.sha256 for s in summaries],
             max_bytes=max_bytes,
+            max_tokens=max_tokens,
         )
     )
     written = sum(part.request_count for part in parts)
@@ -277,6 +308,7 @@ async def _admit_split(
             job=spec.name,
             job_id=job.id,
             requests=requests,
+            prompt_tokens=job.prompt_tokens,
             workspace=spec.workspace,
             parts=len(parts),
             split_requests=split,
@@ -403,14 +435,16 @@ class Intake:
                 keys = _file_keys(spec.inputs)
                 if keys is not None and self._seen.get(spec.name) == (spec, keys):
                     continue  # unchanged since this process last recorded it
+                workspace = self._config.workspaces[spec.workspace]
                 try:
                     _, created = await admit_spec(
                         self._ledger,
                         spec,
-                        rules=rules_for(self._config.workspaces[spec.workspace].provider),
+                        rules=rules_for(workspace.provider),
                         origins=origins,
-                        split=self._config.workspaces[spec.workspace].part_size(spec),
+                        split=workspace.part_size(spec),
                         results=self._config.results.dir,
+                        token_budget=workspace.token_budget_for(spec.model),
                     )
                 except OSError as exc:
                     self._report_once("intake.split_failed", spec.name, str(exc))

@@ -20,6 +20,7 @@ final, then merges the parts' files (part order, atomic, verified line counts), 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ from orchestrator.daemon.layout import (
 )
 from orchestrator.errors import OrchestratorError, StaleTransition
 from orchestrator.fsutil import atomic_write, ensure_dir, fsync_dir, write_json_atomic
+from orchestrator.inputs import estimate_tokens
 from orchestrator.ledger import FileKind, PartSpec, ResultFile
 from orchestrator.model import (
     FINAL_STATES,
@@ -64,12 +66,16 @@ def write_part_inputs(
     size: int,
     sha256: Sequence[str] | None = None,
     max_bytes: int | None = None,
+    max_tokens: int | None = None,
 ) -> list[PartSpec]:
     """Write the parts of a job: ``size`` requests each (the last may hold fewer), in order.
 
     With ``max_bytes`` (the provider's upload limit) a part is also closed before it would
     grow past that many bytes: parts are uploaded as one file each, and one spanning two
-    input files could otherwise be larger than either.
+    input files could otherwise be larger than either. With ``max_tokens`` (the model's token
+    budget) a part is closed before its estimated prompt tokens would pass it. Each part
+    records its token estimate (:func:`~orchestrator.inputs.estimate_tokens` of its lines,
+    parsed again here: about as long as the scan's parse, and only for split jobs).
 
     Lines are copied byte for byte (a last line without a newline gets one), spanning input
     files as needed. Each part is written atomically (``.part``, fsync, rename, fsync the
@@ -83,7 +89,7 @@ def write_part_inputs(
     """
     root = results / name / PARTS_DIR
     shutil.rmtree(root, ignore_errors=True)
-    writer = _PartWriter(results, name, size, max_bytes)
+    writer = _PartWriter(results, name, size, max_bytes, max_tokens)
     try:
         for index, path in enumerate(inputs):
             digest = hashlib.sha256()
@@ -109,21 +115,25 @@ def write_part_inputs(
 class _PartWriter:
     """Fills part files one after the other, publishing each when it is full."""
 
-    def __init__(self, results: Path, name: str, size: int, max_bytes: int | None) -> None:
+    def __init__(
+        self, results: Path, name: str, size: int, max_bytes: int | None, max_tokens: int | None
+    ) -> None:
         self._results = results
         self._name = name
         self._size = size
         self._max_bytes = max_bytes
+        self._max_tokens = max_tokens
         self._open: Any = None
         self._lines = 0
         self._bytes = 0
+        self._tokens = 0
         self.parts: list[PartSpec] = []
 
     def add(self, line: bytes) -> None:
-        if (
-            self._open is not None
-            and self._max_bytes is not None
-            and self._bytes + len(line) > self._max_bytes
+        tokens = _line_tokens(line)
+        if self._open is not None and (
+            (self._max_bytes is not None and self._bytes + len(line) > self._max_bytes)
+            or (self._max_tokens is not None and self._tokens + tokens > self._max_tokens)
         ):
             self.close()
         if self._open is None:
@@ -133,9 +143,11 @@ class _PartWriter:
             self._dest = folder / PART_INPUT
             self._lines = 0
             self._bytes = 0
+            self._tokens = 0
         self._file.write(line)
         self._lines += 1
         self._bytes += len(line)
+        self._tokens += tokens
         if self._lines == self._size:
             self.close()
 
@@ -143,12 +155,28 @@ class _PartWriter:
         if self._open is not None:
             self._open.__exit__(None, None, None)
             self._open = None
-            self.parts.append(PartSpec(inputs=(str(self._dest),), request_count=self._lines))
+            self.parts.append(
+                PartSpec(
+                    inputs=(str(self._dest),),
+                    request_count=self._lines,
+                    prompt_tokens=self._tokens,
+                )
+            )
 
     def abort(self) -> None:
         if self._open is not None:
             self._open.__exit__(RuntimeError, RuntimeError("aborted"), None)
             self._open = None
+
+
+def _line_tokens(line: bytes) -> int:
+    """The token estimate of one validated line (0 if it no longer parses: the sha256 check
+    of the split then fails the whole split anyway)."""
+    try:
+        request = json.loads(line)
+    except ValueError:
+        return 0
+    return estimate_tokens(request) if type(request) is dict else 0
 
 
 @attrs.frozen(kw_only=True)

@@ -27,7 +27,7 @@ from typing import Unpack
 import anyio
 import structlog
 
-from orchestrator.budget import Admission, admit, in_flight_pending
+from orchestrator.budget import Admission, Misfit, admit, in_flight_pending, in_flight_tokens
 from orchestrator.daemon.context import (
     SAFE_RECONCILE_GRACE,
     HeadWait,
@@ -41,6 +41,7 @@ from orchestrator.errors import (
     CapacityRefused,
     PermanentProviderError,
     StaleTransition,
+    TokenBudgetExhausted,
     TransientProviderError,
 )
 from orchestrator.model import (
@@ -61,6 +62,13 @@ UNFINISHED = tuple(state for state in JobState if state not in FINAL_STATES)
 IDLE_WAIT = 60.0
 """Longest sleep of the loop when nothing is due (it is woken on every relevant change)."""
 UPLOAD_CONCURRENCY = 4
+
+
+def never_fits_reason(job: Job, misfit: Misfit) -> str:
+    """The rejection of a job that can never be admitted, with its figures."""
+    if misfit.dimension == "tokens":
+        return str(TokenBudgetExhausted(job.name, job.model, misfit.needed, misfit.limit))
+    return str(BudgetExhausted(job.name, misfit.needed, misfit.limit))
 
 
 class Submitter:
@@ -106,6 +114,7 @@ class Submitter:
             if any(j.state is JobState.QUEUED and not j.is_parent for j in unfinished):
                 external = await self._external_pending(unfinished)
         seen: list[Job] = []
+        tokens = self._ws.tokens
 
         def decide(jobs: list[Job]) -> Admission:
             # Runs inside the ledger's admission transaction, which serialises the passes of
@@ -117,6 +126,8 @@ class Submitter:
                 budget=self._ws.pending_budget,
                 external=external,
                 now=now,
+                tokens=tokens,
+                tokens_in_flight=in_flight_tokens(jobs, tokens.scale),
             )
 
         if any(j.state is JobState.QUEUED and not j.is_parent for j in listed):
@@ -125,11 +136,15 @@ class Submitter:
             decision, admitted = Admission(), []
         queued = [j for j in seen if j.state is JobState.QUEUED and not j.is_parent]
         self._publish_head(decision, released)
-        for job_id in decision.never_fits:
-            job = next(j for j in queued if j.id == job_id)
-            reason = str(BudgetExhausted(job.name, job.request_count, self._ws.pending_budget))
+        for misfit in decision.misfits:
+            job = next(j for j in queued if j.id == misfit.job_id)
             await self._lost_race_is_fine(
-                self._move(job, JobState.REJECTED, detail="never fits", error=reason)
+                self._move(
+                    job,
+                    JobState.REJECTED,
+                    detail="never fits",
+                    error=never_fits_reason(job, misfit),
+                )
             )
         for job in admitted:
             self._rt.activity.wake()
@@ -142,6 +157,9 @@ class Submitter:
                 requests=job.request_count,
                 pending_after=decision.pending_after,
                 budget=self._ws.pending_budget,
+                prompt_tokens=job.prompt_tokens,
+                tokens_after=decision.tokens_after.get(job.model),
+                token_budget=tokens.limit(job.model),
                 replica_id=ledger.owner,
                 holder=job.claimed_by,
             )

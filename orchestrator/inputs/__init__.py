@@ -2,7 +2,8 @@
 
 What a line must hold, the endpoints and the per-batch limits come from the provider's dialect
 (:mod:`orchestrator.inputs.dialect`: one :class:`LineRules` per provider, in
-:data:`DIALECTS`, looked up with :func:`rules_for`); the scan itself is the same for all.
+:data:`DIALECTS`, looked up with :func:`rules_for`); the scan itself is the same for all. The
+scan also estimates each file's prompt tokens (:mod:`orchestrator.inputs.tokens`).
 
 Every input file is read once, in binary, in 1 MiB chunks: the sha256 is fed from the same
 chunks, whole runs of lines are decoded as UTF-8 at once, and each line is parsed with
@@ -33,7 +34,6 @@ from orchestrator.inputs._identity import definition_hash as definition_hash
 from orchestrator.inputs._registry import DIALECTS as DIALECTS
 from orchestrator.inputs._registry import ENDPOINTS as ENDPOINTS
 from orchestrator.inputs._registry import ENDPOINTS_BY_PROVIDER as ENDPOINTS_BY_PROVIDER
-from orchestrator.inputs._registry import OPENAI_ENDPOINTS as OPENAI_ENDPOINTS
 from orchestrator.inputs._registry import rules_for as rules_for
 from orchestrator.inputs._scan import InputLimits as InputLimits
 from orchestrator.inputs._scan import InputSummary as InputSummary
@@ -43,6 +43,9 @@ from orchestrator.inputs.dialect import LineCheck as LineCheck
 from orchestrator.inputs.dialect import LineRules as LineRules
 from orchestrator.inputs.mistral import MISTRAL as MISTRAL
 from orchestrator.inputs.mistral import MISTRAL_ENDPOINTS as MISTRAL_ENDPOINTS
+from orchestrator.inputs.openai import OPENAI as OPENAI
+from orchestrator.inputs.openai import OPENAI_ENDPOINTS as OPENAI_ENDPOINTS
+from orchestrator.inputs.tokens import estimate_tokens as estimate_tokens
 
 __all__ = [
     "DIALECTS",
@@ -50,12 +53,14 @@ __all__ = [
     "ENDPOINTS_BY_PROVIDER",
     "MISTRAL",
     "MISTRAL_ENDPOINTS",
+    "OPENAI",
     "OPENAI_ENDPOINTS",
     "InputLimits",
     "InputSummary",
     "LineCheck",
     "LineRules",
     "definition_hash",
+    "estimate_tokens",
     "rules_for",
     "validate_input",
     "validate_inputs",

@@ -9,29 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import attrs
-
 from orchestrator.inputs.dialect import LineRules
 from orchestrator.inputs.mistral import MISTRAL
+from orchestrator.inputs.openai import OPENAI
 
-OPENAI_ENDPOINTS: tuple[str, ...] = (
-    "/v1/responses",
-    "/v1/chat/completions",
-    "/v1/embeddings",
-    "/v1/completions",
-    "/v1/moderations",
-    "/v1/images/generations",
-    "/v1/images/edits",
-    "/v1/videos",
-)
-"""OpenAI's batch endpoints (``POST /v1/batches``)."""
-
-DIALECTS: Mapping[str, LineRules] = {
-    "mistral": MISTRAL,
-    # Until inputs/openai.py brings OpenAI's own lines and limits (50,000 requests and 200 MB
-    # per batch): its endpoints with Mistral's line rules and limits, as intake has always had.
-    "openai": attrs.evolve(MISTRAL, name="openai", endpoints=OPENAI_ENDPOINTS),
-}
+DIALECTS: Mapping[str, LineRules] = {"mistral": MISTRAL, "openai": OPENAI}
 """Each provider's input rules, by provider name."""
 
 ENDPOINTS_BY_PROVIDER: Mapping[str, tuple[str, ...]] = {

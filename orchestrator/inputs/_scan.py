@@ -19,6 +19,7 @@ import attrs
 
 from orchestrator.errors import InputError
 from orchestrator.inputs.dialect import MISSING, LineRules, shown
+from orchestrator.inputs.tokens import estimate_tokens
 
 _id_hash = hash
 """Hashes custom_ids for the duplicate index (64-bit; a module global so tests can force
@@ -55,6 +56,10 @@ class InputSummary:
     """Size of the file as read."""
     sha256: str
     """Hex sha256 of the file's bytes."""
+    prompt_tokens: int = 0
+    """Prompt tokens of its requests, estimated (:func:`~orchestrator.inputs.estimate_tokens`)."""
+    max_request_tokens: int = 0
+    """The estimate of its largest request: a token budget below this can never run it."""
 
 
 def _reject_constant(name: str) -> object:
@@ -91,12 +96,21 @@ class _Scan:
     """One validation run over the inputs of one job (pass one, and pass two if needed)."""
 
     def __init__(
-        self, files: list[Path], *, endpoint: str, rules: LineRules, limits: InputLimits
+        self,
+        files: list[Path],
+        *,
+        endpoint: str,
+        rules: LineRules,
+        limits: InputLimits,
+        model: str | None = None,
     ) -> None:
         self.files = files
         self.endpoint = endpoint
         self.limits = limits
-        self.check = rules.line_check(endpoint)
+        self.check = rules.line_check(endpoint, model)
+        self.tokens = 0
+        """Prompt tokens of the file being read (estimated)."""
+        self.max_tokens = 0
         self.problems = _Problems(limits.max_problems)
         self.requests = 0
         self.blank = 0
@@ -113,8 +127,8 @@ class _Scan:
                 -1,
                 0,
                 f"{where}: {self.requests:,} requests, more than the limit of "
-                f"{self.limits.max_requests:,} per job (max_requests): split the input into "
-                "several jobs",
+                f"{self.limits.max_requests:,} per batch (max_requests): split the input into "
+                "several jobs, or let the orchestrator split it (split_requests)",
             )
         duplicates = self._duplicate_hashes()
         if duplicates:
@@ -169,6 +183,7 @@ class _Scan:
         digest = hashlib.sha256()
         lines = 0
         blank = self.blank
+        self.tokens = self.max_tokens = 0
         try:
             with path.open("rb", buffering=0) as stream:
                 for number, text, raw in self._lines(stream, digest.update):
@@ -188,7 +203,14 @@ class _Scan:
         self.requests += requests
         if requests == 0:
             self.problems.add(index, 0, f"{path}: holds no requests, only empty lines")
-        return InputSummary(path=path, requests=requests, bytes=size, sha256=digest.hexdigest())
+        return InputSummary(
+            path=path,
+            requests=requests,
+            bytes=size,
+            sha256=digest.hexdigest(),
+            prompt_tokens=self.tokens,
+            max_request_tokens=self.max_tokens,
+        )
 
     def _lines(
         self, stream: io.FileIO, update: Callable[[bytes], object]
@@ -267,6 +289,10 @@ class _Scan:
                 number,
                 f"{path}:{number}: must be a non-empty string, got {shown(custom_id)} (custom_id)",
             )
+        tokens = estimate_tokens(request)
+        self.tokens += tokens
+        if tokens > self.max_tokens:
+            self.max_tokens = tokens
         problems = self.check(request)
         if problems:  # the common case pays for no loop
             for problem in problems:

@@ -21,6 +21,7 @@ def validate_input(
     endpoint: str,
     limits: InputLimits | None = None,
     rules: LineRules | None = None,
+    model: str | None = None,
 ) -> InputSummary:
     """Validate one JSONL input file in one streaming pass.
 
@@ -32,9 +33,11 @@ def validate_input(
             dialect's, see :meth:`InputLimits.of`).
         rules: The provider's dialect (see :func:`rules_for`); default: the first registered
             dialect that accepts ``endpoint``.
+        model: The job's model, for a dialect that checks a line's own (OpenAI's
+            ``body.model``); None checks none.
 
     Returns:
-        The file's request count, size and sha256.
+        The file's request count, size, sha256 and prompt-token estimate.
 
     Raises:
         InputError: the endpoint is unknown, the file cannot be read, is empty, too large,
@@ -42,7 +45,7 @@ def validate_input(
             ``limits.max_problems`` entries ``file:line: what is wrong (field)``; the summary
             says how many there are in all.
     """
-    return validate_inputs((path,), endpoint=endpoint, limits=limits, rules=rules)[0]
+    return validate_inputs((path,), endpoint=endpoint, limits=limits, rules=rules, model=model)[0]
 
 
 def validate_inputs(
@@ -51,6 +54,7 @@ def validate_inputs(
     endpoint: str,
     limits: InputLimits | None = None,
     rules: LineRules | None = None,
+    model: str | None = None,
 ) -> tuple[InputSummary, ...]:
     """Validate all the input files of one job; ``custom_id`` must be unique across them.
 
@@ -60,6 +64,7 @@ def validate_inputs(
         limits: ``max_file_bytes`` applies per file, ``max_requests`` to the job's total
             (default: the dialect's).
         rules: The provider's dialect, as for :func:`validate_input`.
+        model: The job's model, as for :func:`validate_input`.
 
     Returns:
         One summary per file, in the order given.
@@ -89,5 +94,5 @@ def validate_inputs(
                 f"{index + 1}): every request would be a duplicate; list each file once",
             )
     limits = InputLimits.of(rules) if limits is None else limits
-    scan = _Scan(files, endpoint=endpoint, rules=rules, limits=limits)
+    scan = _Scan(files, endpoint=endpoint, rules=rules, limits=limits, model=model)
     return scan.run()

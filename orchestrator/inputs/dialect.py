@@ -8,8 +8,8 @@ module of its own (:mod:`orchestrator.inputs.mistral`), registered in
 :data:`orchestrator.inputs.DIALECTS`.
 
 A line check is on the hot path (it runs once per request line, millions per job): the rules
-build it once per job for the job's endpoint (:attr:`LineRules.line_check`), and it returns
-an empty tuple, allocating nothing, for a good line.
+build it once per job for the job's endpoint and model (:attr:`LineRules.line_check`), and it
+returns an empty tuple, allocating nothing, for a good line.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ class LineRules:
     """Most requests one batch may hold."""
     max_bytes: int = attrs.field(validator=attrs.validators.gt(0))
     """Largest input file one batch may upload, in bytes."""
-    line_check: Callable[[str], LineCheck]
-    """Given a job's endpoint (one of :attr:`endpoints`), the check for each of its lines."""
+    line_check: Callable[[str, str | None], LineCheck]
+    """Given a job's endpoint (one of :attr:`endpoints`) and model (None: not known, e.g. a
+    file checked on its own), the check for each of its lines."""
 
 
 MISSING: Final = object()
@@ -62,3 +63,39 @@ def shown(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return type(value).__name__
+
+
+def body_problem(body: dict[str, object], keys: tuple[str, ...], endpoint: str) -> str | None:
+    """What is wrong with ``body`` for ``endpoint``, which needs one of ``keys``, or None.
+
+    ``messages`` must be a non-empty list of objects; any other key must not be empty.
+    """
+    for key in keys:
+        value = body.get(key, MISSING)
+        if value is MISSING:
+            continue
+        if key == "messages":
+            return _messages(value)
+        if _empty(value):
+            return f"must not be empty, got {shown(value)} (body.{key})"
+        return None
+    if len(keys) == 1:
+        return f"missing: required by {endpoint} (body.{keys[0]})"
+    names = " or ".join(keys)
+    fields = ", ".join(f"body.{key}" for key in keys)
+    return f"missing: {endpoint} requires {names} ({fields})"
+
+
+def _empty(value: object) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _messages(value: object) -> str | None:
+    if type(value) is not list:
+        return f"must be a non-empty list, got {shown(value)} (body.messages)"
+    if not value:
+        return "must not be an empty list (body.messages)"
+    for position, message in enumerate(value):
+        if type(message) is not dict:
+            return f"must be an object, got {shown(message)} (body.messages[{position}])"
+    return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from orchestrator.inputs.dialect import MISSING, LineCheck, LineRules, shown
+from orchestrator.inputs.dialect import MISSING, LineCheck, LineRules, body_problem, shown
 
 MISTRAL_ENDPOINTS: tuple[str, ...] = (
     "/v1/chat/completions",
@@ -33,8 +33,11 @@ _BODY_KEYS: Mapping[str, tuple[str, ...]] = {
 """Body keys an endpoint needs (any one of them); endpoints not listed take any object."""
 
 
-def line_check(endpoint: str) -> LineCheck:
-    """The check of one line for ``endpoint``: ``body`` is an object with the keys it needs."""
+def line_check(endpoint: str, model: str | None = None) -> LineCheck:
+    """The check of one line for ``endpoint``: ``body`` is an object with the keys it needs.
+
+    ``model`` is not checked: Mistral names the model on the batch, and ignores a line's.
+    """
     keys = _BODY_KEYS.get(endpoint, ())
 
     def check(request: Mapping[str, object]) -> Sequence[str]:
@@ -43,7 +46,7 @@ def line_check(endpoint: str) -> LineCheck:
             what = "missing" if body is MISSING else f"must be an object, got {shown(body)}"
             return (f"{what} (body)",)
         if keys:
-            problem = _body(body, keys, endpoint)
+            problem = body_problem(body, keys, endpoint)
             if problem:
                 return (problem,)
         return ()
@@ -59,36 +62,3 @@ MISTRAL = LineRules(
     line_check=line_check,
 )
 """Mistral's rules: 1,000,000 requests and 512 MB (its upload limit) per batch."""
-
-
-def _body(body: dict[str, object], keys: tuple[str, ...], endpoint: str) -> str | None:
-    """What is wrong with ``body`` for this endpoint, or None."""
-    for key in keys:
-        value = body.get(key, MISSING)
-        if value is MISSING:
-            continue
-        if key == "messages":
-            return _messages(value)
-        if _empty(value):
-            return f"must not be empty, got {shown(value)} (body.{key})"
-        return None
-    if len(keys) == 1:
-        return f"missing: required by {endpoint} (body.{keys[0]})"
-    names = " or ".join(keys)
-    fields = ", ".join(f"body.{key}" for key in keys)
-    return f"missing: {endpoint} requires {names} ({fields})"
-
-
-def _empty(value: object) -> bool:
-    return value is None or value == "" or value == [] or value == {}
-
-
-def _messages(value: object) -> str | None:
-    if type(value) is not list:
-        return f"must be a non-empty list, got {shown(value)} (body.messages)"
-    if not value:
-        return "must not be an empty list (body.messages)"
-    for position, message in enumerate(value):
-        if type(message) is not dict:
-            return f"must be an object, got {shown(message)} (body.messages[{position}])"
-    return None

@@ -19,10 +19,12 @@ log = structlog.get_logger("orchestrator.ledger.store")
 
 @attrs.frozen(kw_only=True)
 class PartSpec:
-    """One part of a split job as intake wrote it: its input file and request count."""
+    """One part of a split job as intake wrote it: its input file, requests and tokens."""
 
     inputs: tuple[str, ...]
     request_count: int
+    prompt_tokens: int = 0
+    """The part's prompt-token estimate (the sum over its lines)."""
 
 
 def new_job_values(
@@ -33,6 +35,7 @@ def new_job_values(
     state: JobState,
     error: str | None,
     at: float,
+    prompt_tokens: int = 0,
 ) -> dict[str, Any]:
     """The column values of a new job row."""
     return {
@@ -47,6 +50,7 @@ def new_job_values(
         "definition_hash": definition_hash,
         "client_token": new_client_token(),
         "request_count": request_count,
+        "prompt_tokens": prompt_tokens,
         "state": state.value,
         "input_file_ids": [],
         "input_file_sha256s": [],
@@ -154,6 +158,7 @@ async def insert_split_job(
             state=JobState.QUEUED,
             error=None,
             at=at,
+            prompt_tokens=part.prompt_tokens,
         )
         part_values["parent_id"] = row.id
         part_row = (await conn.execute(jobs.insert().values(part_values).returning(*jobs.c))).one()

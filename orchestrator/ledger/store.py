@@ -164,6 +164,7 @@ class SqlLedger(ReadMethods):
         state: JobState = JobState.QUEUED,
         error: str | None = None,
         now: float | None = None,
+        prompt_tokens: int = 0,
     ) -> tuple[Job, bool]:
         """Record a new job, or find the same definition already recorded.
 
@@ -175,6 +176,7 @@ class SqlLedger(ReadMethods):
             state: ``queued``, or ``rejected`` (with ``error``) for a job refused at intake.
             error: why the job was rejected.
             now: creation time; the clock's time by default.
+            prompt_tokens: the inputs' prompt-token estimate (what a token budget counts).
 
         Returns:
             ``(job, created)``: ``created`` is False when the name already held this
@@ -184,14 +186,14 @@ class SqlLedger(ReadMethods):
             DefinitionConflict: the name holds another definition; ``differences`` names
                 the fields that differ (``input contents`` when only the files changed).
             ValueError: ``state`` is not queued/rejected, a rejection has no error, or the
-                request count is negative.
+                request count or token estimate is negative.
         """
         if state not in (JobState.QUEUED, JobState.REJECTED):
             raise ValueError(f"a new job starts queued or rejected, not {state.value}")
         if state is JobState.REJECTED and not error:
             raise ValueError(f"job {spec.name!r}: a rejected job needs an error saying why")
-        if request_count < 0:
-            raise ValueError(f"job {spec.name!r}: request_count must be >= 0")
+        if request_count < 0 or prompt_tokens < 0:
+            raise ValueError(f"job {spec.name!r}: request_count and prompt_tokens must be >= 0")
         at = self._clock.now() if now is None else now
         values = new_job_values(
             spec,
@@ -200,6 +202,7 @@ class SqlLedger(ReadMethods):
             state=state,
             error=error,
             at=at,
+            prompt_tokens=prompt_tokens,
         )
         detail = "created" if state is JobState.QUEUED else "rejected at intake"
         return await self._insert_once(
@@ -218,9 +221,10 @@ class SqlLedger(ReadMethods):
         """Record a split job: its parent and every part, in one transaction.
 
         The parent holds the definition (``spec``, ``definition_hash``, the whole request
-        count) and ``part_count``; each part is an ordinary queued job named
-        ``<name>/part-NNNN`` with the parent's workspace, model, endpoint, metadata, timeout
-        and priority, its own inputs, request count and client token, and ``parent_id``.
+        count and the sum of the parts' prompt tokens) and ``part_count``; each part is an
+        ordinary queued job named ``<name>/part-NNNN`` with the parent's workspace, model,
+        endpoint, metadata, timeout and priority, its own inputs, request count, prompt tokens
+        and client token, and ``parent_id``.
         Parts get increasing ids, so admission serves them in order.
 
         Returns:
@@ -242,6 +246,7 @@ class SqlLedger(ReadMethods):
             state=JobState.QUEUED,
             error=None,
             at=at,
+            prompt_tokens=sum(part.prompt_tokens for part in parts),
         )
         values["part_count"] = len(parts)
         return await self._insert_once(

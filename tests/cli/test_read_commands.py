@@ -293,6 +293,10 @@ def test_budget_per_workspace(cli: CliRunner, ledger_states: Project) -> None:
             "next_job": "waiting",
             "next_requests": 40,
             "never_fits": [],
+            "tokens": [
+                {"model": "mistral-small-latest", "in_flight": 0, "budget": None, "free": None}
+            ],
+            "never_fits_tokens": [],
             "in_config": True,
         }
     ]

@@ -85,6 +85,28 @@ async def test_job_larger_than_the_budget_is_rejected_with_advice(
     assert jobs["small"].outcome is Outcome.SUCCEEDED
 
 
+async def test_job_over_its_model_token_budget_is_rejected_with_figures(
+    tmp_path: Path, clock: FakeClock, emulator_factory: Callable[..., Emulator]
+) -> None:
+    """Splitting off, a job estimated above its model's token budget is rejected with both
+    figures; a job that fits runs."""
+    extra = (
+        'token_budget = 1_000_000\n[workspaces.main.token_budgets]\n"mistral-small-latest" = 100'
+    )
+    config = load(write_config(tmp_path, [("wide", 20), ("narrow", 2)], extra=extra))
+    emulator = emulator_factory()
+    await Daemon(config, clock=clock, emulator=emulator).run(exit_when_idle=True, migrate=True)
+    jobs = await _jobs(config, clock)
+    wide = jobs["wide"]
+    assert wide.state is JobState.REJECTED
+    assert wide.prompt_tokens > 100
+    assert (
+        f"is estimated at {wide.prompt_tokens:,} prompt tokens but the workspace's token budget "
+        "for mistral-small-latest is 100: it can never be admitted" in (wide.error or "")
+    )
+    assert jobs["narrow"].outcome is Outcome.SUCCEEDED
+
+
 async def test_capacity_refusal_requeues_with_backoff_never_fails(
     tmp_path: Path, clock: FakeClock, emulator_factory: Callable[..., Emulator]
 ) -> None:

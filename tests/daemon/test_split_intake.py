@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from orchestrator.config import Config
 from orchestrator.daemon.intake import Intake
 from orchestrator.daemon.parts import write_part_inputs
 from orchestrator.daemon.waker import Waker
+from orchestrator.inputs import estimate_tokens
 from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.migrate import upgrade
 from orchestrator.model import JobState
@@ -132,7 +134,7 @@ async def test_a_job_can_override_or_disable_the_workspace_part_size(
     ("where", "value", "message"),
     [
         ("workspace", "2000", "more than the workspace's pending_budget (1,500)"),
-        ("workspace", "0", "must be at least 1"),
+        ("workspace", "-1", "must be at least 0"),
         ("workspace", '"1000"', "expected an integer"),
         ("job", "2000", "more than the workspace's pending_budget (1,500)"),
         ("job", "-1", "must be at least 0"),
@@ -195,3 +197,51 @@ def test_a_part_stays_under_the_upload_limit_even_across_input_files(tmp_path: P
     written = [Path(part.inputs[0]).read_bytes() for part in parts]
     assert all(len(data) <= limit for data in written)
     assert b"".join(written) == b"".join(lines)  # in order, byte for byte
+
+
+def _estimates(path: Path) -> list[int]:
+    return [estimate_tokens(json.loads(line)) for line in path.read_bytes().splitlines()]
+
+
+async def test_openai_jobs_split_at_50_000_by_default(tmp_path: Path, clock: FakeClock) -> None:
+    """An OpenAI workspace without split_requests splits at its per-batch limit."""
+    config = load(write_config(tmp_path, [("big", 50_001)], extra='provider = "openai"'))
+    assert await _scan(config, clock) == (1, [])
+    async with await SqlLedger.connect(config.ledger.url, clock=clock) as ledger:
+        parent = await ledger.get_by_name("big")
+        parts = await ledger.parts(parent.id)
+    assert [p.request_count for p in parts] == [50_000, 1]
+    assert parent.prompt_tokens == sum(_estimates(tmp_path / "data" / "big.jsonl"))
+    assert [p.prompt_tokens for p in parts] == [sum(_estimates(Path(p.inputs[0]))) for p in parts]
+
+
+async def test_openai_over_the_limit_with_splitting_off_is_rejected(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """split_requests = 0: a job over 50,000 requests is rejected, saying how to fix it."""
+    extra = 'provider = "openai"\nsplit_requests = 0'
+    config = load(write_config(tmp_path, [("big", 50_001), ("small", 3)], extra=extra))
+    assert (await _scan(config, clock))[0] == 2
+    async with await SqlLedger.connect(config.ledger.url, clock=clock) as ledger:
+        big = await ledger.get_by_name("big")
+        small = await ledger.get_by_name("small")
+    assert big.state is JobState.REJECTED
+    assert big.error is not None
+    assert "50,001 requests, more than the limit of 50,000 per batch (max_requests)" in big.error
+    assert "split_requests" in big.error
+    assert small.state is JobState.QUEUED
+    assert small.prompt_tokens == sum(_estimates(tmp_path / "data" / "small.jsonl")) > 0
+
+
+async def test_parts_stay_within_the_model_token_budget(tmp_path: Path, clock: FakeClock) -> None:
+    """A job over its model's token budget is split so that every part fits it."""
+    extra = "split_requests = 1000\ntoken_budget = 500"
+    config = load(write_config(tmp_path, [("big", 300)], extra=extra))
+    assert await _scan(config, clock) == (1, [])
+    async with await SqlLedger.connect(config.ledger.url, clock=clock) as ledger:
+        parent = await ledger.get_by_name("big")
+        parts = await ledger.parts(parent.id)
+    assert len(parts) > 1
+    assert all(0 < p.prompt_tokens <= 500 for p in parts)
+    assert sum(p.prompt_tokens for p in parts) == parent.prompt_tokens
+    assert sum(p.request_count for p in parts) == 300

@@ -139,6 +139,8 @@ def test_example_config_loads_and_sets_every_key() -> None:
         "split_requests",
     }  # fmt: skip
     assert "api_key_file" in path.read_text()  # the alternative, shown as a comment
+    assert "# token_budget = 2_000_000" in path.read_text()  # optional, shown as comments
+    assert '# "gpt-4o" = 90_000' in path.read_text()
     assert set(document["jobs"][0]) == {
         "name", "workspace", "input", "model", "endpoint", "metadata", "timeout_hours",
         "priority",
@@ -869,3 +871,50 @@ def test_load_jobs_dir_without_a_folder(folder: Path) -> None:
     (error,) = load_jobs_dir(config).errors
     assert error.key == "intake.jobs_dir"
     assert "does not exist" in str(error)
+
+
+def test_token_budgets_one_for_every_model_and_per_model(folder: Path) -> None:
+    """token_budget is every model's, [....token_budgets] overrides it per model."""
+    config = load(
+        folder,
+        WORKSPACE
+        + 'token_budget = 2_000_000\n[workspaces.main.token_budgets]\n"gpt-4o" = 90_000\n',
+    )
+    ws = config.workspaces["main"]
+    assert (ws.token_budget, dict(ws.token_budgets)) == (2_000_000, {"gpt-4o": 90_000})
+    assert (ws.token_budget_for("gpt-4o"), ws.token_budget_for("o3")) == (90_000, 2_000_000)
+    assert load(folder, WORKSPACE).workspaces["main"].token_budget_for("gpt-4o") is None
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "message"),
+    [
+        ("token_budget = 0", "workspaces.main.token_budget", "must be at least 1, got 0"),
+        ("token_budget = '2M'", "workspaces.main.token_budget", "expected an integer, got '2M'"),
+        ("token_budgets = 5", "workspaces.main.token_budgets", "expected a table, got 5"),
+        (
+            '[workspaces.main.token_budgets]\n"gpt-4o" = -1',
+            "workspaces.main.token_budgets.gpt-4o",
+            "must be at least 1, got -1",
+        ),
+        (
+            '[workspaces.main.token_budgets]\n"" = 5',
+            'workspaces.main.token_budgets.""',
+            "a model name must not be empty",
+        ),
+    ],
+)
+def test_token_budget_errors(folder: Path, toml: str, key: str, message: str) -> None:
+    """Bad token budgets name the file and the dotted key."""
+    error = error_of(folder, WORKSPACE + toml)
+    assert str(error) == f"{folder / 'config.toml'}: {key}: {message}"
+
+
+def test_openai_workspaces_split_by_default(folder: Path) -> None:
+    """An OpenAI workspace splits at 50,000 (or its smaller budget); 0 turns splitting off."""
+    openai = WORKSPACE + 'provider = "openai"\n'
+    assert load(folder, openai).workspaces["main"].split_requests == 50_000
+    small = load(folder, openai + "pending_budget = 20_000\n")
+    assert small.workspaces["main"].split_requests == 20_000
+    assert load(folder, openai + "split_requests = 0\n").workspaces["main"].split_requests is None
+    assert load(folder, WORKSPACE).workspaces["main"].split_requests is None

@@ -19,6 +19,7 @@ from orchestrator.inputs import (
     InputLimits,
     InputSummary,
     definition_hash,
+    estimate_tokens,
     validate_input,
     validate_inputs,
 )
@@ -174,12 +175,19 @@ GOOD_BODIES: dict[str, dict[str, object]] = {
 
 @pytest.mark.parametrize("endpoint", sorted(GOOD_BODIES))
 def test_good_files_of_each_endpoint(tmp_path: Path, endpoint: str) -> None:
-    """A valid file gives its request count, byte size and sha256."""
-    data = jsonl(*({"custom_id": f"r{i}", "body": GOOD_BODIES[endpoint]} for i in range(5)))
+    """A valid file gives its request count, byte size, sha256 and token estimate."""
+    request = {"custom_id": "r", "body": GOOD_BODIES[endpoint]}
+    data = jsonl(*({**request, "custom_id": f"r{i}"} for i in range(5)))
     path = write(tmp_path, data)
     summary = validate_input(path, endpoint=endpoint)
+    tokens = estimate_tokens(request)
     assert summary == InputSummary(
-        path=path, requests=5, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+        path=path,
+        requests=5,
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        prompt_tokens=5 * tokens,
+        max_request_tokens=tokens,
     )
 
 
@@ -321,8 +329,8 @@ def test_too_many_requests_over_the_job(tmp_path: Path) -> None:
     second = write(tmp_path, jsonl(*(chat(f"b{i}") for i in range(3))), "2.jsonl")
     error = problems_of([first, second], max_requests=5)
     assert error.problems == (
-        "the job's inputs: 6 requests, more than the limit of 5 per job (max_requests): "
-        "split the input into several jobs",
+        "the job's inputs: 6 requests, more than the limit of 5 per batch (max_requests): "
+        "split the input into several jobs, or let the orchestrator split it (split_requests)",
     )
     assert validate_inputs([first], endpoint=CHAT, limits=InputLimits(max_requests=3))
 
