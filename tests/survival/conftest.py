@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.survival.dialects import wire
 from tests.survival.settings import SETTINGS
+
+__all__ = ["wire"]  # the fixture every process suite takes: one run per dialect
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.survival.dialects import Wire
 from tests.survival.harness import (
     API_KEY,
     API_KEY_ENV,
@@ -73,11 +74,11 @@ def fault_options(seed: int) -> list[str]:
     ]  # fmt: skip
 
 
-def run_fault_suite(root: Path, *, jobs: int, seed: int) -> dict[str, Any]:
+def run_fault_suite(root: Path, *, jobs: int, seed: int, wire: Wire) -> dict[str, Any]:
     """Run the workload against a faulty emulator; assert the invariants; return the figures."""
     rng = random.Random(seed)
     started = time.monotonic()
-    emulator = EmulatorProcess(root, options=fault_options(seed))
+    emulator = EmulatorProcess(root, options=[*wire.emulator_flags, *fault_options(seed)])
     daemon: DaemonProcess | None = None
     try:
         url = emulator.start()
@@ -88,12 +89,12 @@ def run_fault_suite(root: Path, *, jobs: int, seed: int) -> dict[str, Any]:
         }
         emulator.set_faults(faults)
         plans = plan_workload(rng, jobs=jobs, budget=BUDGET)
-        config = write_project(root, plans, base_url=url, budget=BUDGET)
+        config = write_project(root, plans, base_url=url, budget=BUDGET, wire=wire)
         daemon = DaemonProcess(
             config, root / "daemon.log", env=python_env(**{API_KEY_ENV: API_KEY})
         )
         assert daemon.wait(timeout=200) == 0, daemon.log_text()
-        outcomes = check_invariants(config, emulator, plans, budget=BUDGET)
+        outcomes = check_invariants(config, emulator, plans, budget=BUDGET, wire=wire)
         assert emulator.terminate() == 0
     finally:
         if daemon is not None:
@@ -125,9 +126,11 @@ def run_fault_suite(root: Path, *, jobs: int, seed: int) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(240)
-def test_twenty_percent_faulty_api_calls_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+def test_twenty_percent_faulty_api_calls_lose_and_duplicate_nothing(
+    tmp_path: Path, wire: Wire
+) -> None:
     """With 20 % of calls failing in every way, every job completes exactly once, intact."""
-    figures = run_fault_suite(tmp_path, jobs=12, seed=SETTINGS.seed)
+    figures = run_fault_suite(tmp_path, jobs=12, seed=SETTINGS.seed, wire=wire)
     report("faults", figures)
     assert figures["faults_injected"] > 0.1 * figures["api_calls"]
     assert figures["calls_retried_by_the_provider_client"] > 0
@@ -135,7 +138,7 @@ def test_twenty_percent_faulty_api_calls_lose_and_duplicate_nothing(tmp_path: Pa
 
 @pytest.mark.soak
 @pytest.mark.timeout(3600)
-def test_faults_soak(tmp_path: Path) -> None:
+def test_faults_soak(tmp_path: Path, wire: Wire) -> None:
     """The long version: 48 jobs under the same faults."""
-    figures = run_fault_suite(tmp_path, jobs=48, seed=SETTINGS.seed + 1000)
+    figures = run_fault_suite(tmp_path, jobs=48, seed=SETTINGS.seed + 1000, wire=wire)
     report("faults-soak", figures)

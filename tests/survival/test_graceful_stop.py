@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import load_config
+from tests.survival.dialects import Wire
 from tests.survival.harness import (
     API_KEY,
     API_KEY_ENV,
@@ -63,10 +64,12 @@ def assert_no_half_files(config: Path) -> int:
 
 
 @pytest.mark.timeout(200)
-def test_sigterm_drains_and_a_restart_completes(tmp_path: Path) -> None:
+def test_sigterm_drains_and_a_restart_completes(tmp_path: Path, wire: Wire) -> None:
     """Four stops (SIGTERM and SIGINT) mid-run: exit 0 in time, no half file, then completion."""
     rng = random.Random(SETTINGS.seed + 17)
-    emulator = EmulatorProcess(tmp_path, options=emulator_options(SETTINGS.seed, throughput=60))
+    emulator = EmulatorProcess(
+        tmp_path, options=[*wire.emulator_flags, *emulator_options(SETTINGS.seed, throughput=60)]
+    )
     env = python_env(**{API_KEY_ENV: API_KEY})
     daemon: DaemonProcess | None = None
     exits: list[float] = []
@@ -74,7 +77,9 @@ def test_sigterm_drains_and_a_restart_completes(tmp_path: Path) -> None:
     try:
         url = emulator.start()
         plans = plan_workload(rng, jobs=8, budget=BUDGET)
-        config = write_project(tmp_path, plans, base_url=url, budget=BUDGET, grace_period="5s")
+        config = write_project(
+            tmp_path, plans, base_url=url, budget=BUDGET, grace_period="5s", wire=wire
+        )
         for life, sig in enumerate(STOPS):
             daemon = DaemonProcess(config, tmp_path / f"daemon-{life}.log", env=env)
             wanted = rng.choice(STEP_EVENTS)
@@ -93,7 +98,7 @@ def test_sigterm_drains_and_a_restart_completes(tmp_path: Path) -> None:
             assert_no_half_files(config)
         daemon = DaemonProcess(config, tmp_path / "daemon-final.log", env=env)
         assert daemon.wait(timeout=150) == 0, daemon.log_text()
-        outcomes = check_invariants(config, emulator, plans, budget=BUDGET)
+        outcomes = check_invariants(config, emulator, plans, budget=BUDGET, wire=wire)
         assert emulator.terminate() == 0
     finally:
         if daemon is not None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.survival.dialects import Wire
 from tests.survival.harness import API_KEY, API_KEY_ENV, DaemonProcess, EmulatorProcess, python_env
 from tests.survival.settings import SETTINGS, report
 from tests.survival.workload import (
@@ -41,11 +42,11 @@ IN_FLIGHT = ("admitted", "submitting", "collecting")
 FINISH_TIMEOUT = 150.0
 
 
-def run_kill_suite(root: Path, *, kills: int, jobs: int, seed: int) -> dict[str, Any]:
+def run_kill_suite(root: Path, *, kills: int, jobs: int, seed: int, wire: Wire) -> dict[str, Any]:
     """Run the workload under ``kills`` SIGKILLs; assert the invariants; return the figures."""
     rng = random.Random(seed)
     started = time.monotonic()
-    emulator = EmulatorProcess(root, options=emulator_options(seed))
+    emulator = EmulatorProcess(root, options=[*wire.emulator_flags, *emulator_options(seed)])
     env = python_env(**{API_KEY_ENV: API_KEY})
     daemon: DaemonProcess | None = None
     triggers: Counter[str] = Counter()
@@ -54,7 +55,7 @@ def run_kill_suite(root: Path, *, kills: int, jobs: int, seed: int) -> dict[str,
     try:
         url = emulator.start()
         plans: list[JobPlan] = plan_workload(rng, jobs=jobs, budget=BUDGET)
-        config = write_project(root, plans, base_url=url, budget=BUDGET)
+        config = write_project(root, plans, base_url=url, budget=BUDGET, wire=wire)
         restart_emulator_at = kills // 2
         done = 0
         lives = 0
@@ -86,7 +87,7 @@ def run_kill_suite(root: Path, *, kills: int, jobs: int, seed: int) -> dict[str,
                 assert daemon.process.returncode == 0, daemon.log_text()
                 waves += 1
                 plans += plan_workload(rng, jobs=jobs, budget=BUDGET, prefix=f"w{waves}")
-                config = write_project(root, plans, base_url=url, budget=BUDGET)
+                config = write_project(root, plans, base_url=url, budget=BUDGET, wire=wire)
                 continue
             daemon.kill()
             done += 1
@@ -96,7 +97,7 @@ def run_kill_suite(root: Path, *, kills: int, jobs: int, seed: int) -> dict[str,
                 caught[state] += states[state]
         daemon = DaemonProcess(config, root / "daemon-final.log", env=env)
         assert daemon.wait(FINISH_TIMEOUT) == 0, daemon.log_text()
-        outcomes = check_invariants(config, emulator, plans, budget=BUDGET)
+        outcomes = check_invariants(config, emulator, plans, budget=BUDGET, wire=wire)
         assert emulator.terminate() == 0
     finally:
         if daemon is not None:
@@ -116,18 +117,18 @@ def run_kill_suite(root: Path, *, kills: int, jobs: int, seed: int) -> dict[str,
 
 
 @pytest.mark.timeout(240)
-def test_kill9_daemon_never_duplicates_or_loses(tmp_path: Path) -> None:
+def test_kill9_daemon_never_duplicates_or_loses(tmp_path: Path, wire: Wire) -> None:
     """20+ seeded SIGKILLs of the daemon and one of the emulator: every job done exactly once."""
-    figures = run_kill_suite(tmp_path, kills=SETTINGS.kills, jobs=12, seed=SETTINGS.seed)
+    figures = run_kill_suite(tmp_path, kills=SETTINGS.kills, jobs=12, seed=SETTINGS.seed, wire=wire)
     report("kill9", figures)
     assert figures["kills"] >= SETTINGS.kills
 
 
 @pytest.mark.soak
 @pytest.mark.timeout(3600)
-def test_kill9_soak(tmp_path: Path) -> None:
+def test_kill9_soak(tmp_path: Path, wire: Wire) -> None:
     """The long version: 100 SIGKILLs (or ORCH_SURVIVAL_KILLS) over 24 jobs per wave."""
     kills = max(100, SETTINGS.kills)
-    figures = run_kill_suite(tmp_path, kills=kills, jobs=24, seed=SETTINGS.seed + 1000)
+    figures = run_kill_suite(tmp_path, kills=kills, jobs=24, seed=SETTINGS.seed + 1000, wire=wire)
     report("kill9-soak", figures)
     assert figures["kills"] >= kills

@@ -34,6 +34,7 @@ from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.engine import async_url
 from orchestrator.model import FINAL_STATES, Job
 from tests.ledger.databases import POSTGRES_ENV
+from tests.survival.dialects import Wire
 from tests.survival.harness import (
     API_KEY,
     API_KEY_ENV,
@@ -85,9 +86,11 @@ def pg_url() -> Iterator[str]:
         anyio.run(_execute, base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def write_replica_configs(root: Path, plans: list[JobPlan], *, url: str, ledger: str) -> list[Path]:
+def write_replica_configs(
+    root: Path, plans: list[JobPlan], *, url: str, ledger: str, wire: Wire
+) -> list[Path]:
     """One config per replica: the same project, ledger and results; its own replica id."""
-    base = write_project(root, plans, base_url=url, budget=BUDGET, reconcile_grace="2s")
+    base = write_project(root, plans, base_url=url, budget=BUDGET, reconcile_grace="2s", wire=wire)
     text = base.read_text().replace('url = "sqlite:///var/ledger.db"', f'url = "{ledger}"')
     assert ledger in text
     configs = []
@@ -123,10 +126,12 @@ def ledger_jobs(url: str) -> list[Job]:
     return anyio.run(_jobs, url)
 
 
-def run_replicas(root: Path, ledger: str, *, kill: bool, seed: int) -> dict[str, Any]:
+def run_replicas(root: Path, ledger: str, *, kill: bool, seed: int, wire: Wire) -> dict[str, Any]:
     """Run the three replicas over the workload (SIGKILL one mid-run with ``kill``)."""
     rng = random.Random(seed)
-    emulator = EmulatorProcess(root, options=emulator_options(seed, throughput=150))
+    emulator = EmulatorProcess(
+        root, options=[*wire.emulator_flags, *emulator_options(seed, throughput=150)]
+    )
     env = python_env(**{API_KEY_ENV: API_KEY})
     daemons: list[DaemonProcess] = []
     figures: dict[str, Any] = {"seed": seed, "jobs": JOBS, "budget": BUDGET, "lease_ttl": LEASE_TTL}
@@ -134,7 +139,7 @@ def run_replicas(root: Path, ledger: str, *, kill: bool, seed: int) -> dict[str,
     try:
         url = emulator.start()
         plans = plan_workload(rng, jobs=JOBS, budget=BUDGET)
-        configs = write_replica_configs(root, plans, url=url, ledger=ledger)
+        configs = write_replica_configs(root, plans, url=url, ledger=ledger, wire=wire)
         migrate(configs[0], env)
         for replica, config in zip(REPLICAS, configs, strict=True):
             daemons.append(DaemonProcess(config, root / f"daemon-{replica}.log", env=env))
@@ -176,7 +181,7 @@ def run_replicas(root: Path, ledger: str, *, kill: bool, seed: int) -> dict[str,
             survivors = daemons
         for daemon in survivors:
             assert daemon.wait(FINISH_TIMEOUT) == 0, daemon.log_text()
-        outcomes = check_invariants(configs[0], emulator, plans, budget=BUDGET)
+        outcomes = check_invariants(configs[0], emulator, plans, budget=BUDGET, wire=wire)
         jobs = ledger_jobs(ledger)
         assert all(j.claimed_by is None for j in jobs), "a finished job kept its claim"
         submitted = Counter[str]()
@@ -208,15 +213,15 @@ def run_replicas(root: Path, ledger: str, *, kill: bool, seed: int) -> dict[str,
 
 
 @pytest.mark.timeout(300)
-def test_three_replicas_share_the_work(tmp_path: Path, pg_url: str) -> None:
+def test_three_replicas_share_the_work(tmp_path: Path, pg_url: str, wire: Wire) -> None:
     """Three replicas, one ledger: every job once, budget held, work spread, results whole."""
-    figures = run_replicas(tmp_path, pg_url, kill=False, seed=SETTINGS.seed)
+    figures = run_replicas(tmp_path, pg_url, kill=False, seed=SETTINGS.seed, wire=wire)
     report("replicas", figures)
 
 
 @pytest.mark.timeout(300)
-def test_survivors_finish_a_killed_replicas_jobs(tmp_path: Path, pg_url: str) -> None:
+def test_survivors_finish_a_killed_replicas_jobs(tmp_path: Path, pg_url: str, wire: Wire) -> None:
     """SIGKILL one replica mid-run: the others take its jobs over after its leases expire."""
-    figures = run_replicas(tmp_path, pg_url, kill=True, seed=SETTINGS.seed + 1)
+    figures = run_replicas(tmp_path, pg_url, kill=True, seed=SETTINGS.seed + 1, wire=wire)
     report("replicas-kill", figures)
     assert figures["takeover_seconds"] <= LEASE_TTL * 2 + 5

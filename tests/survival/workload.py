@@ -29,6 +29,7 @@ from orchestrator.config import load_config
 from orchestrator.errors import LedgerNotMigrated
 from orchestrator.ledger import ResultFile, SqlLedger
 from orchestrator.model import Job, JobState, Outcome
+from tests.survival.dialects import MISTRAL, Wire
 from tests.survival.harness import API_KEY_ENV, EmulatorProcess
 
 STEP_EVENTS = (
@@ -106,20 +107,23 @@ def plan_workload(
     return plan
 
 
-def _request(plan: JobPlan, index: int, i: int) -> dict[str, Any]:
+def _request(plan: JobPlan, index: int, i: int, wire: Wire) -> dict[str, Any]:
     custom_id = f"{plan.name}-{index}-{i}"
     if plan.endpoint == EMBEDDINGS:
-        return {"custom_id": custom_id, "body": {"input": [f"text {i} of {plan.name}"]}}
-    return {
-        "custom_id": custom_id,
-        "body": {
+        body: dict[str, Any] = {"input": [f"text {i} of {plan.name}"]}
+    else:
+        body = {
             "max_tokens": 32,
             "messages": [{"role": "user", "content": f"question {i} of {plan.name}"}],
-        },
-    }
+        }
+    # Every other job in the dialect's own line form, model included: both forms must run.
+    if wire.native_lines and int(plan.name.rsplit("-", 1)[-1]) % 2:
+        body["model"] = wire.model
+        return {"custom_id": custom_id, "method": "POST", "url": plan.endpoint, "body": body}
+    return {"custom_id": custom_id, "body": body}
 
 
-def write_inputs(root: Path, plan: JobPlan) -> list[str]:
+def write_inputs(root: Path, plan: JobPlan, wire: Wire = MISTRAL) -> list[str]:
     """Write the job's input files under ``root/data``; return their paths relative to root."""
     paths = []
     for index, size in enumerate(plan.sizes):
@@ -128,17 +132,19 @@ def write_inputs(root: Path, plan: JobPlan) -> list[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8") as stream:
             for i in range(size):
-                stream.write(json.dumps(_request(plan, index, i)) + "\n")
+                stream.write(json.dumps(_request(plan, index, i, wire)) + "\n")
         paths.append(relative)
     return paths
 
 
-def job_table(plan: JobPlan, inputs: Sequence[str], *, workspace: str = "main") -> str:
+def job_table(
+    plan: JobPlan, inputs: Sequence[str], *, workspace: str = "main", wire: Wire = MISTRAL
+) -> str:
     """The ``[[jobs]]`` table of ``plan``."""
     listed = ", ".join(json.dumps(p) for p in inputs)
     return (
         f'[[jobs]]\nname = "{plan.name}"\nworkspace = "{workspace}"\ninputs = [{listed}]\n'
-        f'model = "mistral-small-latest"\nendpoint = "{plan.endpoint}"\n'
+        f'model = "{wire.model}"\nendpoint = "{plan.endpoint}"\n'
         f"priority = {plan.priority}\n"
     )
 
@@ -153,6 +159,7 @@ def write_project(
     reconcile_grace: str = "1s",
     extra_jobs: str = "",
     jobs_dir: bool = False,
+    wire: Wire = MISTRAL,
 ) -> Path:
     """Write ``root/orchestrator.toml`` and the inputs; return the config path.
 
@@ -160,7 +167,7 @@ def write_project(
     emulator answers in milliseconds and a restarted daemon needs about a second to come up,
     so a create in flight when the daemon died has landed long before recovery lists for it.
     """
-    tables = [job_table(plan, write_inputs(root, plan)) for plan in plans]
+    tables = [job_table(plan, write_inputs(root, plan, wire), wire=wire) for plan in plans]
     intake = '[intake]\njobs_dir = "jobs.d"\nrescan_interval = "1s"\n' if jobs_dir else ""
     if jobs_dir:
         (root / "jobs.d").mkdir(exist_ok=True)
@@ -170,8 +177,10 @@ def write_project(
         '[polling]\ninitial = "200ms"\nmax = "1s"\nfactor = 1.5\njitter = 0.1\n'
         f'[daemon]\ngrace_period = "{grace_period}"\nreconcile_grace = "{reconcile_grace}"\n'
         f"{intake}"
-        f'[workspaces.main]\nbase_url = "{base_url}"\napi_key_env = "{API_KEY_ENV}"\n'
-        f"pending_budget = {budget}\n" + "\n".join(tables) + extra_jobs
+        f'[workspaces.main]\n{wire.provider_line()}base_url = "{base_url}"\n'
+        f'api_key_env = "{API_KEY_ENV}"\npending_budget = {budget}\n'
+        + "\n".join(tables)
+        + extra_jobs
     )
     path = root / "orchestrator.toml"
     path.write_text(text, encoding="utf-8")
@@ -265,7 +274,12 @@ def _sha256(data: bytes) -> str:
 
 
 def check_invariants(
-    config: Path, emulator: EmulatorProcess, plans: Sequence[JobPlan], *, budget: int
+    config: Path,
+    emulator: EmulatorProcess,
+    plans: Sequence[JobPlan],
+    *,
+    budget: int,
+    wire: Wire = MISTRAL,
 ) -> Outcomes:
     """Assert every invariant of the module docstring; return the figures.
 
@@ -299,7 +313,7 @@ def check_invariants(
     with emulator.client() as client:
         for job in jobs:
             plan = by_name[job.name]
-            _check_job(job, plan, files[job.id], results, client, found)
+            _check_job(job, plan, files[job.id], results, client, found, wire)
     _check_tree(results, jobs)
     return found
 
@@ -311,6 +325,7 @@ def _check_job(
     results: Path,
     client: Any,
     found: Outcomes,
+    wire: Wire,
 ) -> None:
     where = f"job {job.name}"
     assert job.state is JobState.DONE, f"{where}: {job.state} ({job.error})"
@@ -327,13 +342,13 @@ def _check_job(
     found.succeeded += job.succeeded
     found.failed += job.failed
 
-    response = client.get(f"/v1/batch/jobs/{job.remote_id}")
+    response = client.get(wire.job_path.format(id=job.remote_id))
     response.raise_for_status()
     remote = response.json()
     assert remote["metadata"]["orchestrator_job_id"] == job.client_token, where
     wanted = {
-        "output": (remote["output_file"], job.succeeded),
-        "error": (remote["error_file"], job.failed),
+        "output": (remote[wire.output_field], job.succeeded),
+        "error": (remote[wire.error_field], job.failed),
     }
     kinds = {kind for kind, (file_id, count) in wanted.items() if count}
     assert {f.kind for f in recorded} == kinds, f"{where}: recorded {recorded}"
