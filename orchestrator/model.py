@@ -86,7 +86,12 @@ TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     ),
     # submitting -> queued only when the provider definitely created nothing.
     JobState.SUBMITTING: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.REJECTED}),
-    JobState.RUNNING: frozenset({JobState.COLLECTING}),
+    # running -> queued only for a remote job that failed before processing anything, for a
+    # reason that passes (see requeues_after): OpenAI fails a batch whose prompt tokens would
+    # exceed the organisation's enqueued-token limit at validation. Nothing ran, nothing is
+    # to collect, and the same job fits once other batches finish: it waits in the queue
+    # with backoff instead of ending failed (design §3: never failed for capacity).
+    JobState.RUNNING: frozenset({JobState.COLLECTING, JobState.QUEUED}),
     JobState.COLLECTING: frozenset({JobState.DONE}),
     JobState.DONE: frozenset(),
     JobState.REJECTED: frozenset(),
@@ -130,6 +135,28 @@ def outcome_for(phase: RemotePhase, *, succeeded: int, failed: int) -> Outcome:
     if phase is RemotePhase.FAILED:
         return Outcome.FAILED
     raise ValueError(f"{phase} is not terminal")
+
+
+TOKEN_LIMIT_CODE = "token_limit_exceeded"  # noqa: S105 (an error code, not a secret)
+"""OpenAI's error code for a batch refused at validation because the organisation's enqueued
+prompt tokens for its model would exceed the limit (``shared/api/openai-batch.md`` §7)."""
+
+REQUEUE_CODES = frozenset({TOKEN_LIMIT_CODE})
+"""Error codes of a remote job that failed for capacity, not for its content."""
+
+
+def requeues_after(phase: RemotePhase, *, error_codes: Sequence[str], completed: int) -> bool:
+    """Whether a remote job that ended so goes back to ``queued`` instead of being collected.
+
+    Only a failed remote job that processed no request and names a capacity code
+    (:data:`REQUEUE_CODES`): resubmitting it later is the same as submitting it the first
+    time. Anything that ran, or failed for its content, is collected as it is.
+    """
+    return (
+        phase is RemotePhase.FAILED
+        and completed == 0
+        and any(code in REQUEUE_CODES for code in error_codes)
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -46,9 +46,11 @@ from orchestrator.config._read import (
 )
 from orchestrator.config._workspace import (
     EMBEDDED,
+    OPENAI_KEYS,
     PROVIDERS,
     check_base_url,
     check_env_name,
+    openai_options,
     refuse_secrets,
 )
 from orchestrator.errors import ConfigError
@@ -148,6 +150,7 @@ _WORKSPACE_KEYS = frozenset(
         "split_requests",
         "token_budget",
         "token_budgets",
+        *OPENAI_KEYS,
     }
 )
 _ELSEWHERE: Mapping[str, str] = {
@@ -259,7 +262,8 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
             )
         refuse_secrets(ws, provider)
         ws.only(_WORKSPACE_KEYS, elsewhere=_ELSEWHERE)
-        base_url = check_base_url(ws, ws.string("base_url", PROVIDERS[provider]))
+        base_url = check_base_url(ws, ws.string("base_url", PROVIDERS[provider]), provider)
+        window, organization, project = openai_options(ws, provider)
         key_env = ws.optional_string("api_key_env")
         if key_env is not None:
             check_env_name(ws, "api_key_env", key_env, provider)
@@ -289,6 +293,9 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
             token_budgets=token_budgets,
             count_external=ws.boolean("count_external", False),
             config_file=table.file,
+            completion_window=window,
+            organization=organization,
+            project=project,
         )
     return workspaces
 

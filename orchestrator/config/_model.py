@@ -143,6 +143,12 @@ class WorkspaceConfig:
     :attr:`token_budget`."""
     config_file: str | None = None
     """The file that defined the workspace (named in errors)."""
+    completion_window: str = "24h"
+    """OpenAI only: the batches' ``completion_window`` (``"24h"``, the only value today)."""
+    organization: str | None = None
+    """OpenAI only: sent as the ``OpenAI-Organization`` header when set."""
+    project: str | None = None
+    """OpenAI only: sent as the ``OpenAI-Project`` header when set."""
 
     @property
     def embedded(self) -> bool:

@@ -54,15 +54,28 @@ def check_env_name(table: Section, name: str, value: str, provider: str) -> None
         )
 
 
-def check_base_url(ws: Section, value: str) -> str:
-    """``value`` without a trailing slash, or a :class:`ConfigError` saying what is wrong."""
+OPENAI_KEYS = ("completion_window", "organization", "project")
+"""Workspace keys only an OpenAI workspace takes."""
+
+COMPLETION_WINDOWS = ("24h",)
+"""The ``completion_window`` values OpenAI accepts today."""
+
+
+def check_base_url(ws: Section, value: str, provider: str = "mistral") -> str:
+    """``value`` without a trailing slash, or a :class:`ConfigError` saying what is wrong.
+
+    An OpenAI base URL may end in ``/v1`` (the form its SDK takes): it is dropped, the
+    client adds ``/v1/...`` itself.
+    """
     value = value.strip()
     if value == EMBEDDED:
         return value
+    if provider == "openai" and value.rstrip("/").endswith("/v1"):
+        value = value.rstrip("/")[: -len("/v1")]
     parts = urlsplit(value)
     problem = None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        problem = 'expected "embedded" or an http(s) URL such as "https://api.mistral.ai"'
+        problem = f'expected "embedded" or an http(s) URL such as "{PROVIDERS.get(provider, "")}"'
     elif parts.username or parts.password:
         problem = "must not hold credentials: secrets come from api_key_env or api_key_file"
     elif parts.query or parts.fragment:
@@ -73,6 +86,40 @@ def check_base_url(ws: Section, value: str) -> str:
         shown = "" if parts.username or parts.password else f", got {describe(value)}"
         raise ws.error("base_url", problem + shown)
     return value.rstrip("/")
+
+
+def openai_options(ws: Section, provider: str) -> tuple[str, str | None, str | None]:
+    """``(completion_window, organization, project)``, checked (set only for OpenAI).
+
+    Raises:
+        ConfigError: one is given for another provider, or holds a value OpenAI refuses.
+    """
+    if provider != "openai":
+        for name in OPENAI_KEYS:
+            if ws.has(name):
+                raise ws.error(name, 'only an OpenAI workspace takes it (provider = "openai")')
+        return "24h", None, None
+    window = ws.string("completion_window", "24h")
+    if window not in COMPLETION_WINDOWS:
+        raise ws.error(
+            "completion_window",
+            f"OpenAI accepts only {', '.join(repr(w) for w in COMPLETION_WINDOWS)}, "
+            f"got {describe(window)}",
+        )
+    ids: list[str | None] = []
+    for name in ("organization", "project"):
+        value = ws.optional_string(name)
+        if value is not None and (not value or not _HEADER_ID.fullmatch(value)):
+            raise ws.error(
+                name,
+                f"must be an OpenAI {name} id (letters, digits, '-' and '_'), "
+                f"got {describe(value)}",
+            )
+        ids.append(value)
+    return window, ids[0], ids[1]
+
+
+_HEADER_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def read_api_key(

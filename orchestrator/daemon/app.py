@@ -32,6 +32,7 @@ from orchestrator.daemon.submit import Submitter
 from orchestrator.daemon.view import RuntimeView
 from orchestrator.daemon.waker import Waker
 from orchestrator.emulator import Emulator, EmulatorSettings
+from orchestrator.emulator.emulator import DIALECTS as EMULATOR_DIALECTS
 from orchestrator.errors import ConfigError
 from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.engine import display_url
@@ -41,6 +42,7 @@ from orchestrator.model import FINAL_STATES, Job, JobState
 from orchestrator.polling import PollPolicy
 from orchestrator.providers.base import Provider
 from orchestrator.providers.mistral import MistralProvider
+from orchestrator.providers.openai import OpenAIProvider
 
 if TYPE_CHECKING:  # uvicorn and starlette: imported in run(), only with [http] listen
     from orchestrator.service.http import HttpService
@@ -48,6 +50,11 @@ if TYPE_CHECKING:  # uvicorn and starlette: imported in run(), only with [http] 
 log = structlog.get_logger(__name__)
 
 EMBEDDED = "embedded"
+PROVIDER_CLASSES: Mapping[str, type[Provider]] = {
+    "mistral": MistralProvider,
+    "openai": OpenAIProvider,
+}
+"""The provider class of each ``provider`` a workspace may name."""
 IDLE_CHECK = 60.0
 """Longest wait of the exit-when-idle watcher; every state change wakes it sooner."""
 
@@ -90,7 +97,10 @@ class Daemon:
         self.config = config
         self.clock = clock or SystemClock()
         self._environ = os.environ if environ is None else environ
-        self._emulator = emulator
+        self._emulators: dict[str, Emulator] = {}
+        """The in-process emulator of each dialect an embedded workspace speaks."""
+        if emulator is not None:
+            self._emulators[emulator.dialect.name] = emulator
         self._wrap_transport = wrap_transport
         self.workspaces: dict[str, WorkspaceRuntime] = {}
         self.pollers: dict[str, Poller] = {}
@@ -297,34 +307,70 @@ class Daemon:
             ws.poll.wake()
 
     def _provider(self, ws: WorkspaceConfig, stack: AsyncExitStack) -> Provider:
-        if ws.provider != "mistral":
+        if ws.provider not in PROVIDER_CLASSES:
             raise ConfigError(
-                f"provider {ws.provider!r} is not supported yet (supported: mistral)",
+                f"provider {ws.provider!r} is not supported yet "
+                f"(supported: {', '.join(PROVIDER_CLASSES)})",
                 file=str(self.config.path),
                 key=f"workspaces.{ws.name}.provider",
             )
         if ws.base_url == EMBEDDED:
-            emulator = self._embedded_emulator(stack)
-            return MistralProvider(
+            emulator = self._embedded_emulator(stack, ws)
+            return self._make_provider(
+                ws,
                 base_url="http://embedded",
                 api_key=embedded_api_key(ws.name),
                 transport=self._transport(httpx.ASGITransport(app=emulator.app)),
-                clock=self.clock,
             )
         api_key = ws.api_key(self._environ)
         redactor.add([api_key])
         transport = self._transport(httpx.AsyncHTTPTransport()) if self._wrap_transport else None
+        return self._make_provider(ws, base_url=ws.base_url, api_key=api_key, transport=transport)
+
+    def _make_provider(
+        self,
+        ws: WorkspaceConfig,
+        *,
+        base_url: str,
+        api_key: str,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> Provider:
+        """The provider class of ``ws.provider``, with that dialect's own settings."""
+        if ws.provider == "openai":
+            return OpenAIProvider(
+                base_url=base_url,
+                api_key=api_key,
+                transport=transport,
+                clock=self.clock,
+                organization=ws.organization,
+                project=ws.project,
+                completion_window=ws.completion_window,
+            )
         return MistralProvider(
-            base_url=ws.base_url, api_key=api_key, transport=transport, clock=self.clock
+            base_url=base_url, api_key=api_key, transport=transport, clock=self.clock
         )
 
     def _transport(self, transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
         return self._wrap_transport(transport) if self._wrap_transport else transport
 
-    def _embedded_emulator(self, stack: AsyncExitStack) -> Emulator:
-        if self._emulator is None:
+    def _embedded_emulator(self, stack: AsyncExitStack, ws: WorkspaceConfig) -> Emulator:
+        """The emulator that speaks ``ws.provider``'s wire (one per dialect, made once).
+
+        Raises:
+            ConfigError: the bundled emulator does not speak that dialect.
+        """
+        dialect = ws.provider
+        if dialect not in self._emulators:
+            if dialect not in EMULATOR_DIALECTS:
+                raise ConfigError(
+                    f'base_url = "embedded" needs the emulator\'s {dialect} wire, which this '
+                    f"version does not have (it speaks: {', '.join(sorted(EMULATOR_DIALECTS))}); "
+                    "point base_url at a real API or another emulator",
+                    file=str(self.config.path),
+                    key=f"workspaces.{ws.name}.base_url",
+                )
             settings = self.config.emulator
-            self._emulator = Emulator(
+            emulator = Emulator(
                 EmulatorSettings(
                     time_scale=settings.time_scale,
                     throughput=settings.throughput,
@@ -333,9 +379,11 @@ class Daemon:
                     seed=settings.seed,
                 ),
                 clock=self.clock,
+                dialect=dialect,
             )
-            stack.callback(self._emulator.close)
-        return self._emulator
+            self._emulators[dialect] = emulator
+            stack.callback(emulator.close)
+        return self._emulators[dialect]
 
     async def _exit_when_idle(self, runtime: Runtime) -> None:
         """Stop once every known job is done or rejected (what the demo and tests use)."""

@@ -1,17 +1,23 @@
 """Bulk polling of one workspace: one list call per page of active jobs refreshes them all.
 
-A per-job GET is spent only on a running job the active list did not return (it has just ended,
-or the list is lagging). Poll failures are counted and logged; they never change a job's state.
+A per-job GET is spent only on a running job the list did not return (it has just ended, or
+the list is lagging). A provider without list filters (OpenAI: every batch, newest first) is
+read only until every running job of ours was seen, so a workspace's finished history costs
+nothing. A remote job that failed for capacity before processing anything goes back to the
+queue (:mod:`.requeue`) instead of being collected. Poll failures are counted and logged; they
+never change a job's state.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncGenerator
 
 import attrs
 import structlog
 
 from orchestrator.daemon.context import Runtime, WorkspaceRuntime
+from orchestrator.daemon.requeue import requeue
 from orchestrator.errors import PermanentProviderError, StaleTransition, TransientProviderError
 from orchestrator.model import (
     CLIENT_TOKEN_KEY,
@@ -22,6 +28,7 @@ from orchestrator.model import (
     duplicate_remote_jobs,
     outcome_for,
     pending,
+    requeues_after,
 )
 from orchestrator.polling import Progress, next_base, poll_delay
 from orchestrator.providers.base import RemoteJob
@@ -34,6 +41,11 @@ SETTLE_FRACTION = 0.2
 share of ``polling.initial`` (or ``polling.initial`` after the first, if they never stop).
 Listing at each wake-up made a burst of 100 creates cost 100 list calls of jobs that were all
 still validating (docs/benchmarks.md, section 1)."""
+
+LIST_MARGIN = 600.0
+"""Seconds a list that pages back in time (OpenAI) reads before the oldest running job's
+submission: the provider stamps ``created_at`` with its own clock. A job of ours older than
+that (adopted long after its create) is fetched with a GET instead."""
 
 
 @attrs.define
@@ -74,6 +86,8 @@ class Poller:
         self._observed: dict[int, _Observed] = {}
         self._swept: set[str] = set()
         """Duplicate remote jobs already cancelled (listed until the provider confirms)."""
+        self._running: list[Job] = []
+        """This cycle's running jobs (a requeue's observation compares with them)."""
         self._released = False
         """Budget was released this cycle (a job progressed or ended): wake admission once."""
         self._progress: list[tuple[int, JobState, JobChanges]] = []
@@ -160,15 +174,29 @@ class Poller:
         ours = {job.remote_id for job in running}
         active: dict[str, RemoteJob] = {}
         strays: dict[str, str] = {}
-        async for remote in provider.list_jobs(active_only=True):
-            if remote.id in ours:
-                active[remote.id] = remote
-            elif (
-                (token := remote.metadata.get(CLIENT_TOKEN_KEY))
-                and remote.phase is not RemotePhase.CANCELLING
-                and remote.id not in self._swept
-            ):
-                strays[remote.id] = token
+        # A provider that filters on the server lists only active jobs: read to the end (the
+        # duplicates to sweep are in it) it costs ⌈active/page⌉. One that pages through every
+        # job newest first (OpenAI) also lists ours that just ended (no GET for them) and is
+        # read only until all of ours were seen, and never past the oldest's submission.
+        filtered = provider.lists_by_status
+        horizon = min(job.submitted_at or job.updated_at for job in running) - LIST_MARGIN
+        listing = provider.list_jobs(active_only=filtered, created_after=horizon)
+        try:
+            async for remote in listing:
+                if remote.id in ours:
+                    active[remote.id] = remote
+                    if not filtered and len(active) == len(ours):
+                        break
+                elif (
+                    (token := remote.metadata.get(CLIENT_TOKEN_KEY))
+                    and not remote.phase.terminal
+                    and remote.phase is not RemotePhase.CANCELLING
+                    and remote.id not in self._swept
+                ):
+                    strays[remote.id] = token
+        finally:
+            if isinstance(listing, AsyncGenerator):
+                await listing.aclose()  # stopped early: end its paging now, not at GC
         changed = False
         try:
             changed = await self._apply_all(running, active)
@@ -186,6 +214,7 @@ class Poller:
 
     async def _apply_all(self, running: list[Job], active: dict[str, RemoteJob]) -> bool:
         provider = self._ws.provider
+        self._running = running
         changed = False
         for job in running:
             # Every line about this job (the provider's too) carries its name and ids.
@@ -260,13 +289,19 @@ class Poller:
     async def _apply(self, job: Job, remote: RemoteJob) -> bool:
         """Store what the provider said; return True if the job changed state or status."""
         ledger, now = self._rt.ledger, self._rt.clock.now()
+        if requeues_after(remote.phase, error_codes=remote.error_codes, completed=remote.completed):
+            await requeue(self._rt, self._ws, job, remote, self._running)
+            self._observed.pop(job.id, None)
+            self._released = True
+            return True
         if remote.phase.terminal:
             outcome = outcome_for(remote.phase, succeeded=remote.succeeded, failed=remote.failed)
             await ledger.transition(
                 job.id,
                 JobState.RUNNING,
                 JobState.COLLECTING,
-                detail=f"remote {remote.status}",
+                detail=f"remote {remote.status}"
+                + (f": {'; '.join(remote.errors)}" if remote.errors else ""),
                 remote_status=remote.status,
                 output_file_id=remote.output_file,
                 error_file_id=remote.error_file,

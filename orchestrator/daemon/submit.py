@@ -51,6 +51,7 @@ from orchestrator.model import (
     JobChanges,
     JobState,
     Outcome,
+    requeues_after,
 )
 from orchestrator.providers.base import RemoteJob
 
@@ -62,6 +63,9 @@ UNFINISHED = tuple(state for state in JobState if state not in FINAL_STATES)
 IDLE_WAIT = 60.0
 """Longest sleep of the loop when nothing is due (it is woken on every relevant change)."""
 UPLOAD_CONCURRENCY = 4
+CLOCK_SKEW_MARGIN = 600.0
+"""Seconds the reconcile list looks back before the create intent: the provider stamps
+``created_at`` with its own clock, which may be behind ours."""
 
 
 def never_fits_reason(job: Job, misfit: Misfit) -> str:
@@ -247,14 +251,34 @@ class Submitter:
 
     async def _upload_and_create(self, job: Job) -> None:
         ledger, provider = self._rt.ledger, self._ws.provider
+        groups = provider.input_groups([Path(path) for path in job.inputs])
         file_ids = list(job.input_file_ids)
+        # A job uploaded in part before sha256s were recorded has fewer digests than ids.
+        digests = [*job.input_file_sha256s, *[""] * len(file_ids)][: len(file_ids)]
         try:
-            for index in range(len(file_ids), len(job.inputs)):
-                path = Path(job.inputs[index])
-                file_id = await provider.upload_file(path, filename=f"{job.name}-{index}.jsonl")
-                file_ids.append(file_id)
-                job = await ledger.update(job.id, JobState.ADMITTED, input_file_ids=tuple(file_ids))
-                log.info("submit.uploaded", job=job.name, job_id=job.id, file_id=file_id)
+            for index in range(len(file_ids), len(groups)):
+                uploaded = await provider.upload_input(
+                    groups[index],
+                    endpoint=job.endpoint,
+                    model=job.model,
+                    filename=f"{job.name}-{index}.jsonl",
+                )
+                file_ids.append(uploaded.id)
+                digests.append(uploaded.sha256)
+                job = await ledger.update(
+                    job.id,
+                    JobState.ADMITTED,
+                    input_file_ids=tuple(file_ids),
+                    input_file_sha256s=tuple(digests),
+                )
+                log.info(
+                    "submit.uploaded",
+                    job=job.name,
+                    job_id=job.id,
+                    file_id=uploaded.id,
+                    bytes=uploaded.bytes,
+                    sha256=uploaded.sha256,
+                )
         except TransientProviderError as exc:
             await self._retry_later(job, f"upload failed, will retry: {exc}")
             return
@@ -302,18 +326,42 @@ class Submitter:
         await self._adopt(job, remote, detail="created")
 
     async def _reconcile(self, job: Job) -> None:
-        """A job left in ``submitting``: adopt its remote job if one exists, else create it."""
+        """A job left in ``submitting``: adopt its remote job if one exists, else create it.
+
+        The list is asked for the job's token and for nothing created before the create
+        intent (less :data:`CLOCK_SKEW_MARGIN`): a provider that filters on the server
+        (Mistral) answers with the token's jobs; one that cannot (OpenAI) pages back newest
+        first to that time and matches the token itself. Either way "not found" means the
+        whole window was read: only then is the job created. A remote job that failed for
+        capacity before processing anything (an earlier attempt of a requeued job, or this
+        one) is never adopted: creating anew is the same as running it.
+        """
         provider = self._ws.provider
+        since = await self._intent_time(job) - CLOCK_SKEW_MARGIN
         try:
-            found = [
+            listed = [
                 remote
                 async for remote in provider.list_jobs(
-                    metadata={CLIENT_TOKEN_KEY: job.client_token}
+                    metadata={CLIENT_TOKEN_KEY: job.client_token}, created_after=since
                 )
             ]
         except TransientProviderError as exc:
             await self._retry_later(job, f"reconcile list failed, will retry: {exc}")
             return
+        found = [
+            remote
+            for remote in listed
+            if not requeues_after(
+                remote.phase, error_codes=remote.error_codes, completed=remote.completed
+            )
+        ]
+        if len(found) < len(listed):
+            log.info(
+                "submit.reconcile_skipped_refused",
+                job=job.name,
+                job_id=job.id,
+                remote_ids=[r.id for r in listed if r not in found],
+            )
         if found:
             remote = min(found, key=lambda r: r.created_at)
             if len(found) > 1:
@@ -330,6 +378,17 @@ class Submitter:
             job.id, JobState.SUBMITTING, detail="no remote job found: creating"
         )
         await self._create(job)
+
+    async def _intent_time(self, job: Job) -> float:
+        """When the job last moved ``admitted -> submitting``: no create of the current
+        attempt can have landed before it (the job's creation time if no event says)."""
+        events = await self._rt.ledger.events(job.id)
+        times = [
+            event.at
+            for event in events
+            if event.from_state is JobState.ADMITTED and event.to_state is JobState.SUBMITTING
+        ]
+        return times[-1] if times else job.created_at
 
     async def _adopt(self, job: Job, remote: RemoteJob, *, detail: str) -> None:
         job = await self._move(

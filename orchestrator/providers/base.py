@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import attrs
 
@@ -33,7 +34,21 @@ class RemoteJob:
     created_at: int = 0
     completed_at: int | None = None
     errors: tuple[str, ...] = ()
-    """Job-level error messages."""
+    """Job-level error messages, readable (OpenAI: ``code: message (line N)`` each)."""
+    error_codes: tuple[str, ...] = ()
+    """The raw codes of those errors where the provider gives them (OpenAI's
+    ``errors.data[].code``, e.g. ``token_limit_exceeded``), for the daemon to react to."""
+
+
+@attrs.frozen(kw_only=True)
+class UploadedFile:
+    """A file stored by :meth:`Provider.upload_input`: the bytes the provider really got."""
+
+    id: str
+    bytes: int
+    """How many bytes were uploaded (after any rewriting the dialect needs)."""
+    sha256: str
+    """Hex sha256 of exactly those bytes."""
 
 
 @attrs.frozen(kw_only=True)
@@ -52,13 +67,36 @@ class Provider(abc.ABC):
     name: str
     """Short provider name, e.g. ``mistral``."""
 
+    lists_by_status: ClassVar[bool] = True
+    """Whether :meth:`list_jobs` filters on the server. True (Mistral): ``active_only`` and
+    ``metadata`` are query filters, so the active list read to its end costs
+    ⌈active/page⌉ calls whatever the workspace's history. False (OpenAI): the API lists every
+    job newest first without filters, the adapter filters client-side, and a caller should
+    bound the walk with ``created_after`` or stop reading once it has what it needs."""
+
+    def input_groups(self, inputs: Sequence[Path]) -> list[tuple[Path, ...]]:
+        """How a job's input files become uploads, in order: one upload per group.
+
+        The default is one upload per file (Mistral takes a list of files per job); a
+        dialect whose batch takes one file (OpenAI) returns a single group of them all.
+        """
+        return [(Path(path),) for path in inputs]
+
     @abc.abstractmethod
-    async def upload_file(self, path: Path, *, filename: str | None = None) -> str:
-        """Upload a JSONL input file, streamed; return the provider's file id.
+    async def upload_input(
+        self, paths: Sequence[Path], *, endpoint: str, model: str, filename: str
+    ) -> UploadedFile:
+        """Upload one group of :meth:`input_groups` as one file, streamed.
+
+        The dialect writes what its batch needs (Mistral: the file as it is; OpenAI: each
+        line rewritten with ``method``, ``url`` and ``model``, the files concatenated), never
+        holding a whole file in memory, and reports the size and sha256 of the bytes sent.
 
         Raises:
+            FileNotFoundError: an input file is missing.
             TransientProviderError: retries were exhausted on network faults, 429 or 5xx.
-            PermanentProviderError: the provider refused the file.
+            PermanentProviderError: the provider refused the file, or an input changed (or
+                holds a line that cannot be rewritten) since it was validated.
         """
 
     @abc.abstractmethod
@@ -95,11 +133,16 @@ class Provider(abc.ABC):
         active_only: bool = False,
         metadata: Mapping[str, str] | None = None,
         page_size: int = 100,
+        created_after: float | None = None,
     ) -> AsyncIterator[RemoteJob]:
         """Yield the workspace's jobs, page by page (one request per page).
 
-        ``active_only`` filters on the provider's non-terminal statuses; ``metadata`` filters
-        on exact metadata values (used to find the job a crashed create may have made).
+        ``active_only`` keeps the provider's non-terminal statuses; ``metadata`` keeps exact
+        metadata values (used to find the job a crashed create may have made);
+        ``created_after`` (epoch seconds) says the caller needs no job created before it.
+        A dialect that lists newest first without filters (:attr:`lists_by_status` False)
+        stops paging once a page reaches older jobs and applies all three filters itself;
+        one that filters on the server may ignore ``created_after`` (Mistral does).
         """
 
     @abc.abstractmethod

@@ -183,6 +183,7 @@ class MistralProvider(HttpProvider):
     example_url = "https://api.mistral.ai"
 
     async def upload_file(self, path: Path, *, filename: str | None = None) -> str:
+        """Upload a JSONL file as it is, streamed; return its file id (see ``upload_input``)."""
         return await self._upload(
             path, url="/v1/files", fields=(("purpose", "batch"),), filename=filename
         )
@@ -237,7 +238,10 @@ class MistralProvider(HttpProvider):
         active_only: bool = False,
         metadata: Mapping[str, str] | None = None,
         page_size: int = 100,
+        created_after: float | None = None,
     ) -> AsyncIterator[RemoteJob]:
+        # created_after is not sent: the status and metadata filters already run on the
+        # server, so the lists the daemon asks for hold only what it needs (M4).
         if not 1 <= page_size <= 1000:
             raise ValueError(f"page_size must be between 1 and 1000, got {page_size}")
         filters: list[tuple[str, str]] = []

@@ -20,7 +20,7 @@ import attrs
 from orchestrator.clock import Clock
 from orchestrator.errors import CapacityRefused, PermanentProviderError, TransientProviderError
 from orchestrator.model import CLIENT_TOKEN_KEY, RemotePhase
-from orchestrator.providers.base import DownloadedFile, Provider, RemoteJob
+from orchestrator.providers.base import DownloadedFile, Provider, RemoteJob, UploadedFile
 from orchestrator.providers.mistral import STATUS_PHASES
 
 
@@ -193,6 +193,14 @@ class ScriptedProvider(Provider):
 
     # The Provider port -----------------------------------------------------------------------
 
+    async def upload_input(
+        self, paths: Sequence[Path], *, endpoint: str, model: str, filename: str
+    ) -> UploadedFile:
+        (path,) = paths
+        file_id = await self.upload_file(path, filename=filename)
+        data = self.files[file_id]
+        return UploadedFile(id=file_id, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
     async def upload_file(self, path: Path, *, filename: str | None = None) -> str:
         mode = self._mode("upload")
         if mode in ("transient", "lost", "capacity"):
@@ -266,6 +274,7 @@ class ScriptedProvider(Provider):
         active_only: bool = False,
         metadata: Mapping[str, str] | None = None,
         page_size: int = 100,
+        created_after: float | None = None,
     ) -> AsyncIterator[RemoteJob]:
         mode = self._mode("list")
         if mode in ("transient", "lost", "capacity", "permanent"):

@@ -14,6 +14,7 @@ from orchestrator.model import (
     check_transition,
     outcome_for,
     pending,
+    requeues_after,
 )
 from tests.unit.jobs import make_job
 
@@ -30,6 +31,9 @@ LEGAL = [
     (S.SUBMITTING, S.QUEUED),
     (S.SUBMITTING, S.REJECTED),
     (S.RUNNING, S.COLLECTING),
+    # A remote job that failed for capacity before processing anything (OpenAI's
+    # token_limit_exceeded) goes back to the queue: see requeues_after.
+    (S.RUNNING, S.QUEUED),
     (S.COLLECTING, S.DONE),
 ]
 
@@ -48,6 +52,25 @@ def test_every_other_transition_is_illegal(source: JobState, target: JobState) -
     """Anything not in the table raises, including staying put and leaving a final state."""
     with pytest.raises(IllegalTransition, match=f"{source.value} -> {target.value}"):
         check_transition(source, target)
+
+
+@pytest.mark.parametrize(
+    ("phase", "codes", "completed", "expected"),
+    [
+        (RemotePhase.FAILED, ("token_limit_exceeded",), 0, True),
+        (RemotePhase.FAILED, ("invalid_json_line", "token_limit_exceeded"), 0, True),
+        (RemotePhase.FAILED, ("token_limit_exceeded",), 1, False),
+        (RemotePhase.FAILED, ("invalid_json_line",), 0, False),
+        (RemotePhase.FAILED, (), 0, False),
+        (RemotePhase.SUCCEEDED, ("token_limit_exceeded",), 0, False),
+        (RemotePhase.EXPIRED, ("token_limit_exceeded",), 0, False),
+    ],
+)
+def test_only_a_capacity_failure_before_processing_requeues(
+    phase: RemotePhase, codes: tuple[str, ...], completed: int, expected: bool
+) -> None:
+    """Back to the queue only when nothing ran and the provider named a capacity code."""
+    assert requeues_after(phase, error_codes=codes, completed=completed) is expected
 
 
 def test_final_states_have_no_exit() -> None:

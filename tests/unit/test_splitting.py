@@ -68,7 +68,9 @@ def test_parent_table_is_separate_from_the_ordinary_one() -> None:
         check_transition(JobState.QUEUED, JobState.RUNNING)
     with pytest.raises(IllegalTransition):
         check_transition(JobState.QUEUED, JobState.ADMITTED, parent=True)
-    assert TRANSITIONS[JobState.RUNNING] == frozenset({JobState.COLLECTING})
+    # running -> queued is an ordinary job's requeue after a capacity failure, not a parent's.
+    assert TRANSITIONS[JobState.RUNNING] == frozenset({JobState.COLLECTING, JobState.QUEUED})
+    assert JobState.QUEUED not in PARENT_TRANSITIONS[JobState.RUNNING]
     assert set(PARENT_TRANSITIONS) == set(JobState)
     for final in FINAL_STATES:
         assert PARENT_TRANSITIONS[final] == frozenset()

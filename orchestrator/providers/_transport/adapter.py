@@ -10,7 +10,8 @@ live here once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -19,13 +20,13 @@ import httpx
 import structlog
 
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.errors import TransientProviderError
+from orchestrator.errors import PermanentProviderError, TransientProviderError
 from orchestrator.providers._transport.client import ApiClient, CallCounter, RetryPolicy
 from orchestrator.providers._transport.download import ResumableDownload
 from orchestrator.providers._transport.errors import decode_json, malformed
 from orchestrator.providers._transport.fields import non_negative_int
-from orchestrator.providers._transport.upload import MultipartUpload
-from orchestrator.providers.base import DownloadedFile, Provider
+from orchestrator.providers._transport.upload import MultipartUpload, UploadBody
+from orchestrator.providers.base import DownloadedFile, Provider, UploadedFile
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +87,10 @@ class HttpProvider(Provider):
     """The vendor as operators know it, for messages (``Mistral``)."""
     example_url: ClassVar[str]
     """The vendor's public API root, quoted when a base URL is refused."""
+    files_url: ClassVar[str] = "/v1/files"
+    """Where files are uploaded (``POST``, multipart with ``purpose=batch``)."""
+    transient_statuses: ClassVar[frozenset[int]] = frozenset()
+    """4xx statuses the vendor's own SDK retries besides 408 and 429 (OpenAI: 409)."""
 
     def __init__(
         self,
@@ -102,6 +107,7 @@ class HttpProvider(Provider):
         check_api_key(api_key, vendor=self.vendor)
         if not timeout > 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout}")
+        self._clock = clock or SystemClock()
         self._api = ApiClient(
             provider=self.name,
             base_url=self.base_url,
@@ -110,7 +116,8 @@ class HttpProvider(Provider):
             transport=transport,
             timeout=timeout,
             policy=RetryPolicy(attempts=attempts, max_wait=max_wait),
-            clock=clock or SystemClock(),
+            clock=self._clock,
+            transient_statuses=self.transient_statuses,
         )
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
@@ -128,48 +135,112 @@ class HttpProvider(Provider):
         """API calls so far per ``(operation, HTTP status or error class)``: for metrics."""
         return self._api.calls
 
+    async def upload_input(
+        self, paths: Sequence[Path], *, endpoint: str, model: str, filename: str
+    ) -> UploadedFile:
+        """Upload the one file of a group as it is (a dialect that rewrites overrides this)."""
+        if len(paths) != 1:
+            raise ValueError(
+                f"{self.name} uploads one input file at a time as it is, got {len(paths)}"
+            )
+        return await self._upload_body(
+            UploadBody(paths=(Path(paths[0]),)), url=self.files_url, filename=filename
+        )
+
     async def _upload(
         self, path: Path, *, url: str, fields: tuple[tuple[str, str], ...], filename: str | None
     ) -> str:
-        """Upload ``path`` as the ``file`` part of a multipart form; return the new file id.
+        """Upload ``path`` as it is; return the new file id (see :meth:`_upload_body`)."""
+        path = Path(path)
+        body = UploadBody(paths=(path,))
+        uploaded = await self._upload_body(
+            body, url=url, fields=fields, filename=filename or path.name
+        )
+        return uploaded.id
+
+    async def _upload_body(
+        self,
+        body: UploadBody,
+        *,
+        url: str,
+        filename: str,
+        fields: tuple[tuple[str, str], ...] = (("purpose", "batch"),),
+    ) -> UploadedFile:
+        """Upload ``body`` as the ``file`` part of a multipart form, streamed.
 
         The answer must be a file object with an ``id``; when it reports ``bytes`` they must
-        match the file's size, or the upload is retried (the provider stored something else).
+        match what was sent, or the upload is retried (the provider stored something else).
+        A rewritten body is measured once first (its exact ``Content-Length``); each attempt
+        must then send the same bytes (same sha256), or the input changed under us.
 
         Raises:
-            FileNotFoundError: ``path`` is not a file.
+            FileNotFoundError: an input is not a file.
             TransientProviderError: retries were exhausted.
-            PermanentProviderError: the provider refused the file.
+            PermanentProviderError: the provider refused the file, or an input changed.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"cannot upload {path}: no such file")
-        form = MultipartUpload(path=path, filename=filename or path.name, fields=fields)
+        for path in body.paths:
+            if not path.is_file():
+                raise FileNotFoundError(f"cannot upload {path}: no such file")
+        names = ", ".join(str(path) for path in body.paths)
+        form = MultipartUpload(filename=filename, fields=fields)
+        expected: str | None = None
+        size = 0
+        if body.transform is not None:
+            size, expected = await body.measure()
 
-        async def once() -> str:
-            size = path.stat().st_size
-            body = form.stream(size)
+        async def once() -> UploadedFile:
+            nonlocal size
+            if body.transform is None:
+                size = sum(body.sizes())
+            digest = hashlib.sha256()
+            sent = 0
+
+            async def counted() -> Any:
+                nonlocal sent
+                async for chunk in body.chunks(digest):
+                    sent += len(chunk)
+                    yield chunk
+
+            stream = form.wrap(counted())
             try:
                 response = await self._api.send(
-                    "upload_file", "POST", url, headers=form.headers(size), content=body
+                    "upload_file", "POST", url, headers=form.headers(size), content=stream
                 )
             finally:
-                await body.aclose()  # a server may answer before reading it all: close the file
+                await stream.aclose()  # a server may answer before reading it all: close files
             data = decode_json(response, provider=self.name, operation="upload_file")
             file_id = data.get("id") if isinstance(data, Mapping) else None
             if not isinstance(file_id, str) or not file_id:
                 raise malformed(self.name, "upload_file", "no file id in the response")
+            if sent != size:
+                raise TransientProviderError(
+                    f"{self.name} upload_file: the provider answered after {sent} of {size} "
+                    f"bytes of {names}; uploading again"
+                )
+            sha256 = digest.hexdigest()
+            if expected is not None and sha256 != expected:
+                raise PermanentProviderError(
+                    f"{self.name} upload_file: {names} changed while being uploaded "
+                    "(its bytes differ from a moment ago); inputs must not change once validated"
+                )
             stored = data.get("bytes")
             if isinstance(stored, int) and not isinstance(stored, bool) and stored != size:
                 raise TransientProviderError(
-                    f"{self.name} upload_file: the provider stored {stored} bytes of {path} "
-                    f"but the file has {size}; uploading again"
+                    f"{self.name} upload_file: the provider stored {stored} bytes of {names} "
+                    f"but {size} were sent; uploading again"
                 )
-            return file_id
+            return UploadedFile(id=file_id, bytes=size, sha256=sha256)
 
-        file_id = await self._api.retrying("upload_file", once)
-        log.info("provider.uploaded", provider=self.name, path=str(path), file_id=file_id)
-        return file_id
+        uploaded = await self._api.retrying("upload_file", once)
+        log.info(
+            "provider.uploaded",
+            provider=self.name,
+            path=names,
+            file_id=uploaded.id,
+            bytes=uploaded.bytes,
+            sha256=uploaded.sha256,
+        )
+        return uploaded
 
     async def _file_size(self, url: str) -> int | None:
         """The ``bytes`` a file object at ``url`` reports (``None`` if it reports none)."""

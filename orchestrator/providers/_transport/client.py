@@ -81,6 +81,7 @@ class ApiClient:
         timeout: seconds for each of connect, read, write and pool waits.
         policy: the retry policy.
         clock: the injected clock (call durations and ``Retry-After`` dates).
+        transient_statuses: 4xx statuses this dialect retries besides 408 and 429.
     """
 
     def __init__(
@@ -94,8 +95,10 @@ class ApiClient:
         timeout: float,
         policy: RetryPolicy,
         clock: Clock,
+        transient_statuses: Iterable[int] = (),
     ) -> None:
         self.provider = provider
+        self._transient_statuses = frozenset(transient_statuses)
         self.policy = policy
         self.calls: CallCounter = Counter()
         self._secrets = tuple(s for s in secrets if s)
@@ -128,6 +131,7 @@ class ApiClient:
             operation=operation,
             now=self._clock.now(),
             secrets=self._secrets,
+            transient=self._transient_statuses,
         )
         return with_unknown_outcome(error) if unknown_outcome else error
 

@@ -173,10 +173,12 @@ def map_http_error(
     operation: str = "call",
     now: float | None = None,
     secrets: Iterable[str] = (),
+    transient: Iterable[int] = (),
 ) -> ProviderError:
     """The error for a non-2xx ``response`` (whose body has been read, or is given as ``body``).
 
-    429 is :class:`RateLimited` carrying ``Retry-After`` in seconds; 408 and 5xx are
+    429 is :class:`RateLimited` carrying ``Retry-After`` in seconds; 408, 5xx and the
+    dialect's own ``transient`` statuses (OpenAI's SDK retries 409) are
     :class:`TransientProviderError`; any other status is :class:`PermanentProviderError` with
     the provider's own message. Callers that know more (capacity refusals) refine the result.
     """
@@ -195,7 +197,7 @@ def map_http_error(
     message = redact(message, secrets)
     if status == 429:
         return RateLimited(message, retry_after=parse_retry_after(response.headers, now=now))
-    if status in _TRANSIENT_STATUSES or status >= 500:
+    if status in _TRANSIENT_STATUSES or status >= 500 or status in set(transient):
         return TransientProviderError(message, status_code=status)
     return PermanentProviderError(message, status_code=status)
 

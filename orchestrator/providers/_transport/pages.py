@@ -9,7 +9,7 @@ answering the same page cannot loop the poller forever.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 import attrs
@@ -32,7 +32,7 @@ class Page(Generic[C]):
 
 async def iterate_pages(
     fetch: Callable[[C | None], Awaitable[Page[C]]], *, provider: str
-) -> AsyncIterator[RemoteJob]:
+) -> AsyncGenerator[RemoteJob, None]:
     """Yield every job of the pages ``fetch`` returns, starting with ``fetch(None)``.
 
     Args:
