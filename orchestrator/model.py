@@ -125,9 +125,15 @@ def check_transition(source: JobState, target: JobState, *, parent: bool = False
 
 
 def outcome_for(phase: RemotePhase, *, succeeded: int, failed: int) -> Outcome:
-    """The outcome of a job whose remote job ended in ``phase`` with these counts."""
+    """The outcome of a job whose remote job ended in ``phase`` with these counts.
+
+    A remote job that completed with every line failed is ``failed``, whatever the provider
+    calls it: OpenAI ends such a batch ``completed`` with no output file, Mistral ``FAILED``.
+    """
     if phase is RemotePhase.SUCCEEDED:
-        return Outcome.PARTIAL if failed > 0 else Outcome.SUCCEEDED
+        if failed > 0:
+            return Outcome.FAILED if succeeded == 0 else Outcome.PARTIAL
+        return Outcome.SUCCEEDED
     if phase is RemotePhase.EXPIRED:
         return Outcome.EXPIRED
     if phase is RemotePhase.CANCELLED:

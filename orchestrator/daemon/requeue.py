@@ -5,8 +5,8 @@ enqueued prompt tokens for the model would pass its limit (``shared/api/openai-b
 Nothing ran, so the job is not failed: it returns to ``queued`` with the capacity refusals'
 backoff (``attempts`` + ``not_before``), its uploaded file kept for the next create, and an
 event that says why. What the refusal teaches about the token estimate is recorded as a
-:class:`TokenLimitObservation` in that event and handed to :func:`learn_token_scale`, the call
-site of the token budget (``orchestrator/budget.py``).
+:class:`TokenLimitObservation` in that event and handed to :func:`learn_token_scale`, which
+scales the workspace's token estimates from then on (``orchestrator/budget.py``).
 """
 
 from __future__ import annotations
@@ -75,15 +75,23 @@ def observe(
     )
 
 
-def learn_token_scale(observation: TokenLimitObservation) -> None:
-    """Call site of the token budget's learning from a refusal.
+def learn_token_scale(workspace: WorkspaceRuntime, observation: TokenLimitObservation) -> None:
+    """Teach the workspace's token budget what the refusal says about our estimates.
 
-    ``orchestrator/budget.py`` (the token budget, written separately) is to provide the
-    function that learns a scale factor between our token estimate and the provider's
-    count from such observations; once it exists it is called from here. Until then the
-    observation is only recorded, in the job's event (:func:`requeue`) and in the log.
+    The provider counted more than our estimates add up to (or it would not have refused):
+    :meth:`WorkspaceRuntime.token_limit_refused` scales every estimate from the next admission
+    pass on (see :func:`orchestrator.budget.learn_token_scale`).
     """
-    log.info("poll.token_limit_observed", **attrs.asdict(observation))
+    scale = workspace.token_limit_refused(
+        provider_limit=observation.limit,
+        estimated_in_flight=observation.in_flight_prompt_tokens,
+    )
+    log.info(
+        "poll.token_limit_observed",
+        **attrs.asdict(observation),
+        scale=scale.factor,
+        refusals=scale.refusals,
+    )
 
 
 async def requeue(
@@ -99,7 +107,7 @@ async def requeue(
         StaleTransition: the job left ``running`` meanwhile (nothing was changed).
     """
     observation = observe(workspace.name, job, remote, running)
-    learn_token_scale(observation)
+    learn_token_scale(workspace, observation)
     attempts = job.attempts + 1
     delay = backoff(attempts)
     reason = "; ".join(remote.errors) or ", ".join(remote.error_codes)

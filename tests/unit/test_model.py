@@ -83,6 +83,8 @@ def test_final_states_have_no_exit() -> None:
     [
         (RemotePhase.SUCCEEDED, 10, 0, Outcome.SUCCEEDED),
         (RemotePhase.SUCCEEDED, 9, 1, Outcome.PARTIAL),
+        (RemotePhase.SUCCEEDED, 0, 9, Outcome.FAILED),  # OpenAI: every line failed, completed
+        (RemotePhase.SUCCEEDED, 0, 0, Outcome.SUCCEEDED),
         (RemotePhase.FAILED, 0, 10, Outcome.FAILED),
         (RemotePhase.EXPIRED, 5, 0, Outcome.EXPIRED),
         (RemotePhase.CANCELLED, 3, 0, Outcome.CANCELLED),
