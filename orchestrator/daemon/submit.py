@@ -63,6 +63,8 @@ UNFINISHED = tuple(state for state in JobState if state not in FINAL_STATES)
 IDLE_WAIT = 60.0
 """Longest sleep of the loop when nothing is due (it is woken on every relevant change)."""
 UPLOAD_CONCURRENCY = 4
+INPUT_READ_ATTEMPTS = 3
+"""Uploads an unreadable input gets (with backoff between them) before its job is rejected."""
 CLOCK_SKEW_MARGIN = 600.0
 """Seconds the reconcile list looks back before the create intent: the provider stamps
 ``created_at`` with its own clock, which may be behind ours."""
@@ -285,6 +287,9 @@ class Submitter:
         except PermanentProviderError as exc:
             await self._move(job, JobState.REJECTED, detail="upload refused", error=str(exc))
             return
+        except OSError as exc:  # an input deleted, unreadable or cut short since intake
+            await self._input_unreadable(job, exc)
+            return
         job = await self._move(job, JobState.SUBMITTING, detail="create intent")
         await self._create(job)
 
@@ -407,6 +412,28 @@ class Submitter:
         )
         log.info("submit.running", job=job.name, job_id=job.id, remote_id=remote.id)
         self._ws.poll.wake()
+
+    async def _input_unreadable(self, job: Job, exc: OSError) -> None:
+        """An input cannot be read for its upload: retry a few times, then reject the job.
+
+        A network file system may come back; a file deleted for good will not, and the job
+        must not hold its budget forever. Nothing was created at the provider either way.
+        """
+        reason = f"an input cannot be read for the upload: {exc}"
+        if job.attempts + 1 < INPUT_READ_ATTEMPTS:
+            await self._retry_later(job, f"{reason}; will retry")
+            return
+        await self._move(
+            job,
+            JobState.REJECTED,
+            detail="input unreadable",
+            error=(
+                f"{reason}, {INPUT_READ_ATTEMPTS} times: the job is rejected and no batch was "
+                "created; restore the file and `orchestrator rerun --force` the job, or fix "
+                "its definition (a rejected job's name takes a new definition)"
+            ),
+        )
+        log.error("submit.input_unreadable", job=job.name, job_id=job.id, error=str(exc))
 
     async def _retry_later(self, job: Job, reason: str) -> None:
         await retry_later(self._rt, job, reason)
