@@ -13,7 +13,7 @@ import re
 import secrets
 import signal
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +91,7 @@ class Daemon:
         *,
         clock: Clock | None = None,
         environ: Mapping[str, str] | None = None,
-        emulator: Emulator | None = None,
+        emulator: Emulator | Sequence[Emulator] | None = None,
         wrap_transport: TransportWrapper | None = None,
     ) -> None:
         self.config = config
@@ -99,8 +99,11 @@ class Daemon:
         self._environ = os.environ if environ is None else environ
         self._emulators: dict[str, Emulator] = {}
         """The in-process emulator of each dialect an embedded workspace speaks."""
-        if emulator is not None:
-            self._emulators[emulator.dialect.name] = emulator
+        given = (
+            () if emulator is None else (emulator,) if isinstance(emulator, Emulator) else emulator
+        )
+        for each in given:  # the embedded workspaces of each one's dialect use it
+            self._emulators[each.dialect.name] = each
         self._wrap_transport = wrap_transport
         self.workspaces: dict[str, WorkspaceRuntime] = {}
         self.pollers: dict[str, Poller] = {}

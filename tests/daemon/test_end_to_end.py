@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -32,7 +34,29 @@ def demo_config(tmp_path: Path) -> Path:
     return path
 
 
-def _emulator(clock: FakeClock, failure_fraction: float = 0.05) -> Emulator:
+DEMO_JOBS = {
+    "cheese-survey",
+    "region-embeddings",
+    "wine-pairings",
+    "cheese-survey-openai",
+    "wine-pairings-openai",
+}
+"""config/demo.toml's jobs: three on the Mistral wire, two on the OpenAI wire."""
+
+
+@contextmanager
+def _emulators(clock: FakeClock, failure_fraction: float = 0.05) -> Iterator[list[Emulator]]:
+    """The demo's emulator settings, once per dialect the demo's workspaces speak."""
+    with (
+        _emulator(clock, failure_fraction) as mistral,
+        _emulator(clock, failure_fraction, dialect="openai") as openai,
+    ):
+        yield [mistral, openai]
+
+
+def _emulator(
+    clock: FakeClock, failure_fraction: float = 0.05, dialect: str = "mistral"
+) -> Emulator:
     return Emulator(
         EmulatorSettings(
             time_scale=60.0,
@@ -42,6 +66,7 @@ def _emulator(clock: FakeClock, failure_fraction: float = 0.05) -> Emulator:
             seed=7,
         ),
         clock=clock,
+        dialect=dialect,
     )
 
 
@@ -50,14 +75,14 @@ async def test_demo_runs_to_done_with_verified_results(demo_config: Path) -> Non
     """Every demo job ends done; files match the ledger's sha256 and line counts."""
     config = load_config(demo_config)
     clock = FakeClock(autojump=True)
-    with _emulator(clock) as emulator:
-        await Daemon(config, clock=clock, emulator=emulator).run(exit_when_idle=True, migrate=True)
-        stats = emulator.stats()
+    with _emulators(clock) as emulators:
+        await Daemon(config, clock=clock, emulator=emulators).run(exit_when_idle=True, migrate=True)
+        stats = [emulator.stats() for emulator in emulators]
 
     ledger = await SqlLedger.connect(config.ledger.url, clock=clock)
     try:
         jobs = {job.name: job for job in await ledger.list_jobs()}
-        assert set(jobs) == {"cheese-survey", "region-embeddings", "wine-pairings"}
+        assert set(jobs) == DEMO_JOBS
         for job in jobs.values():
             assert job.state is JobState.DONE, job
             assert job.outcome in (Outcome.SUCCEEDED, Outcome.PARTIAL)
@@ -76,7 +101,7 @@ async def test_demo_runs_to_done_with_verified_results(demo_config: Path) -> Non
             assert not list(folder.glob("*.part"))
         assert any(job.failed for job in jobs.values()), "5 % failures should show somewhere"
         # The third job had to wait: the budget (60) never held more than it allows.
-        for workspace in stats["workspaces"].values():
+        for workspace in (w for each in stats for w in each["workspaces"].values()):
             assert workspace["max_pending"] <= 60
     finally:
         await ledger.close()
@@ -87,13 +112,19 @@ async def test_restart_after_done_submits_nothing(demo_config: Path) -> None:
     """Re-reading the same config after a complete run creates no remote job."""
     config = load_config(demo_config)
     clock = FakeClock(autojump=True)
-    with _emulator(clock) as emulator:
-        await Daemon(config, clock=clock, emulator=emulator).run(exit_when_idle=True, migrate=True)
-        created = sum(w["jobs_created"] for w in emulator.stats()["workspaces"].values())
-        await Daemon(config, clock=clock, emulator=emulator).run(exit_when_idle=True)
-        again = sum(w["jobs_created"] for w in emulator.stats()["workspaces"].values())
-    assert created == 3
-    assert again == created
+    with _emulators(clock) as emulators:
+
+        def created() -> int:
+            return sum(
+                w["jobs_created"] for e in emulators for w in e.stats()["workspaces"].values()
+            )
+
+        await Daemon(config, clock=clock, emulator=emulators).run(exit_when_idle=True, migrate=True)
+        first = created()
+        await Daemon(config, clock=clock, emulator=emulators).run(exit_when_idle=True)
+        again = created()
+    assert first == len(DEMO_JOBS)
+    assert again == first
 
 
 def test_status_json_reports_every_job(
@@ -105,14 +136,14 @@ def test_status_json_reports_every_job(
     async def run_daemon() -> None:
         await upgrade(config.ledger.url)
         clock = FakeClock(autojump=True)
-        with _emulator(clock, failure_fraction=0.0) as emulator:
-            await Daemon(config, clock=clock, emulator=emulator).run(exit_when_idle=True)
+        with _emulators(clock, failure_fraction=0.0) as emulators:
+            await Daemon(config, clock=clock, emulator=emulators).run(exit_when_idle=True)
 
     anyio.run(run_daemon)
     capsys.readouterr()
     assert main(["status", "--config", str(demo_config), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {row["name"] for row in rows} == {"cheese-survey", "region-embeddings", "wine-pairings"}
+    assert {row["name"] for row in rows} == DEMO_JOBS
     for row in rows:
         assert {
             "name",

@@ -246,12 +246,16 @@ async def test_list_stops_on_exact_multiple_via_total(make_provider: MakeProvide
 
 
 async def test_list_survives_a_server_that_ignores_page(make_provider: MakeProvider) -> None:
-    """A server repeating the same full page does not loop forever nor duplicate jobs."""
+    """A server repeating the same full page neither loops forever, nor duplicates jobs, nor
+    passes for a complete list (reconcile would read "not listed" as "never created")."""
     same = [job_body(f"j{i}") for i in range(2)]
     script = Script(ok({"data": same, "total": 10}))
     provider = make_provider(script)
-    jobs = await collect(provider.list_jobs(page_size=2))
-    assert [j.id for j in jobs] == ["j0", "j1"]
+    seen: list[str] = []
+    with pytest.raises(TransientProviderError, match="incomplete"):
+        async for job in provider.list_jobs(page_size=2):
+            seen.append(job.id)  # noqa: PERF401 (the jobs yielded before the error count)
+    assert seen == ["j0", "j1"]
     assert len(script.requests) == 2
 
 

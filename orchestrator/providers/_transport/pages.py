@@ -3,8 +3,10 @@
 Mistral pages by number, OpenAI and Anthropic by an ``after`` cursor (the last id seen). The
 dialect says how to fetch one page and what the next cursor is; :func:`iterate_pages` does the
 rest the same way for all: one request per page, each job yielded once even when the list
-shifts between pages, and a stop (logged) if a page brings nothing new, so a server that keeps
-answering the same page cannot loop the poller forever.
+shifts between pages, and a transient error if a page brings nothing new although the server
+says more follow: a server that keeps answering the same page can neither loop the poller
+forever nor pass for a complete list (reconcile reads "not listed" as "never created", so a
+list cut short would make it create a duplicate).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Generic, TypeVar
 import attrs
 import structlog
 
+from orchestrator.errors import TransientProviderError
 from orchestrator.providers.base import RemoteJob
 
 log = structlog.get_logger(__name__)
@@ -38,6 +41,9 @@ async def iterate_pages(
     Args:
         fetch: one request for the page at a cursor (``None`` for the first page).
         provider: the provider's name, for the log line of a stalled list.
+
+    Raises:
+        TransientProviderError: a page brought no job not already listed, yet announced more.
     """
     seen: set[str] = set()
     cursor: C | None = None
@@ -55,7 +61,10 @@ async def iterate_pages(
             return
         if new == 0:
             log.warning("provider.list_no_progress", provider=provider, page=page)
-            return
+            raise TransientProviderError(
+                f"{provider}: page {page + 1} of the job list repeated the jobs already listed "
+                "although more were announced: the list is incomplete, try again later"
+            )
         cursor = result.next
         page += 1
 
