@@ -26,6 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from orchestrator import __version__
+from orchestrator.budget import in_flight_tokens
 from orchestrator.model import IN_FLIGHT_STATES, JobState, Outcome
 from orchestrator.service.view import DaemonView, WorkspaceStats, WorkspaceView, demand
 
@@ -48,6 +49,8 @@ class LedgerSnapshot:
     queued_requests: dict[str, int]
     held: int = 0
     """In-flight jobs this replica holds a live lease on."""
+    tokens: dict[str, dict[str, int]] = attrs.field(factory=dict)
+    """Estimated prompt tokens of the in-flight jobs, per workspace and model."""
 
 
 class DaemonCollector(Collector):
@@ -76,7 +79,12 @@ class DaemonCollector(Collector):
             log.warning("metrics.ledger_unavailable", error=str(exc) or type(exc).__name__)
             return
         demands = demand(active, self._view.workspaces)
+        tokens = {
+            name: in_flight_tokens(job for job in active if job.workspace == name)
+            for name in {job.workspace for job in active}
+        }
         self._snapshot = LedgerSnapshot(
+            tokens=tokens,
             counts=counts,
             pending={name: d.pending for name, d in demands.items()},
             queued_jobs={name: d.queued_jobs for name, d in demands.items()},
@@ -188,6 +196,35 @@ class DaemonCollector(Collector):
             "Requests of the jobs waiting for room in the budget.",
             labels=labels,
         )
+        info = GaugeMetricFamily(
+            f"{PREFIX}_workspace_info",
+            "One series per workspace naming its provider dialect (always 1): join on "
+            "workspace to break any workspace metric down by provider.",
+            labels=["workspace", "provider"],
+        )
+        tokens = GaugeMetricFamily(
+            f"{PREFIX}_workspace_prompt_tokens",
+            "Estimated prompt tokens the in-flight jobs hold, per model (what a token budget "
+            "counts, before the learnt scale).",
+            labels=["workspace", "model"],
+        )
+        token_budget = GaugeMetricFamily(
+            f"{PREFIX}_workspace_token_budget",
+            'The token budget per model (model "" is the workspace\'s default for the others).',
+            labels=["workspace", "model"],
+        )
+        configured = self._view.config.workspaces
+        for name, _ in workspaces:
+            settings = configured.get(name)
+            if settings is not None:
+                info.add_metric([name, settings.provider], 1)
+                if settings.token_budget is not None:
+                    token_budget.add_metric([name, ""], settings.token_budget)
+                for model, limit in sorted(settings.token_budgets.items()):
+                    token_budget.add_metric([name, model], limit)
+            for model, held_tokens in sorted(snapshot.tokens.get(name, {}).items()):
+                tokens.add_metric([name, model], held_tokens)
+        yield from (info, tokens, token_budget)
         for name, ws in workspaces:
             external_pending = stats[name].external_pending
             held = snapshot.pending.get(name, 0)

@@ -292,3 +292,44 @@ async def test_a_replicas_lease_heartbeat_has_its_own_limit(
             response = await client.get("/healthz")
             assert response.status_code == 503
             assert response.json()["loops"]["leases"]["fresh"] is False
+
+
+async def test_metrics_name_each_workspaces_provider_and_token_budgets(
+    tmp_path: Path, clock: FakeClock, emulator: Emulator
+) -> None:
+    """workspace_info carries the provider; token budgets per model; tokens of running jobs."""
+    extra = (
+        '[workspaces.oai]\nprovider = "openai"\nbase_url = "embedded"\npending_budget = 100\n'
+        'token_budget = 5000\n[workspaces.oai.token_budgets]\n"gpt-4o" = 900\n'
+    )
+    config = load_config(write_config(tmp_path, extra=extra), environ={})
+    async with running(config, clock, emulator) as daemon:
+        assert daemon.http is not None and daemon.runtime is not None
+        async with httpx.AsyncClient(base_url=daemon.http.url, timeout=10) as client:
+            samples = _samples((await client.get("/metrics")).text)
+            info = {
+                (s.labels["workspace"], s.labels["provider"])
+                for s in samples["orchestrator_workspace_info"]
+            }
+            assert info == {("main", "mistral"), ("oai", "openai")}
+            budgets = {
+                (s.labels["workspace"], s.labels["model"]): s.value
+                for s in samples["orchestrator_workspace_token_budget"]
+            }
+            assert budgets == {("oai", ""): 5000, ("oai", "gpt-4o"): 900}
+            ledger = daemon.runtime.ledger
+            in_flight = [
+                job
+                for job in await ledger.list_jobs(states=(JobState.ADMITTED, JobState.RUNNING))
+                if job.workspace == "main"
+            ]
+            held = {
+                s.labels["model"]: s.value
+                for s in samples.get("orchestrator_workspace_prompt_tokens", [])
+                if s.labels["workspace"] == "main"
+            }
+            assert held == (
+                {"mistral-small-latest": sum(job.prompt_tokens for job in in_flight)}
+                if in_flight
+                else {}
+            )
