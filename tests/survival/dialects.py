@@ -27,6 +27,8 @@ class Wire:
     native_lines: bool
     """Whether some jobs' lines are written in the dialect's own form (OpenAI's
     ``{custom_id, method, url, body}``) instead of ``{custom_id, body}``."""
+    files_page_param: str
+    """The query parameter of ``GET /v1/files`` that sets the page size."""
 
     def provider_line(self) -> str:
         """The workspace's ``provider = ...`` line."""
@@ -41,6 +43,7 @@ MISTRAL = Wire(
     output_field="output_file",
     error_field="error_file",
     native_lines=False,
+    files_page_param="page_size",
 )
 OPENAI = Wire(
     name="openai",
@@ -50,6 +53,7 @@ OPENAI = Wire(
     output_field="output_file_id",
     error_field="error_file_id",
     native_lines=True,
+    files_page_param="limit",
 )
 WIRES = (MISTRAL, OPENAI)
 

@@ -21,7 +21,9 @@ from pathlib import Path
 import attrs
 import pytest
 
+from orchestrator.inputs import rules_for
 from orchestrator.model import JobState, Outcome
+from tests.survival.dialects import Wire
 from tests.survival.harness import (
     API_KEY,
     API_KEY_ENV,
@@ -52,6 +54,8 @@ class Case:
     expect: tuple[str, ...] = ()
     """Fragments of the ledger error, with ``{data}`` for the data folder; () = accepted."""
     endpoint: str = CHAT
+    model: str | None = None
+    """The job's model (None: the dialect's usual one)."""
 
     @property
     def accepted(self) -> bool:
@@ -138,7 +142,7 @@ CASES = (
         name="over-size",
         inputs=("huge.jsonl",),
         expect=(
-            "{data}/huge.jsonl: 629,145,600 bytes, more than the limit of 536,870,912 bytes "
+            "{data}/huge.jsonl: 629,145,600 bytes, more than the limit of {max_bytes} bytes "
             "per input file (max_file_bytes)",
         ),
     ),
@@ -195,6 +199,43 @@ CASES = (
 )
 
 
+OPENAI_CASES = (
+    Case(
+        name="openai-line-mistakes",
+        inputs=("openai-lines.jsonl",),
+        expect=(
+            """{data}/openai-lines.jsonl:3: must be "POST", got 'GET' (method)""",
+            "{data}/openai-lines.jsonl:4: must be the job's endpoint '/v1/chat/completions', "
+            "got '/v1/embeddings'",
+            "{data}/openai-lines.jsonl:5: missing: a line with a method needs url",
+            "{data}/openai-lines.jsonl:6: missing: a line with a url needs method",
+            "{data}/openai-lines.jsonl:7: names model 'gpt-4o', but the job's model is "
+            "'gpt-4o-mini'",
+            "{data}/openai-lines.jsonl:8: missing (body)",
+        ),
+    ),
+    Case(name="openai-form-accepted", inputs=("openai-good.jsonl",)),
+    Case(
+        name="over-the-batch-limit",
+        inputs=("fifty-thousand-and-one.jsonl",),
+        expect=("50,001 requests", "50,000", "(max_requests)", "split_requests"),
+    ),
+    Case(
+        name="token-budget-below-one-request",
+        inputs=("good.jsonl",),
+        model="tiny-model",
+        expect=("token", "tiny-model", "never"),
+    ),
+)
+"""What only the OpenAI dialect refuses: its own line form's mistakes, its per-batch limit
+(with splitting off), and a model whose token budget is smaller than one request."""
+
+
+def cases(wire: Wire) -> tuple[Case, ...]:
+    """The corpus run on ``wire``'s dialect."""
+    return CASES + (OPENAI_CASES if wire.name == "openai" else ())
+
+
 def write_data(data: Path) -> None:
     """The corpus files, plus the generated ones (sparse, long lines, over budget)."""
     data.mkdir(parents=True)
@@ -213,51 +254,80 @@ def write_data(data: Path) -> None:
     (data / "too-many.jsonl").write_text(
         "".join(_chat_line(f"t-{i}", "q") + "\n" for i in range(BUDGET + 1))
     )
+    (data / "fifty-thousand-and-one.jsonl").write_text(
+        "".join(_chat_line(f"f-{i}", "q") + "\n" for i in range(50_001))
+    )
+    openai_good = (
+        json.dumps(
+            {
+                "custom_id": f"o-{i}",
+                "method": "POST",
+                "url": CHAT,
+                "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "q"}]},
+            }
+        )
+        + "\n"
+        for i in range(3)
+    )
+    (data / "openai-good.jsonl").write_text("".join(openai_good))
 
 
-def write_config(root: Path, url: str) -> Path:
-    """The main config (every case as a job) and a jobs_dir with two bad job files."""
+def write_config(root: Path, url: str, wire: Wire) -> Path:
+    """The main config (every case as a job) and a jobs_dir with bad job files.
+
+    The OpenAI workspace runs with splitting off (``split_requests = 0``), so its per-batch
+    limits are refused as they stand, and a per-model token budget of one token.
+    """
     jobs = []
-    for case in CASES:
+    for case in cases(wire):
         inputs = ", ".join(json.dumps(f"data/{name}") for name in case.inputs)
         jobs.append(
             f'[[jobs]]\nname = "{case.name}"\nworkspace = "main"\ninputs = [{inputs}]\n'
-            f'model = "mistral-small-latest"\nendpoint = "{case.endpoint}"\n'
+            f'model = "{case.model or wire.model}"\nendpoint = "{case.endpoint}"\n'
         )
     (root / "jobs.d").mkdir()
     for name in ("path-traversal-name.toml", "unknown-keys.toml"):
         shutil.copy(BAD / "config" / name, root / "jobs.d" / name)
+    if wire.name == "openai":  # an endpoint of another dialect: that jobs file alone is refused
+        (root / "jobs.d" / "mistral-endpoint.toml").write_text(
+            '[[jobs]]\nname = "fim"\nworkspace = "main"\ninput = "../data/good.jsonl"\n'
+            'model = "gpt-4o-mini"\nendpoint = "/v1/fim/completions"\n'
+        )
+    settings = 'split_requests = 0\n[workspaces.main.token_budgets]\n"tiny-model" = 1\n'
+    workspace = wire.provider_line() + (settings if wire.name == "openai" else "")
     path = root / "orchestrator.toml"
     path.write_text(
         '[ledger]\nurl = "sqlite:///var/ledger.db"\n[results]\ndir = "var/results"\n'
         '[polling]\ninitial = "200ms"\nmax = "1s"\n'
         '[intake]\njobs_dir = "jobs.d"\n'
         f'[workspaces.main]\nbase_url = "{url}"\napi_key_env = "{API_KEY_ENV}"\n'
-        f"pending_budget = {BUDGET}\n\n" + "\n".join(jobs)
+        f"pending_budget = {BUDGET}\n{workspace}\n" + "\n".join(jobs)
     )
     return path
 
 
 @pytest.mark.timeout(180)
-def test_bad_inputs_are_rejected_alone_with_their_message(tmp_path: Path) -> None:
+def test_bad_inputs_are_rejected_alone_with_their_message(tmp_path: Path, wire: Wire) -> None:
     """Every bad job is rejected with its message, nothing of it uploaded; good jobs finish."""
     emulator = EmulatorProcess(
-        tmp_path, options=["--throughput", "500", "--validation-seconds", "0.2"]
+        tmp_path,
+        options=[*wire.emulator_flags, "--throughput", "500", "--validation-seconds", "0.2"],
     )
+    corpus = cases(wire)
+    max_bytes = f"{rules_for(wire.name).max_bytes:,}"
     daemon: DaemonProcess | None = None
     try:
         url = emulator.start()
         data = tmp_path / "data"
         write_data(data)
-        config = write_config(tmp_path, url)
+        config = write_config(tmp_path, url, wire)
         daemon = DaemonProcess(
             config, tmp_path / "daemon.log", env=python_env(**{API_KEY_ENV: API_KEY})
         )
         assert daemon.wait(timeout=120) == 0, daemon.log_text()
         with emulator.client() as client:
-            uploaded = [
-                f["filename"] for f in client.get("/v1/files?page_size=1000").json()["data"]
-            ]
+            listing = client.get("/v1/files", params={wire.files_page_param: 1000}).json()
+            uploaded = [f["filename"] for f in listing["data"]]
         stats = emulator.stats()
     finally:
         if daemon is not None:
@@ -266,22 +336,23 @@ def test_bad_inputs_are_rejected_alone_with_their_message(tmp_path: Path) -> Non
 
     jobs, files = read_ledger(config)
     by_name = {job.name: job for job in jobs}
-    assert set(by_name) == {case.name for case in CASES}, "only the main file's jobs exist"
-    for case in CASES:
+    assert set(by_name) == {case.name for case in corpus}, "only the main file's jobs exist"
+    for case in corpus:
         job = by_name[case.name]
         ours = [name for name in uploaded if name.startswith(f"{case.name}-")]
         if case.accepted:
             assert job.state is JobState.DONE and job.outcome is Outcome.SUCCEEDED, job
-            assert len(ours) == len(case.inputs), (case.name, ours)
+            assert len(ours) == uploads(wire, case), (case.name, ours)
             assert {f.kind for f in files[job.id]} == {"output"}
             continue
         assert job.state is JobState.REJECTED, (case.name, job.state)
         assert not ours, f"{case.name}: uploaded {ours} although the job was rejected"
         assert job.remote_id is None and job.input_file_ids == ()
         for fragment in case.expect:
-            assert fragment.format(data=data) in (job.error or ""), (case.name, job.error)
-    accepted = [c for c in CASES if c.accepted]
-    assert stats["files_uploaded"] == sum(len(c.inputs) for c in accepted)
+            wanted = fragment.format(data=data, max_bytes=max_bytes)
+            assert wanted in (job.error or ""), (case.name, job.error)
+    accepted = [c for c in corpus if c.accepted]
+    assert stats["files_uploaded"] == sum(uploads(wire, c) for c in accepted)
     assert stats["jobs_created"] == len(accepted)
     results = tmp_path / "var" / "results"
     assert sorted(p.name for p in results.iterdir()) == sorted(c.name for c in accepted)
@@ -291,6 +362,10 @@ def test_bad_inputs_are_rejected_alone_with_their_message(tmp_path: Path) -> Non
         r["error"] for r in read_events(daemon.log_path) if r["event"] == "intake.jobs_file_invalid"
     }
     jobs_d = tmp_path / "jobs.d"
+    if wire.name == "openai":
+        (fim,) = [e for e in errors if e.startswith(f"{jobs_d}/mistral-endpoint.toml")]
+        assert "jobs[0].endpoint" in fim and "/v1/fim/completions" in fim, fim
+        errors.remove(fim)
     assert errors == {
         f"{jobs_d}/path-traversal-name.toml: jobs[0].name: job name '../../escape' is not a safe "
         "name: it becomes a directory name, so it must be 1-128 characters of letters, digits, "
@@ -298,15 +373,21 @@ def test_bad_inputs_are_rejected_alone_with_their_message(tmp_path: Path) -> Non
         f"{jobs_d}/unknown-keys.toml: jobs[0].modle: unknown key 'modle'; did you mean 'model'?",
     }
     report(
-        "bad-inputs",
+        f"bad-inputs-{wire.name}",
         {
-            "bad_inputs_tried": sum(1 for c in CASES if not c.accepted) + len(errors),
+            "dialect": wire.name,
+            "bad_inputs_tried": sum(1 for c in corpus if not c.accepted) + len(errors),
             "accepted_edge_cases": [c.name for c in accepted if c.name != "good"],
-            "rejected_jobs": sorted(c.name for c in CASES if not c.accepted),
+            "rejected_jobs": sorted(c.name for c in corpus if not c.accepted),
             "bad_jobs_files": sorted(Path(e.split(":")[0]).name for e in errors),
             "partial_submissions": 0,
         },
     )
+
+
+def uploads(wire: Wire, case: Case) -> int:
+    """Files the dialect uploads for an accepted case (OpenAI: one per batch, inputs joined)."""
+    return 1 if wire.name == "openai" else len(case.inputs)
 
 
 CONFIG_ERRORS = {
