@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -43,36 +42,23 @@ async def test_openai_workspace_gets_the_openai_adapter(tmp_path: Path) -> None:
         assert (headers["OpenAI-Organization"], headers["OpenAI-Project"]) == ("org-1", "proj_1")
 
 
-async def test_embedded_openai_needs_the_emulator_wire(tmp_path: Path) -> None:
-    """Until the emulator speaks openai, base_url = embedded is a config error naming it."""
+async def test_embedded_needs_a_wire_the_emulator_speaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dialect the bundled emulator has no wire for: a config error naming the key."""
+    monkeypatch.setattr(
+        app, "EMULATOR_DIALECTS", {k: v for k, v in app.EMULATOR_DIALECTS.items() if k != "openai"}
+    )
     cfg = config(tmp_path, 'base_url = "embedded"')
     daemon = Daemon(cfg)
-    if "openai" in app.EMULATOR_DIALECTS:
-        pytest.skip("the emulator speaks openai: see the next test")
     async with AsyncExitStack() as stack:
         with pytest.raises(ConfigError, match="emulator's openai wire") as caught:
             daemon._provider(cfg.workspaces["oai"], stack)
     assert caught.value.key == "workspaces.oai.base_url"
 
 
-async def test_embedded_openai_builds_the_emulator_with_its_dialect(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """base_url = embedded constructs Emulator(..., dialect="openai"), one per dialect."""
-    made: list[dict[str, Any]] = []
-
-    class Recorder:
-        app = object()
-
-        def __init__(self, settings: Any, **kwargs: Any) -> None:
-            made.append(kwargs)
-            self.dialect = type("D", (), {"name": kwargs["dialect"]})()
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(app, "Emulator", Recorder)
-    monkeypatch.setattr(app, "EMULATOR_DIALECTS", {"mistral": object, "openai": object})
+async def test_embedded_workspaces_share_one_emulator_per_dialect(tmp_path: Path) -> None:
+    """base_url = embedded: each dialect's wire once, shared by its workspaces."""
     path = tmp_path / "config.toml"
     path.write_text(
         '[workspaces.oai]\nprovider = "openai"\nbase_url = "embedded"\n'
@@ -85,6 +71,15 @@ async def test_embedded_openai_builds_the_emulator_with_its_dialect(
         providers = {name: daemon._provider(ws, stack) for name, ws in cfg.workspaces.items()}
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
-    assert isinstance(providers["oai"], OpenAIProvider)
-    assert isinstance(providers["mis"], MistralProvider)
-    assert sorted(kwargs["dialect"] for kwargs in made) == ["mistral", "openai"]
+        assert isinstance(providers["oai"], OpenAIProvider)
+        assert isinstance(providers["oai2"], OpenAIProvider)
+        assert isinstance(providers["mis"], MistralProvider)
+        emulators = daemon._emulators
+        assert sorted(emulators) == ["mistral", "openai"]
+        assert {name: e.dialect.name for name, e in emulators.items()} == {
+            "mistral": "mistral",
+            "openai": "openai",
+        }
+        # The OpenAI workspaces really talk to the OpenAI wire.
+        batches = [job async for job in providers["oai"].list_jobs()]
+        assert batches == []

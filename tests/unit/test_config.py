@@ -154,7 +154,9 @@ def test_demo_config_loads() -> None:
     """config/demo.toml (make demo) is a valid config."""
     config = load_config(REPO / "config" / "demo.toml", environ={})
     assert config.workspaces["demo"].embedded
-    assert len(config.jobs) == 3
+    assert config.workspaces["demo-openai"].provider == "openai"
+    assert config.workspaces["demo-openai"].embedded
+    assert len(config.jobs) == 5
 
 
 @pytest.mark.parametrize(
