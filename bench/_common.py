@@ -239,14 +239,29 @@ def run_measured(
     )
 
 
-def chat_line(index: int, *, prefix: str = "req", pad: int = 0, max_tokens: int | None = 64) -> str:
+def chat_line(
+    index: int,
+    *,
+    prefix: str = "req",
+    pad: int = 0,
+    max_tokens: int | None = 64,
+    openai_model: str | None = None,
+) -> str:
     """One chat-completions request line.
 
     ``pad`` adds characters of prompt text; ``max_tokens`` caps the synthetic answer (None:
-    the emulator draws up to 512 tokens, about 1.5 KB an output line).
+    the emulator draws up to 512 tokens, about 1.5 KB an output line). With ``openai_model``
+    the line is in OpenAI's own form (``custom_id, method, url, body`` with that ``model``),
+    which OpenAI's wire needs from a client that does not rewrite lines.
     """
     content = f"question {index} " + "x" * pad
     limit = "" if max_tokens is None else f'"max_tokens": {max_tokens}, '
+    if openai_model is not None:
+        return (
+            f'{{"custom_id": "{prefix}-{index}", "method": "POST", "url": '
+            f'"/v1/chat/completions", "body": {{"model": "{openai_model}", {limit}"messages": '
+            f'[{{"role": "user", "content": "{content}"}}]}}}}\n'
+        )
     return (
         f'{{"custom_id": "{prefix}-{index}", "body": {{{limit}"messages": '
         f'[{{"role": "user", "content": "{content}"}}]}}}}\n'
@@ -254,14 +269,27 @@ def chat_line(index: int, *, prefix: str = "req", pad: int = 0, max_tokens: int 
 
 
 def write_chat_input(
-    path: Path, lines: int, *, prefix: str = "req", pad: int = 0, max_tokens: int | None = 64
+    path: Path,
+    lines: int,
+    *,
+    prefix: str = "req",
+    pad: int = 0,
+    max_tokens: int | None = 64,
+    openai_model: str | None = None,
 ) -> int:
-    """Write a valid chat JSONL input of ``lines`` requests; return its size in bytes."""
+    """Write a valid chat JSONL input of ``lines`` requests; return its size in bytes.
+
+    ``openai_model``: OpenAI's line form, as :func:`chat_line`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="ascii") as out:
         batch: list[str] = []
         for index in range(lines):
-            batch.append(chat_line(index, prefix=prefix, pad=pad, max_tokens=max_tokens))
+            batch.append(
+                chat_line(
+                    index, prefix=prefix, pad=pad, max_tokens=max_tokens, openai_model=openai_model
+                )
+            )
             if len(batch) == 10_000:
                 out.write("".join(batch))
                 batch.clear()

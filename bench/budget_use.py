@@ -3,6 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python -m bench.budget_use [--jobs 50] [--scale 0.01] [--json out.json]
+    .venv/bin/python -m bench.budget_use --token-budget 150000000 --split 50000
 
 A backlog of ``--jobs`` jobs of random sizes (uniform, 10,000-900,000 requests, seeded) waits
 in the queue of one workspace whose budget is 1,000,000 pending requests. The provider runs
@@ -28,11 +29,24 @@ work is queued (from the start until the last job is admitted). The ideal makesp
 bound: each job occupies ``n * validation + n^2 / (2 * rate)`` request-seconds of budget, so
 with the budget full at every instant the backlog cannot finish before their sum / budget
 (nor before its longest job).
+
+**A token budget** (``--token-budget T``, full-scale tokens, scaled like the rest): the workspace
+is OpenAI's (``provider = "openai"``, the emulator's OpenAI wire) with ``token_budget`` of
+``T`` estimated prompt tokens per model and a request budget too large to bind, so tokens are
+the binding dimension. Every prompt is padded (``--pad``, 400 characters by default: about 146
+tokens a request by the daemon's estimate). OpenAI counts a batch's prompt tokens in full from
+its creation until it ends (``validating``, ``in_progress``, ``finalizing``): the share reported
+is the time-averaged sum of the created batches' estimated tokens over that span, divided by
+the budget, while work is queued. The emulator's own limit (``EmulatorSettings.token_limit``)
+is set to the same figure (``--provider-limit none``: no limit): it counts ``ceil(chars / 4)``
+per request, less than the daemon's estimate, so it should refuse no batch. The pure models
+are those of the request budget and are not run for tokens.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import sys
@@ -59,12 +73,16 @@ from orchestrator.config import load_config
 from orchestrator.daemon import Daemon
 from orchestrator.daemon.app import embedded_api_key
 from orchestrator.emulator import Emulator, EmulatorSettings
+from orchestrator.emulator.openai.lines import prompt_tokens
 from orchestrator.ledger import SqlLedger
 from orchestrator.logging import configure_logging
 from orchestrator.model import Job, JobState
 
 BUDGET = 1_000_000
 SMALLEST, LARGEST = 10_000, 900_000
+OPENAI_MODEL = "gpt-4o-mini"
+FINALIZING = 2.0
+"""Simulated seconds an OpenAI batch stays ``finalizing`` (the emulator's default)."""
 
 
 @attrs.frozen
@@ -74,6 +92,8 @@ class Run:
     size: int
     admitted: float
     created: float
+    tokens: int = 0
+    """Its estimated prompt tokens (the daemon's ``Job.prompt_tokens``)."""
 
 
 def sizes(args: argparse.Namespace) -> list[int]:
@@ -123,6 +143,53 @@ def utilisation(
         total += min(used, budget) * width
         t += width
     return total / (budget * (until - start)), until - start
+
+
+def token_utilisation(
+    runs: Sequence[Run],
+    *,
+    budget: int,
+    rate: float,
+    validation: float,
+    finalizing: float,
+    start: float,
+) -> tuple[float, float]:
+    """(time-averaged share of the token budget held at the provider while work was queued,
+    that period in s).
+
+    A batch holds its tokens in full from its creation until it ends (``validation + n /
+    rate + finalizing`` later), as OpenAI counts enqueued tokens; exact, from the intervals.
+    """
+    until = max(run.admitted for run in runs)
+    if until <= start:
+        return 1.0, 0.0
+    # Sweep the interval ends: between two events the held tokens are constant.
+    events: list[tuple[float, int]] = []
+    for r in runs:
+        end = r.created + validation + r.size / rate + finalizing
+        events += [(r.created, r.tokens), (end, -r.tokens)]
+    events.sort()
+    total, held, t = 0.0, 0, start
+    for at, delta in events:
+        if at > t:
+            upto = min(at, until)
+            if upto > t:
+                total += min(held, budget) * (upto - t)
+                t = upto
+        held += delta
+    if until > t:
+        total += min(held, budget) * (until - t)
+    return total / (budget * (until - start)), until - start
+
+
+def provider_tokens(path: Path) -> tuple[int, int]:
+    """(requests, prompt tokens as the emulator's OpenAI wire counts them) of an input."""
+    requests = tokens = 0
+    with path.open(encoding="ascii") as lines:
+        for line in lines:
+            requests += 1
+            tokens += prompt_tokens("/v1/chat/completions", json.loads(line)["body"])
+    return requests, tokens
 
 
 def _job(index: int, size: int) -> Job:
@@ -275,11 +342,17 @@ def split(all_sizes: Sequence[int], chunk: int) -> list[int]:
 
 
 def write_config(
-    root: Path, inputs: Sequence[Path], *, budget: int, split: int | None = None
+    root: Path,
+    inputs: Sequence[Path],
+    *,
+    budget: int,
+    split: int | None = None,
+    token_budget: int | None = None,
 ) -> Path:
     """One embedded workspace with the scaled budget, default polling, the whole backlog.
 
-    With ``split`` the workspace splits every job larger than that into parts.
+    With ``split`` the workspace splits every job larger than that into parts. With
+    ``token_budget`` it is an OpenAI workspace with that ``token_budget``.
     """
     lines = [
         "[ledger]",
@@ -287,18 +360,20 @@ def write_config(
         "[results]",
         'dir = "results"',
         "[workspaces.main]",
-        'base_url = "embedded"',
-        f"pending_budget = {budget}",
     ]
+    if token_budget is not None:
+        lines += ['provider = "openai"', f"token_budget = {token_budget}"]
+    lines += ['base_url = "embedded"', f"pending_budget = {budget}"]
     if split is not None:
         lines.append(f"split_requests = {split}")
+    model = "mistral-small-latest" if token_budget is None else OPENAI_MODEL
     for path in inputs:
         lines += [
             "[[jobs]]",
             f'name = "{path.stem}"',
             'workspace = "main"',
             f'input = "{path}"',
-            'model = "mistral-small-latest"',
+            f'model = "{model}"',
             'endpoint = "/v1/chat/completions"',
         ]
     config = root / "orchestrator.toml"
@@ -312,23 +387,39 @@ async def run_daemon(
     """The real daemon on the scaled backlog; admissions, creations and emulator stats."""
     budget, rate = round(BUDGET * args.scale), args.rate * args.scale
     scaled = [max(1, round(size * args.scale)) for size in all_sizes]
+    tokens = args.token_budget is not None
+    token_budget = max(1, round(args.token_budget * args.scale)) if tokens else None
+    if tokens:
+        budget = sum(scaled)  # so large that only the token budget binds
     inputs = []
     for index, size in enumerate(scaled):
         path = root / "inputs" / f"job-{index:03d}.jsonl"
-        write_chat_input(path, size, prefix=f"j{index}")
+        write_chat_input(path, size, prefix=f"j{index}", pad=args.pad if tokens else 0)
         inputs.append(path)
     split = max(1, round(args.split * args.scale)) if args.split else None
-    config = load_config(write_config(root, inputs, budget=budget, split=split))
+    config = load_config(
+        write_config(root, inputs, budget=budget, split=split, token_budget=token_budget)
+    )
     clock = SettledClock()
     settings = EmulatorSettings(
         time_scale=1.0,
         throughput=rate,
         validation_seconds=args.validation,
         pending_budget=budget,
+        finalizing_seconds=FINALIZING,
+        token_limit=token_budget if tokens and args.provider_limit == "same" else None,
         seed=2,
     )
     started = time.perf_counter()
-    with counting_sqlite(), Emulator(settings, clock=clock, state_dir=root / "emulator") as emu:
+    with (
+        counting_sqlite(),
+        Emulator(
+            settings,
+            clock=clock,
+            state_dir=root / "emulator",
+            dialect="openai" if tokens else "mistral",
+        ) as emu,
+    ):
         await Daemon(config, clock=clock, emulator=emu).run(exit_when_idle=True, migrate=True)
         stats = emu.workspace_stats(embedded_api_key("main"))
     real = time.perf_counter() - started
@@ -350,6 +441,7 @@ async def run_daemon(
                     size=job.request_count,
                     admitted=moved[JobState.ADMITTED],
                     created=job.submitted_at,
+                    tokens=job.prompt_tokens,
                 )
             )
             finished.append(moved[JobState.DONE])
@@ -360,7 +452,32 @@ async def run_daemon(
     share, queued_for = utilisation(
         runs, budget=budget, rate=rate, validation=args.validation, start=start, step=5.0
     )
-    return {
+    figures: dict[str, Any] = {}
+    if token_budget is not None:
+        token_share, queued_for = token_utilisation(
+            runs,
+            budget=token_budget,
+            rate=rate,
+            validation=args.validation,
+            finalizing=FINALIZING,
+            start=start,
+        )
+        counted = [provider_tokens(path) for path in inputs]
+        ours = sum(r.tokens for r in runs)
+        theirs = sum(t for _, t in counted)
+        figures["tokens"] = {
+            "budget": token_budget,
+            "utilisation": token_share,
+            "estimated": ours,
+            "provider_counted": theirs,
+            "provider_over_estimate": theirs / ours if ours else float("nan"),
+            "per_request": ours / sum(r.size for r in runs),
+            "provider_limit": settings.token_limit,
+            "max_enqueued": stats["max_enqueued_tokens"].get(OPENAI_MODEL, 0),
+            "refusals": stats["token_refusals"],
+            "largest_part": max(r.tokens for r in runs),
+        }
+    return figures | {
         "budget": budget,
         "rate": rate,
         "split": split,
@@ -373,7 +490,9 @@ async def run_daemon(
         "queued_seconds": queued_for,
         "makespan": max(r.created + args.validation + r.size / rate for r in runs) - start,
         "results_on_disk": max(finished) - start,
-        "lags": admission_lags(runs, budget=budget, rate=rate, validation=args.validation),
+        "lags": []
+        if token_budget is not None
+        else admission_lags(runs, budget=budget, rate=rate, validation=args.validation),
         "max_pending": stats["max_pending"],
         "refused_creates": stats["refused_creates"],
         "list_calls": sum(stats["requests"].get("jobs.list", {}).values()),
@@ -417,13 +536,20 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     all_sizes = sizes(args)
     figures: dict[str, Any] = {"machine": machine(), "sizes": all_sizes}
     figures["settings"] = {
-        key: getattr(args, key) for key in ("jobs", "seed", "rate", "validation", "scale", "split")
-    }
+        key: getattr(args, key)
+        for key in (
+            "jobs", "seed", "rate", "validation", "scale", "split", "token_budget", "pad",
+            "provider_limit",
+        )
+    }  # fmt: skip
     figures["ideal"] = ideal_makespan(
         all_sizes, budget=BUDGET, rate=args.rate, validation=args.validation
     )
     figures["daemon"] = anyio.run(run_daemon, root, all_sizes, args)
     models = []
+    if args.token_budget is not None:
+        figures["models"] = models  # the models are the request budget's
+        return figures
     for rule, chunk, title in VARIANTS:
         backlog = split(all_sizes, chunk) if chunk else all_sizes
         result = simulate(backlog, rule, budget=BUDGET, rate=args.rate, validation=args.validation)
@@ -435,8 +561,58 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return figures
 
 
+def token_report(figures: dict[str, Any], command: str) -> str:
+    """The Markdown section of a token-budget run."""
+    settings, daemon = figures["settings"], figures["daemon"]
+    tokens = daemon["tokens"]
+    hours = 3600.0
+    sizes_ = figures["sizes"]
+    split = f"split_requests = {settings['split']:,}" if settings["split"] else "no split_requests"
+    row = [
+        f"**the daemon**, OpenAI, token_budget = {settings['token_budget']:,} ({split}: "
+        f"{daemon['batch_jobs']} batches)",
+        f"**{100 * tokens['utilisation']:.1f} %** of the token budget "
+        f"(provider's count: {100 * tokens['utilisation'] * tokens['provider_over_estimate']:.1f}"
+        " %)",
+        f"{daemon['queued_seconds'] / hours:.1f} h",
+        f"{daemon['makespan'] / hours:.1f} h",
+    ]
+    limit = tokens["provider_limit"]
+    return "\n\n".join(
+        [
+            f"Command: `{command}`",
+            machine_line(figures["machine"]),
+            (
+                f"{settings['jobs']} jobs of {min(sizes_):,}-{max(sizes_):,} requests "
+                f"({sum(sizes_):,} in all, seed {settings['seed']}), prompts padded by "
+                f"{settings['pad']} characters ({tokens['per_request']:.1f} estimated tokens a "
+                f"request), token budget {settings['token_budget']:,} per model (the request "
+                f"budget does not bind), {settings['rate']:g} requests/s per job after "
+                f"{settings['validation']:g} s of validation and before {FINALIZING:g} s of "
+                f"finalizing. The daemon ran at scale {settings['scale']:g} (token budget "
+                f"{tokens['budget']:,}, {daemon['rate']:g} requests/s per job) in simulated "
+                f"time ({daemon['real_seconds']:.0f} s real)."
+            ),
+            table(["admission", "budget in use while queued", "queued for", "makespan"], [row]),
+            (
+                f"Estimated tokens: {tokens['estimated']:,} in all; the emulator counts "
+                f"{tokens['provider_counted']:,} (ceil(chars / 4) a request: "
+                f"{tokens['provider_over_estimate']:.2f} of the estimate). Largest batch: "
+                f"{tokens['largest_part']:,} estimated tokens. Provider's token limit: "
+                + (f"{limit:,} (the daemon's budget)" if limit else "none")
+                + f"; its peak enqueued count {tokens['max_enqueued']:,}; batches refused for "
+                f"the token limit: **{tokens['refusals']}**. {daemon['list_calls']} list calls; "
+                f"results of the last job on disk "
+                f"{(daemon['results_on_disk'] - daemon['makespan']):.0f} s after it ended."
+            ),
+        ]
+    )
+
+
 def report(figures: dict[str, Any], command: str) -> str:
     """The Markdown section for ``docs/benchmarks.md``."""
+    if figures["settings"].get("token_budget") is not None:
+        return token_report(figures, command)
     settings, daemon = figures["settings"], figures["daemon"]
     hours = 3600.0
     if settings["split"]:
@@ -518,6 +694,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="the daemon splits jobs into parts of at most N full-size requests (scaled "
         "with --scale, like the sizes)",
+    )
+    parser.add_argument(
+        "--token-budget",
+        type=int,
+        default=None,
+        metavar="T",
+        help="an OpenAI workspace whose binding budget is T estimated prompt tokens per model "
+        "(full size, scaled with --scale)",
+    )
+    parser.add_argument(
+        "--pad", type=int, default=400, help="characters added to each prompt (token budget)"
+    )
+    parser.add_argument(
+        "--provider-limit",
+        choices=("same", "none"),
+        default="same",
+        help="the emulator's token limit: the daemon's token budget, or none",
     )
     parser.add_argument("--work-dir", default=None, help="parent of the scratch folder")
     parser.add_argument("--json", default=None, help="also write the figures to this file")

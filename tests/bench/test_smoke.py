@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from bench import api_calls, budget_use, downloads, intake_upload, scale
 from tests.bench.conftest import needs_curl
 
@@ -25,6 +27,65 @@ def test_api_calls_compares_the_daemon_with_the_documented_loop(run_harness: Run
         assert len(figures[side]["outcomes"]) == 3
         assert all(o["on_disk"] >= o["detected"] >= o["end"] for o in figures[side]["outcomes"])
     assert figures["remote_end_gap"] <= 1.0
+
+
+def test_api_calls_runs_openais_loop_on_the_openai_wire(run_harness: Runner) -> None:
+    """Three short jobs on OpenAI's wire: the naive loop polls, the daemon lists, both finish."""
+    report, figures = run_harness(
+        api_calls.main, "--dialect", "openai", "--jobs", "3", "--shortest", "60", "--longest",
+        "300", "--validation", "20", "--throughput", "0.2", "--naive-interval", "2",
+    )  # fmt: skip
+    assert "Dialect: openai" in report
+    assert "sleeping 2 s between two polls" in report
+    daemon, naive = figures["daemon"]["calls"], figures["naive"]["calls"]
+    assert api_calls.total_calls(naive) > api_calls.total_calls(daemon)
+    for calls in (daemon, naive):
+        assert sum(calls["jobs.create"].values()) == sum(calls["files.upload"].values()) == 3
+    assert sum(naive["jobs.get"].values()) > 3 * 20  # every 2 s from creation to the end
+    assert figures["daemon"]["poll_cycles"] >= 1
+    for side in ("daemon", "naive"):
+        assert all(o["on_disk"] >= o["detected"] >= o["end"] for o in figures[side]["outcomes"])
+    assert figures["remote_end_gap"] <= 1.0
+
+
+def test_api_calls_counts_list_calls_with_old_batches(run_harness: Runner) -> None:
+    """Old finished batches first, the daemon alone: their calls are not the daemon's."""
+    report, figures = run_harness(
+        api_calls.main, "--dialect", "openai", "--jobs", "2", "--shortest", "60", "--longest",
+        "120", "--validation", "20", "--throughput", "0.2", "--old-batches", "120",
+        "--no-naive",
+    )  # fmt: skip
+    assert "120 finished one-request batches" in report
+    assert "naive" not in figures
+    calls = figures["daemon"]["calls"]
+    assert sum(calls["jobs.create"].values()) == 2
+    lists = sum(calls["jobs.list"].values())
+    assert figures["daemon"]["poll_cycles"] >= 1
+    assert lists >= figures["daemon"]["poll_cycles"]
+    assert "list calls per cycle" in report
+
+
+def test_api_calls_refuses_openai_jobs_over_the_batch_limit() -> None:
+    """A workload whose longest job exceeds OpenAI's 50,000 requests a batch is refused."""
+    with pytest.raises(SystemExit):
+        api_calls.main(["--dialect", "openai", "--throughput", "1"])
+
+
+def test_budget_use_runs_the_daemon_with_a_token_budget(run_harness: Runner) -> None:
+    """An OpenAI workspace bound by tokens: within budget, no batch refused by the provider."""
+    report, figures = run_harness(
+        budget_use.main, "--jobs", "3", "--scale", "0.0005", "--rate", "4000", "--validation",
+        "5", "--token-budget", "20000000", "--split", "100000",
+    )  # fmt: skip
+    assert "of the token budget" in report
+    tokens = figures["daemon"]["tokens"]
+    assert tokens["budget"] == 10_000
+    assert 0 < tokens["utilisation"] <= 1
+    assert tokens["provider_limit"] == tokens["budget"]
+    assert 0 < tokens["max_enqueued"] <= tokens["budget"]
+    assert tokens["refusals"] == 0
+    assert tokens["provider_counted"] < tokens["estimated"]  # our estimate is conservative
+    assert figures["daemon"]["batch_jobs"] > 3
 
 
 def test_budget_use_runs_the_daemon_and_the_models(run_harness: Runner) -> None:
