@@ -28,10 +28,9 @@ from orchestrator.providers._transport import (
     malformed,
     optional_str,
     parse_error_body,
-    path_id,
     string_map,
 )
-from orchestrator.providers.base import DownloadedFile, RemoteJob
+from orchestrator.providers.base import RemoteJob
 
 log = structlog.get_logger(__name__)
 
@@ -181,6 +180,7 @@ class MistralProvider(HttpProvider):
     name = "mistral"
     vendor = "Mistral"
     example_url = "https://api.mistral.ai"
+    jobs_url = "/v1/batch/jobs"
 
     async def upload_file(self, path: Path, *, filename: str | None = None) -> str:
         """Upload a JSONL file as it is, streamed; return its file id (see ``upload_input``)."""
@@ -220,17 +220,13 @@ class MistralProvider(HttpProvider):
         data = await self._api.json_once(
             "create_job",
             "POST",
-            "/v1/batch/jobs",
+            self.jobs_url,
             json=body,
             refine=lambda response: _capacity_refusal(response, self._api.redact),
         )
         job = parse_job(data, operation="create_job")
         log.info("provider.job_created", provider=self.name, remote_id=job.id, status=job.status)
         return job
-
-    async def get_job(self, remote_id: str) -> RemoteJob:
-        url = f"/v1/batch/jobs/{path_id(remote_id, 'remote_id')}"
-        return parse_job(await self._api.get_json("get_job", url), operation="get_job")
 
     async def list_jobs(
         self,
@@ -264,7 +260,7 @@ class MistralProvider(HttpProvider):
                 ("order_by", "created"),  # oldest first: new jobs do not shift earlier pages
                 *filters,
             ]
-            data = await self._api.get_json("list_jobs", "/v1/batch/jobs", params=params)
+            data = await self._api.get_json("list_jobs", self.jobs_url, params=params)
             if not isinstance(data, Mapping) or not isinstance(data.get("data", []), list):
                 raise _malformed("list_jobs", "expected an object with a 'data' list")
             items = data.get("data") or []
@@ -278,26 +274,9 @@ class MistralProvider(HttpProvider):
         async for job in iterate_pages(fetch, provider=self.name):
             yield job
 
-    async def cancel_job(self, remote_id: str) -> RemoteJob:
-        url = f"/v1/batch/jobs/{path_id(remote_id, 'remote_id')}/cancel"
-        data = await self._api.json("cancel_job", "POST", url)
-        job = parse_job(data, operation="cancel_job")
-        log.info(
-            "provider.job_cancel_requested", provider=self.name, remote_id=job.id, status=job.status
-        )
-        return job
-
-    async def file_size(self, file_id: str) -> int | None:
-        """The size in bytes the provider records for a file (``GET /v1/files/{id}``)."""
-        return await self._file_size(f"/v1/files/{path_id(file_id, 'file_id')}")
-
-    async def download_file(
-        self, file_id: str, dest: Path, *, writer: str | None = None
-    ) -> DownloadedFile:
-        url = f"/v1/files/{path_id(file_id, 'file_id')}"
-        return await self._download(
-            file_id, dest, url=f"{url}/content", meta_url=url, writer=writer
-        )
+    def parse_job(self, data: object, *, operation: str) -> RemoteJob:
+        """:func:`parse_job`: the shared get and cancel read this dialect's job object."""
+        return parse_job(data, operation=operation)
 
 
 __all__ = [

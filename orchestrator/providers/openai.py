@@ -43,11 +43,10 @@ from orchestrator.providers._transport import (
     malformed,
     optional_str,
     parse_error_body,
-    path_id,
     string_map,
 )
 from orchestrator.providers._transport.upload import UploadBody
-from orchestrator.providers.base import DownloadedFile, RemoteJob, UploadedFile
+from orchestrator.providers.base import RemoteJob, UploadedFile
 
 log = structlog.get_logger(__name__)
 
@@ -250,6 +249,7 @@ class OpenAIProvider(HttpProvider):
     example_url = "https://api.openai.com"
     lists_by_status = False
     transient_statuses = frozenset({409})  # the SDK retries a conflict (§1)
+    jobs_url = "/v1/batches"
 
     def __init__(
         self,
@@ -321,17 +321,13 @@ class OpenAIProvider(HttpProvider):
         data = await self._api.json_once(
             "create_job",
             "POST",
-            "/v1/batches",
+            self.jobs_url,
             json=body,
             refine=lambda response: _capacity_refusal(response, self._api.redact),
         )
         job = parse_job(data, operation="create_job")
         log.info("provider.job_created", provider=self.name, remote_id=job.id, status=job.status)
         return job
-
-    async def get_job(self, remote_id: str) -> RemoteJob:
-        url = f"/v1/batches/{path_id(remote_id, 'remote_id')}"
-        return parse_job(await self._api.get_json("get_job", url), operation="get_job")
 
     async def list_jobs(
         self,
@@ -353,7 +349,7 @@ class OpenAIProvider(HttpProvider):
             params = [("limit", str(page_size))]
             if cursor is not None:
                 params.append(("after", cursor))
-            data = await self._api.get_json("list_jobs", "/v1/batches", params=params)
+            data = await self._api.get_json("list_jobs", self.jobs_url, params=params)
             if not isinstance(data, Mapping) or not isinstance(data.get("data", []), list):
                 raise _malformed("list_jobs", "expected an object with a 'data' list")
             jobs = [parse_job(item, operation="list_jobs") for item in data.get("data") or []]
@@ -376,26 +372,9 @@ class OpenAIProvider(HttpProvider):
                     continue
                 yield job
 
-    async def cancel_job(self, remote_id: str) -> RemoteJob:
-        url = f"/v1/batches/{path_id(remote_id, 'remote_id')}/cancel"
-        data = await self._api.json("cancel_job", "POST", url)
-        job = parse_job(data, operation="cancel_job")
-        log.info(
-            "provider.job_cancel_requested", provider=self.name, remote_id=job.id, status=job.status
-        )
-        return job
-
-    async def file_size(self, file_id: str) -> int | None:
-        """The size in bytes OpenAI records for a file (``GET /v1/files/{id}``)."""
-        return await self._file_size(f"/v1/files/{path_id(file_id, 'file_id')}")
-
-    async def download_file(
-        self, file_id: str, dest: Path, *, writer: str | None = None
-    ) -> DownloadedFile:
-        url = f"/v1/files/{path_id(file_id, 'file_id')}"
-        return await self._download(
-            file_id, dest, url=f"{url}/content", meta_url=url, writer=writer
-        )
+    def parse_job(self, data: object, *, operation: str) -> RemoteJob:
+        """:func:`parse_job`: the shared get and cancel read this dialect's job object."""
+        return parse_job(data, operation=operation)
 
 
 __all__ = [

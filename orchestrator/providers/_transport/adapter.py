@@ -1,15 +1,17 @@
 """The base of every HTTP dialect: a :class:`~orchestrator.providers.base.Provider` over one
 :class:`~.client.ApiClient`, with the file upload and the verified download already done.
 
-A dialect (``mistral.py``, later ``openai.py``, ``anthropic.py``) subclasses :class:`HttpProvider`
-and supplies only what its wire says: the auth headers (:meth:`HttpProvider.auth_headers`), its
-paths, how to build a create body and how to read its job object. Base URL and key checks,
-retries, error mapping, call counting, the streamed multipart upload and the resumable download
-live here once.
+A dialect (``mistral.py``, ``openai.py``, later ``anthropic.py``) subclasses
+:class:`HttpProvider` and supplies only what its wire says: the auth headers
+(:meth:`HttpProvider.auth_headers`), its paths (``files_url``, ``jobs_url``), how to build a
+create body, how to list, and how to read its job object (:meth:`HttpProvider.parse_job`).
+Base URL and key checks, retries, error mapping, call counting, the streamed multipart upload,
+get and cancel of a job, and the resumable download live here once.
 """
 
 from __future__ import annotations
 
+import abc
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,9 +26,9 @@ from orchestrator.errors import PermanentProviderError, TransientProviderError
 from orchestrator.providers._transport.client import ApiClient, CallCounter, RetryPolicy
 from orchestrator.providers._transport.download import ResumableDownload
 from orchestrator.providers._transport.errors import decode_json, malformed
-from orchestrator.providers._transport.fields import non_negative_int
+from orchestrator.providers._transport.fields import non_negative_int, path_id
 from orchestrator.providers._transport.upload import MultipartUpload, UploadBody
-from orchestrator.providers.base import DownloadedFile, Provider, UploadedFile
+from orchestrator.providers.base import DownloadedFile, Provider, RemoteJob, UploadedFile
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +90,10 @@ class HttpProvider(Provider):
     example_url: ClassVar[str]
     """The vendor's public API root, quoted when a base URL is refused."""
     files_url: ClassVar[str] = "/v1/files"
-    """Where files are uploaded (``POST``, multipart with ``purpose=batch``)."""
+    """The files collection: uploads (``POST``, multipart with ``purpose=batch``), a file
+    object at ``{files_url}/{id}``, its bytes at ``{files_url}/{id}/content``."""
+    jobs_url: ClassVar[str]
+    """The batch jobs collection: a job at ``{jobs_url}/{id}``, its cancel at ``.../cancel``."""
     transient_statuses: ClassVar[frozenset[int]] = frozenset()
     """4xx statuses the vendor's own SDK retries besides 408 and 429 (OpenAI: 409)."""
 
@@ -241,6 +246,35 @@ class HttpProvider(Provider):
             sha256=uploaded.sha256,
         )
         return uploaded
+
+    @abc.abstractmethod
+    def parse_job(self, data: object, *, operation: str) -> RemoteJob:
+        """The dialect's reading of one job object (raises a malformed-answer error)."""
+
+    async def get_job(self, remote_id: str) -> RemoteJob:
+        url = f"{self.jobs_url}/{path_id(remote_id, 'remote_id')}"
+        return self.parse_job(await self._api.get_json("get_job", url), operation="get_job")
+
+    async def cancel_job(self, remote_id: str) -> RemoteJob:
+        url = f"{self.jobs_url}/{path_id(remote_id, 'remote_id')}/cancel"
+        data = await self._api.json("cancel_job", "POST", url)
+        job = self.parse_job(data, operation="cancel_job")
+        log.info(
+            "provider.job_cancel_requested", provider=self.name, remote_id=job.id, status=job.status
+        )
+        return job
+
+    async def file_size(self, file_id: str) -> int | None:
+        """The size in bytes the provider records for a file (``GET {files_url}/{id}``)."""
+        return await self._file_size(f"{self.files_url}/{path_id(file_id, 'file_id')}")
+
+    async def download_file(
+        self, file_id: str, dest: Path, *, writer: str | None = None
+    ) -> DownloadedFile:
+        url = f"{self.files_url}/{path_id(file_id, 'file_id')}"
+        return await self._download(
+            file_id, dest, url=f"{url}/content", meta_url=url, writer=writer
+        )
 
     async def _file_size(self, url: str) -> int | None:
         """The ``bytes`` a file object at ``url`` reports (``None`` if it reports none)."""
