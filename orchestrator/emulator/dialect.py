@@ -129,9 +129,17 @@ class Dialect(abc.ABC):
     def routes(self, services: Services) -> Sequence[Route]:
         """The vendor's routes, bound to ``services``."""
 
-    @abc.abstractmethod
     def api_key(self, request: Request) -> str | None:
-        """The key a request carries (``None``: none, or malformed)."""
+        """The key a request carries (``None``: none, or malformed).
+
+        ``Authorization: Bearer <key>`` (Mistral and OpenAI); a dialect that authenticates
+        otherwise (Anthropic's ``x-api-key``) overrides this.
+        """
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            return None
+        return key
 
     @abc.abstractmethod
     def unauthorized(self) -> Response:

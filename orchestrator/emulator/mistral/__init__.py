@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from starlette.requests import Request
 from starlette.responses import Response
 
 from orchestrator.emulator.dialect import Dialect, Route, Services, json_response
@@ -40,13 +39,6 @@ class MistralDialect(Dialect):
 
     def routes(self, services: Services) -> Sequence[Route]:
         return MistralRoutes(services).table()
-
-    def api_key(self, request: Request) -> str | None:
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            return None
-        return key
 
     def unauthorized(self) -> Response:
         return wire.unauthorized_response()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from starlette.requests import Request
 from starlette.responses import Response
 
 from orchestrator.emulator.dialect import Dialect, Route, Services, json_response
@@ -60,13 +59,6 @@ class OpenAIDialect(Dialect):
 
     def routes(self, services: Services) -> Sequence[Route]:
         return OpenAIRoutes(services).table()
-
-    def api_key(self, request: Request) -> str | None:
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            return None
-        return key
 
     def unauthorized(self) -> Response:
         return wire.unauthorized_response()
