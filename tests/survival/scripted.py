@@ -452,6 +452,7 @@ class ScriptedProvider(Provider):
         endpoint: str,
         metadata: Mapping[str, str],
         timeout_hours: int,
+        inputs: Sequence[Path] = (),
     ) -> RemoteJob:
         mode = self._mode("create")
         if mode == "token_limit" and not self.dialect.refuses_at_validation:
