@@ -28,8 +28,8 @@ from orchestrator.inputs import InputLimits, definition_hash, rules_for, validat
 from orchestrator.ledger.engine import display_url
 from orchestrator.model import IN_FLIGHT_STATES, Job, JobSpec, JobState, pending, redefinable
 
-SUPPORTED_PROVIDERS = ("mistral",)
-"""Providers the daemon can drive today (the config also knows ``openai``)."""
+SUPPORTED_PROVIDERS = ("mistral", "openai", "anthropic")
+"""Providers the daemon can drive (every one the config knows)."""
 
 
 @attrs.define

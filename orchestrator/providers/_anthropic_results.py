@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 from typing import BinaryIO
 
@@ -121,14 +122,19 @@ class ResultSplit:
                     f"request_counts {expected}; downloading again"
                 )
 
-    def publish(self) -> dict[str, DownloadedFile]:
-        """Fsync and publish both files (call after :meth:`verify`)."""
+    def publish(self, wanted: Collection[str]) -> dict[str, DownloadedFile]:
+        """Fsync and publish the files (call after :meth:`verify`): each kind that has lines
+        or is ``wanted``; an empty side nobody asked for is dropped, as other dialects have
+        no error file when nothing failed."""
         for side in self._sides.values():
             side.handle.flush()
             os.fsync(side.handle.fileno())
             side.handle.close()
         files = {}
         for kind, side in self._sides.items():
+            if not side.lines and kind not in wanted:
+                fsutil.discard(side.part)
+                continue
             fsutil.publish(side.part, side.dest)
             files[kind] = DownloadedFile(
                 path=side.dest, bytes=side.bytes, sha256=side.hasher.hexdigest(), lines=side.lines

@@ -30,6 +30,7 @@ dialects, and how the port absorbs it:
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from datetime import datetime
@@ -51,7 +52,13 @@ from orchestrator.errors import (
     ProviderError,
 )
 from orchestrator.model import RemotePhase
-from orchestrator.providers._anthropic_lines import PREFIX, SUFFIX, AnthropicLines, RequestSet
+from orchestrator.providers._anthropic_lines import (
+    PREFIX,
+    SUFFIX,
+    AnthropicLines,
+    RequestSet,
+    id_set_digest,
+)
 from orchestrator.providers._anthropic_results import ResultSplit
 from orchestrator.providers._transport import (
     HttpProvider,
@@ -214,6 +221,20 @@ def _create_refusal(response: httpx.Response, redact: Callable[[str], str]) -> P
             status_code=status,
         )
     return None
+
+
+def _custom_ids(block: bytes) -> list[str]:
+    """The custom_ids of a block of whole result lines."""
+    ids = []
+    for raw in block.splitlines():
+        if raw.strip():
+            try:
+                custom_id = json.loads(raw).get("custom_id")
+            except (ValueError, AttributeError):
+                raise DownloadIntegrityError("anthropic results: a line is not JSON") from None
+            if isinstance(custom_id, str):
+                ids.append(custom_id)
+    return ids
 
 
 class AnthropicProvider(HttpProvider):
@@ -452,7 +473,7 @@ class AnthropicProvider(HttpProvider):
                         f"{intents[0].requests} submitted): it is another client's batch",
                         remote_id=remote_id,
                     )
-                return await anyio.to_thread.run_sync(split.publish)
+                return await anyio.to_thread.run_sync(split.publish, set(files))
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(split.abandon)
@@ -466,6 +487,45 @@ class AnthropicProvider(HttpProvider):
             **{f"{kind}_lines": file.lines for kind, file in got.items()},
         )
         return got
+
+    async def results_match(self, remote_id: str, submitted: Sequence[str]) -> bool:
+        """Stream the ended batch's results and compare their custom_id set with the intent."""
+        intents = [i for i in (Intent.parse(f) for f in submitted) if i is not None]
+        if not intents:
+            return False
+        url = await self._results_url(remote_id)
+        ids: set[str] = set()
+        tail = b""
+
+        async def attempt() -> None:
+            nonlocal tail
+            ids.clear()
+            tail = b""
+            async with self._api.stream(
+                "download_results", "GET", url, headers={"Accept": "application/binary"}
+            ) as response:
+                async for chunk in response.aiter_bytes(1 << 20):
+                    data = tail + chunk
+                    cut = data.rfind(b"\n") + 1
+                    tail = data[cut:]
+                    ids.update(_custom_ids(data[:cut]))
+            ids.update(_custom_ids(tail))
+
+        await self._api.retrying("download_results", attempt)
+        return id_set_digest(ids) == intents[0].custom_ids_sha256
+
+    async def _results_url(self, remote_id: str) -> str:
+        batch: Any = await self._api.get_json(
+            "get_job", f"{self.jobs_url}/{path_id(remote_id, 'remote_id')}"
+        )
+        job = parse_job(batch, operation="download_results")
+        url = optional_str(batch.get("results_url")) if job.phase.terminal else None
+        if url is None:
+            raise DownloadIntegrityError(
+                f"anthropic batch {remote_id} has no results_url yet ({job.status})"
+            )
+        self._check_origin(url, remote_id)
+        return url
 
     def _check_origin(self, url: str, remote_id: str) -> None:
         """The API key goes only where the API lives: ``results_url`` must share its origin."""

@@ -203,6 +203,15 @@ class Provider(abc.ABC):
             for kind, file_id in files.items()
         }
 
+    async def results_match(self, remote_id: str, submitted: Sequence[str]) -> bool:
+        """Whether an ended job's results are the requests ``submitted`` describes (the ids
+        :meth:`upload_input` returned). Only a dialect without metadata needs it.
+
+        Raises:
+            NotImplementedError: the dialect finds its jobs by metadata instead.
+        """
+        raise NotImplementedError(f"{self.name} finds lost jobs by their metadata")
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release connections."""

@@ -339,7 +339,7 @@ WORKSPACE_ERRORS = [
     (
         "provider = 'acme'",
         "workspaces.main.provider",
-        "unknown provider 'acme'; known providers: mistral, openai",
+        "unknown provider 'acme'; known providers: anthropic, mistral, openai",
     ),
     (
         "base_url = 'api.mistral.ai'",
