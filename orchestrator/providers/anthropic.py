@@ -395,8 +395,9 @@ class AnthropicProvider(HttpProvider):
                 or data.get("has_more") is not True
                 or (horizon is not None and min(j.created_at for j in jobs) < horizon)
             )
-            cursor_next = last_id if isinstance(last_id, str) and last_id else jobs[-1].id
-            return Page(jobs, None if done else cursor_next)
+            if done:
+                return Page(jobs, None)
+            return Page(jobs, last_id if isinstance(last_id, str) and last_id else jobs[-1].id)
 
         if metadata:
             return
