@@ -252,6 +252,7 @@ ANTHROPIC_CASES = (
         ),
     ),
     Case(name="anthropic-form-accepted", inputs=("anthropic-good.jsonl",)),
+    Case(name="anthropic-crlf-accepted", inputs=("anthropic-crlf.jsonl",)),
     Case(
         name="over-the-batch-limit",
         inputs=("hundred-thousand-and-one.jsonl",),
@@ -261,18 +262,17 @@ ANTHROPIC_CASES = (
 """What only the Anthropic dialect refuses: custom_ids outside its pattern, a missing or zero
 max_tokens, streaming, params beside body or other keys, and its per-batch limit (splitting
 off). The body cases worded for chat completions are Mistral's and OpenAI's."""
-_CHAT_ONLY = frozenset({"body", "wrong-endpoint-keys", "embeddings-given-chat"})
+_CHAT_ONLY = frozenset({"body", "wrong-endpoint-keys", "embeddings-given-chat", "crlf-accepted"})
 
 
 def cases(wire: Wire) -> tuple[Case, ...]:
     """The corpus run on ``wire``'s dialect."""
     if wire.name == "anthropic":
-        shared = tuple(
+        return tuple(
             attrs.evolve(case, endpoint=wire.chat_endpoint)
-            for case in CASES
+            for case in CASES + ANTHROPIC_CASES
             if case.name not in _CHAT_ONLY
         )
-        return shared + ANTHROPIC_CASES
     return CASES + (OPENAI_CASES if wire.name == "openai" else ())
 
 
@@ -316,6 +316,8 @@ def write_data(data: Path) -> None:
         for i in range(3)
     )  # fmt: skip
     (data / "anthropic-good.jsonl").write_text("".join(anthropic_good))
+    crlf = (data / "anthropic-good.jsonl").read_bytes().replace(b"\n", b"\r\n")
+    (data / "anthropic-crlf.jsonl").write_bytes(crlf.replace(b'"p-', b'"q-'))
     (data / "hundred-thousand-and-one.jsonl").write_text(
         "".join(_chat_line(f"c-{i}", "q") + "\n" for i in range(100_001))
     )
