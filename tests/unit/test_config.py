@@ -156,7 +156,10 @@ def test_demo_config_loads() -> None:
     assert config.workspaces["demo"].embedded
     assert config.workspaces["demo-openai"].provider == "openai"
     assert config.workspaces["demo-openai"].embedded
-    assert len(config.jobs) == 5
+    assert config.workspaces["demo-anthropic"].provider == "anthropic"
+    assert config.workspaces["demo-anthropic"].embedded
+    assert config.workspaces["demo-anthropic"].split_requests == 40  # 100,000 capped by budget
+    assert len(config.jobs) == 7
 
 
 @pytest.mark.parametrize(
