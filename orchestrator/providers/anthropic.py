@@ -33,14 +33,12 @@ import hashlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
-import attrs
 import httpx
 import structlog
 
@@ -51,7 +49,10 @@ from orchestrator.errors import (
     PermanentProviderError,
     ProviderError,
 )
-from orchestrator.model import RemotePhase
+from orchestrator.providers._anthropic_batch import COUNT_KEYS as COUNT_KEYS
+from orchestrator.providers._anthropic_batch import Intent as Intent
+from orchestrator.providers._anthropic_batch import ended_phase as ended_phase
+from orchestrator.providers._anthropic_batch import parse_job as parse_job
 from orchestrator.providers._anthropic_lines import (
     PREFIX,
     SUFFIX,
@@ -63,8 +64,6 @@ from orchestrator.providers._anthropic_results import ResultSplit
 from orchestrator.providers._transport import (
     HttpProvider,
     Page,
-    expect_object,
-    int_field,
     iterate_pages,
     malformed,
     optional_str,
@@ -86,117 +85,12 @@ LIFETIME = 24 * 3600
 ACTIVE_SLACK = 6 * 3600
 """An expired or cancelled batch may stay ``canceling`` a while; an active-only list looks
 back this much further than a batch's lifetime."""
-INTENT_PREFIX = "inline"
 CREATE_REFUSED_LATER = frozenset({408, 409, 429})
 """Create statuses that made nothing and pass: the job goes back to the queue."""
-COUNT_KEYS = ("processing", "succeeded", "errored", "canceled", "expired")
-
-
-@attrs.frozen(kw_only=True)
-class Intent:
-    """What :meth:`AnthropicProvider.upload_input` measured: the create body to be sent."""
-
-    requests: int
-    bytes: int
-    """Bytes of the request items (the body less its ``{"requests":[`` … ``]}`` frame)."""
-    sha256: str
-    custom_ids_sha256: str
-
-    def file_id(self) -> str:
-        return (
-            f"{INTENT_PREFIX}:{self.requests}:{self.bytes}:{self.sha256}:{self.custom_ids_sha256}"
-        )
-
-    @classmethod
-    def parse(cls, file_id: str) -> Intent | None:
-        """The intent a file id spells, or None (not one of ours)."""
-        parts = file_id.split(":")
-        if len(parts) != 5 or parts[0] != INTENT_PREFIX:
-            return None
-        try:
-            return cls(
-                requests=int(parts[1]),
-                bytes=int(parts[2]),
-                sha256=parts[3],
-                custom_ids_sha256=parts[4],
-            )
-        except ValueError:
-            return None
 
 
 def _malformed(operation: str, what: str) -> PermanentProviderError:
     return malformed("anthropic", operation, what)
-
-
-def _timestamp(value: object, *, operation: str, field: str) -> int | None:
-    """Epoch seconds of an RFC 3339 time (``None`` stays ``None``)."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _malformed(operation, f"{field} is not an RFC 3339 string: {value!r}"[:200])
-    try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
-    except ValueError:
-        raise _malformed(operation, f"{field} is not an RFC 3339 time: {value!r}"[:200]) from None
-
-
-def ended_phase(counts: Mapping[str, int], *, cancelled: bool) -> RemotePhase:
-    """How an ``ended`` batch ended, from its final counts."""
-    if cancelled:
-        return RemotePhase.CANCELLED
-    if counts["expired"]:
-        return RemotePhase.EXPIRED
-    if counts["succeeded"] == 0 and sum(counts.values()) > 0:
-        return RemotePhase.FAILED
-    return RemotePhase.SUCCEEDED
-
-
-def parse_job(data: object, *, operation: str = "get_job") -> RemoteJob:
-    """A :class:`RemoteJob` from a ``MessageBatch`` JSON object.
-
-    Raises:
-        PermanentProviderError: a required field is missing or of the wrong type, or the
-            ``processing_status`` is unknown.
-    """
-    data = expect_object(data, "a message batch", provider="anthropic", operation=operation)
-    job_id, status = data.get("id"), data.get("processing_status")
-    if not isinstance(job_id, str) or not job_id:
-        raise _malformed(operation, f"message batch without an id: {str(data)[:200]}")
-    raw = data.get("request_counts")
-    if not isinstance(raw, Mapping):
-        raise _malformed(operation, f"message batch {job_id} has no request_counts object")
-    counts = {
-        key: int_field(raw, key, provider="anthropic", operation=f"{operation} request_counts")
-        for key in COUNT_KEYS
-    }
-    cancelled = data.get("cancel_initiated_at") is not None
-    if status == "in_progress":
-        phase = RemotePhase.RUNNING
-    elif status == "canceling":
-        phase = RemotePhase.CANCELLING
-    elif status == "ended":
-        phase = ended_phase(counts, cancelled=cancelled)
-    else:
-        raise PermanentProviderError(
-            f"anthropic message batch {job_id} has unknown processing_status {status!r} "
-            "(known: in_progress, canceling, ended); the API changed: upgrade the orchestrator"
-        )
-    failed = counts["errored"] + counts["canceled"] + counts["expired"]
-    results_url = optional_str(data.get("results_url")) if phase.terminal else None
-    created = _timestamp(data.get("created_at"), operation=operation, field="created_at")
-    return RemoteJob(
-        id=job_id,
-        status=status,
-        phase=phase,
-        total=sum(counts.values()),
-        completed=counts["succeeded"] + failed,
-        succeeded=counts["succeeded"],
-        failed=failed,
-        output_file=results_url if results_url and counts["succeeded"] else None,
-        error_file=results_url if results_url and failed else None,
-        created_at=created or 0,
-        completed_at=_timestamp(data.get("ended_at"), operation=operation, field="ended_at"),
-    )
 
 
 def _create_refusal(response: httpx.Response, redact: Callable[[str], str]) -> ProviderError | None:
