@@ -253,8 +253,10 @@ def show_lines(
         ("submitted", when(job.submitted_at)),
         ("finished", when(job.finished_at)),
     ]
-    if job.attempts:
-        rows.append(("attempts", f"{job.attempts} (next not before {timestamp(job.not_before)})"))
+    if job.step_retries:
+        rows.append(
+            ("step retries", f"{job.step_retries} (next not before {timestamp(job.not_before)})")
+        )
     if job.claimed_by:
         rows.append(("lease", f"held by {job.claimed_by} until {timestamp(job.lease_until)}"))
     parent = parent_name(job)

@@ -136,7 +136,7 @@ def show_detail(
         "input_file_ids": list(job.input_file_ids),
         "output_file_id": job.output_file_id,
         "error_file_id": job.error_file_id,
-        "attempts": job.attempts,
+        "step_retries": job.step_retries,
         "not_before": timestamp(job.not_before),
         "submitted_at": timestamp(job.submitted_at),
         "finished_at": timestamp(job.finished_at),

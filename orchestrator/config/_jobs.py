@@ -14,6 +14,7 @@ from orchestrator.config._read import Section, describe, resolve_path, suggestio
 from orchestrator.errors import ConfigError
 from orchestrator.inputs import rules_for
 from orchestrator.model import CLIENT_TOKEN_KEY, JOB_NAME_RULE, JobSpec, is_safe_job_name
+from orchestrator.retries import MAX_ATTEMPTS_LIMIT
 
 NAME_RULE = JOB_NAME_RULE
 """What a safe job or workspace name is (it becomes a directory name)."""
@@ -32,6 +33,7 @@ JOB_KEYS = frozenset(
         "timeout_hours",
         "priority",
         "split_requests",
+        "max_attempts",
     }
 )
 
@@ -103,6 +105,11 @@ def parse_job(
         timeout_hours=table.integer("timeout_hours", 24, low=1, high=168),
         priority=table.integer("priority", 0, low=-_INT32 - 1, high=_INT32),
         split_requests=_split_requests(table, (budgets or {}).get(workspace_name)),
+        max_attempts=(
+            table.integer("max_attempts", low=1, high=MAX_ATTEMPTS_LIMIT)
+            if table.has("max_attempts")
+            else None
+        ),
     )
 
 

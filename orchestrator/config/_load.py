@@ -56,6 +56,7 @@ from orchestrator.config._workspace import (
 from orchestrator.errors import ConfigError
 from orchestrator.inputs import rules_for
 from orchestrator.model import JobSpec
+from orchestrator.retries import MAX_ATTEMPTS_LIMIT
 
 
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -150,6 +151,8 @@ _WORKSPACE_KEYS = frozenset(
         "split_requests",
         "token_budget",
         "token_budgets",
+        "max_attempts",
+        "retry_delay",
         *OPENAI_KEYS,
     }
 )
@@ -296,6 +299,8 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
             completion_window=window,
             organization=organization,
             project=project,
+            max_attempts=ws.integer("max_attempts", 3, low=1, high=MAX_ATTEMPTS_LIMIT),
+            retry_delay=ws.duration("retry_delay", 60.0),
         )
     return workspaces
 

@@ -149,6 +149,11 @@ class WorkspaceConfig:
     """OpenAI only: sent as the ``OpenAI-Organization`` header when set."""
     project: str | None = None
     """OpenAI only: sent as the ``OpenAI-Project`` header when set."""
+    max_attempts: int = 3
+    """Remote attempts a request line may get (issue #14): lines that failed transiently or
+    never ran are resubmitted until then; 1 never resubmits. A job's own key overrides it."""
+    retry_delay: float = 60.0
+    """Seconds before the first follow-up attempt; it doubles for each later one."""
 
     @property
     def embedded(self) -> bool:
@@ -158,6 +163,10 @@ class WorkspaceConfig:
     def token_budget_for(self, model: str) -> int | None:
         """The token budget of ``model`` in this workspace (None: not limited)."""
         return self.token_budgets.get(model, self.token_budget)
+
+    def attempts_for(self, max_attempts: int | None) -> int:
+        """The attempt limit of a job whose own ``max_attempts`` is this (None: inherit)."""
+        return self.max_attempts if max_attempts is None else max_attempts
 
     def part_size(self, spec: JobSpec) -> int | None:
         """The part size that applies to ``spec`` (its own, else the workspace's), or None."""

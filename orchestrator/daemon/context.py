@@ -131,11 +131,11 @@ async def retry_later(runtime: Runtime, job: Job, error: str) -> Job:
         StaleTransition: the job left its state meanwhile (finished, or taken over by another
             replica); nothing was recorded.
     """
-    attempts = job.attempts + 1
+    attempts = job.step_retries + 1
     return await runtime.ledger.update(
         job.id,
         job.state,
         error=error,
-        attempts=attempts,
+        step_retries=attempts,
         not_before=runtime.clock.now() + backoff(attempts),
     )

@@ -304,13 +304,13 @@ class Submitter:
                 timeout_hours=job.timeout_hours,
             )
         except CapacityRefused as exc:
-            attempts = job.attempts + 1
+            attempts = job.step_retries + 1
             await self._move(
                 job,
                 JobState.QUEUED,
                 detail="provider refused for capacity",
                 error=str(exc),
-                attempts=attempts,
+                step_retries=attempts,
                 not_before=self._rt.clock.now() + backoff(attempts),
             )
             return
@@ -324,7 +324,7 @@ class Submitter:
                 JobState.SUBMITTING,
                 detail="create outcome unknown",
                 error=f"create outcome unknown, will reconcile: {exc}",
-                attempts=job.attempts + 1,
+                step_retries=job.step_retries + 1,
             )
             log.warning("submit.create_uncertain", job=job.name, job_id=job.id, error=str(exc))
             return
@@ -420,7 +420,7 @@ class Submitter:
         must not hold its budget forever. Nothing was created at the provider either way.
         """
         reason = f"an input cannot be read for the upload: {exc}"
-        if job.attempts + 1 < INPUT_READ_ATTEMPTS:
+        if job.step_retries + 1 < INPUT_READ_ATTEMPTS:
             await self._retry_later(job, f"{reason}; will retry")
             return
         await self._move(

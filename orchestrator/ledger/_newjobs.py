@@ -59,6 +59,7 @@ def new_job_values(
         "created_at": at,
         "updated_at": at,
         "finished_at": at if state is JobState.REJECTED else None,
+        "max_attempts": spec.max_attempts,
     }
 
 
@@ -73,13 +74,15 @@ _RUN_COLUMNS_RESET: dict[str, Any] = {
     "completed": 0,
     "succeeded": 0,
     "failed": 0,
-    "attempts": 0,
+    "step_retries": 0,
     "not_before": None,
     "submitted_at": None,
     "claimed_by": None,
     "lease_until": None,
     "parent_id": None,
     "part_count": 0,
+    "attempt": 1,
+    "attempt_info": None,
 }
 """What a redefined job starts from again: nothing of the rejected definition's run is kept."""
 

@@ -95,7 +95,7 @@ jobs = sa.Table(
     sa.Column("failed", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("step_retries", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("not_before", Timestamp, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
@@ -112,12 +112,22 @@ jobs = sa.Table(
     # The sha256 of each uploaded file's bytes (what the provider got, which may differ from
     # the input file: OpenAI lines gain method, url and model), aligned with input_file_ids.
     sa.Column("input_file_sha256s", JSONText, nullable=False, server_default=sa.text("'[]'")),
+    # Retries (issue #14): an attempt points at the job it retries (``retry_of``) and has its
+    # number; the job itself is attempt 1 and ``attempt`` is then its latest attempt's number.
+    # ``max_attempts`` is the limit resolved at intake (NULL: the workspace's, for jobs
+    # recorded before); ``attempt_info`` is JSON: why an attempt was made, or, on the job,
+    # how its own remote job (attempt 1) ended.
+    sa.Column("retry_of", sa.Integer, sa.ForeignKey("jobs.id"), nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("1")),
+    sa.Column("max_attempts", sa.Integer, nullable=True),
+    sa.Column("attempt_info", JSONText, nullable=True),
     sa.UniqueConstraint("name"),
     sa.UniqueConstraint("client_token"),
     sa.CheckConstraint(_in("state", _STATES), name="state"),
     sa.CheckConstraint(f"outcome IS NULL OR {_in('outcome', _OUTCOMES)}", name="outcome"),
     sa.Index("ix_jobs_workspace_state", "workspace", "state"),
     sa.Index("ix_jobs_parent_id", "parent_id"),
+    sa.Index("ix_jobs_retry_of", "retry_of"),
 )
 
 job_events = sa.Table(

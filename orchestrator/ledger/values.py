@@ -63,6 +63,8 @@ def encode_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
             f"the ledger changes only {', '.join(sorted(CHANGE_KEYS))} (and state by transition)"
         )
     values = dict(changes)
+    if values.get("attempt_info") is not None:
+        values["attempt_info"] = dict(values["attempt_info"])
     if values.get("outcome") is not None:
         values["outcome"] = Outcome(values["outcome"]).value
     for listed in ("input_file_ids", "input_file_sha256s"):
@@ -99,7 +101,7 @@ def job_from_row(row: Any) -> Job:
         failed=row.failed,
         error=row.error,
         cancel_requested=bool(row.cancel_requested),
-        attempts=row.attempts,
+        step_retries=row.step_retries,
         not_before=row.not_before,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -111,6 +113,10 @@ def job_from_row(row: Any) -> Job:
         lease_until=row.lease_until,
         prompt_tokens=row.prompt_tokens,
         input_file_sha256s=tuple(row.input_file_sha256s),
+        retry_of=row.retry_of,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        attempt_info=row.attempt_info,
     )
 
 

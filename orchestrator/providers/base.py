@@ -14,6 +14,7 @@ from typing import ClassVar
 import attrs
 
 from orchestrator.model import RemotePhase
+from orchestrator.retries import ResultLines
 
 
 @attrs.frozen(kw_only=True)
@@ -73,6 +74,11 @@ class Provider(abc.ABC):
     ⌈active/page⌉ calls whatever the workspace's history. False (OpenAI): the API lists every
     job newest first without filters, the adapter filters client-side, and a caller should
     bound the walk with ``created_after`` or stop reading once it has what it needs."""
+
+    result_lines: ClassVar[ResultLines]
+    """How this dialect's result lines read: which custom_id, succeeded, retried (and why)
+    or final. Line retries (:mod:`orchestrator.retries`) rest on it; ``docs/retries.md``
+    has each dialect's table."""
 
     def input_groups(self, inputs: Sequence[Path]) -> list[tuple[Path, ...]]:
         """How a job's input files become uploads, in order: one upload per group.
