@@ -202,7 +202,14 @@ def _polling(table: Section) -> PollingConfig:
 
 def _emulator(table: Section) -> EmulatorConfig:
     table.only(
-        {"time_scale", "throughput", "validation_seconds", "failure_fraction", "seed"},
+        {
+            "time_scale",
+            "throughput",
+            "validation_seconds",
+            "failure_fraction",
+            "transient_fraction",
+            "seed",
+        },
         elsewhere=_ELSEWHERE,
     )
     return EmulatorConfig(
@@ -210,6 +217,7 @@ def _emulator(table: Section) -> EmulatorConfig:
         throughput=table.number("throughput", 1000.0, above=0.0),
         validation_seconds=table.duration("validation_seconds", 5.0),
         failure_fraction=table.number("failure_fraction", 0.0, low=0.0, high=1.0),
+        transient_fraction=table.number("transient_fraction", 0.0, low=0.0, high=1.0),
         seed=table.integer("seed", 0),
     )
 

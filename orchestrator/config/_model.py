@@ -94,7 +94,9 @@ class EmulatorConfig:
     validation_seconds: float = 5.0
     """Simulated seconds a new job stays ``QUEUED`` before it runs."""
     failure_fraction: float = 0.0
-    """Share of requests that fail (land in the error file)."""
+    """Share of requests that fail (land in the error file), the same on every attempt."""
+    transient_fraction: float = 0.0
+    """Share of requests that fail with a 503 on one attempt (drawn again per attempt)."""
     seed: int = 0
     """Seeds the synthetic results and the choice of failing requests."""
 

@@ -379,6 +379,7 @@ class Daemon:
                     throughput=settings.throughput,
                     validation_seconds=settings.validation_seconds,
                     failure_fraction=settings.failure_fraction,
+                    transient_fraction=settings.transient_fraction,
                     seed=settings.seed,
                 ),
                 clock=self.clock,
