@@ -152,6 +152,8 @@ class Daemon:
                     admission=Waker(self.clock),
                     poll=Waker(self.clock),
                     collect=Waker(self.clock),
+                    max_attempts=ws_config.max_attempts,
+                    retry_delay=ws_config.retry_delay,
                 )
             intake = Intake(
                 config=config,

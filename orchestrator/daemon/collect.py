@@ -21,6 +21,7 @@ from orchestrator.daemon.layout import RESULT_NAMES as RESULT_NAMES
 from orchestrator.daemon.layout import job_summary as job_summary
 from orchestrator.daemon.layout import result_dir as result_dir
 from orchestrator.daemon.parts import PartsKeeper
+from orchestrator.daemon.retry import RetryKeeper, attempt_entry
 from orchestrator.errors import OrchestratorError, StaleTransition
 from orchestrator.fsutil import write_json_atomic
 from orchestrator.ledger import FileKind, ResultFile
@@ -40,6 +41,7 @@ class Collector:
         self._ws = workspace
         self._limiter = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
         self._parts = PartsKeeper(runtime, workspace)
+        self._retries = RetryKeeper(runtime, workspace)
 
     async def run(self) -> None:
         """Loop forever: collect every job whose remote job has ended."""
@@ -62,10 +64,12 @@ class Collector:
         async with anyio.create_task_group() as tg:
             for job in due:
                 tg.start_soon(self._collect_guarded, job)
-        # Split jobs follow their parts (a part collected just now counts at once).
-        retry = await self._parts.cycle()
-        if retry is not None:
-            waits.append(retry)
+        # Jobs whose attempts run follow them (one collected just now counts at once); then
+        # split jobs follow their parts.
+        for keeper in (self._retries, self._parts):
+            retry = await keeper.cycle()
+            if retry is not None:
+                waits.append(retry)
         return min([IDLE_WAIT, *waits])
 
     async def _collect_guarded(self, job: Job) -> None:
@@ -112,7 +116,7 @@ class Collector:
             if file_id is None:
                 continue
             dest = folder / RESULT_NAMES[kind]
-            if kind in recorded and _intact(recorded[kind], dest):
+            if kind in recorded and _intact(recorded[kind], Path(recorded[kind].path)):
                 continue  # downloaded before a restart
             got = await self._ws.provider.download_file(file_id, dest, writer=self._writer)
             self._rt.bytes_downloaded += got.bytes
@@ -137,9 +141,14 @@ class Collector:
         for problem in problems:
             log.warning("collect.count_mismatch", job=job.name, job_id=job.id, problem=problem)
         error = "; ".join(problems) or None
+        if await self._retries.after_collection(job, files):
+            self._rt.activity.wake()  # stays collecting: its attempt 2 is queued
+            return job
         # job.json first: a crash before the transition re-collects and rewrites it, while a
         # crash after a transition-first order would leave a done job without its summary.
         summary = job_summary(attrs.evolve(job, state=JobState.DONE, error=error), files.values())
+        if job.retry_of is None:
+            summary["attempts"] = [attempt_entry(job, files, number=1)]
         await anyio.to_thread.run_sync(write_json_atomic, folder / "job.json", summary)
         done = await ledger.transition(
             job.id,

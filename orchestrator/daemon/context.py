@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 
 import anyio
@@ -49,6 +50,8 @@ class Runtime:
     wakers: list[Waker] = attrs.field(factory=list)
     """Every loop's waker, so a stop can wake them all."""
     bytes_downloaded: int = 0
+    retried_lines: Counter[str] = attrs.field(factory=Counter)
+    """Request lines written into a follow-up attempt since start, by reason (metrics)."""
     reconcile_grace: float = RECONCILE_GRACE
     """Seconds a ``submitting`` job waits before recovery lists for it (see RECONCILE_GRACE)."""
 
@@ -98,6 +101,10 @@ class WorkspaceRuntime:
     """Set by admission while the queue's head does not fit; the poller plans by it."""
     tokens: TokenBudget = attrs.field(factory=TokenBudget)
     """The token budgets per model, and the scale learnt from the provider's refusals."""
+    max_attempts: int = 1
+    """Remote attempts a line may get unless its job says otherwise (1: no retries)."""
+    retry_delay: float = 60.0
+    """Seconds before a job's first follow-up attempt (doubling for each later one)."""
 
     def token_limit_refused(
         self, *, provider_limit: int | None, estimated_in_flight: int

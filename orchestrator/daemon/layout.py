@@ -8,6 +8,7 @@ from typing import Any
 
 from orchestrator.ledger import FileKind
 from orchestrator.model import Job, split_part_name
+from orchestrator.retries import split_attempt_name
 
 RESULT_NAMES: Mapping[FileKind, str] = {"output": "output.jsonl", "error": "errors.jsonl"}
 PARTS_DIR = "parts"
@@ -25,10 +26,20 @@ def result_dir(results: Path, job: Job) -> Path:
     A job's name is a safe slug (checked at intake); a part's name holds a '/', so it is never
     used as a folder name: its files go to ``<results>/<parent>/parts/<NNNN>/``.
     """
+    if job.retry_of is not None:
+        attempt = split_attempt_name(job.name)
+        if attempt is not None:
+            return _name_folder(results, attempt[0]) / "attempts" / f"{attempt[1]:02d}"
     split = split_part_name(job.name) if job.parent_id is not None else None
     if split is not None:
         return part_folder(results, *split)
     return results / job.name
+
+
+def _name_folder(results: Path, name: str) -> Path:
+    """The results folder of the job or part named ``name``."""
+    split = split_part_name(name)
+    return part_folder(results, *split) if split is not None else results / name
 
 
 def job_summary(job: Job, files: Any) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from orchestrator.errors import (
     LedgerNotMigrated,
 )
 from orchestrator.ledger import leases
+from orchestrator.ledger._attempts import AttemptMethods
 from orchestrator.ledger._bulk import BulkUpdate, update_many
 from orchestrator.ledger._files import new_file_record, upsert_file
 from orchestrator.ledger._newjobs import PartSpec, insert_job, insert_split_job, new_job_values
@@ -65,7 +66,7 @@ log = structlog.get_logger(__name__)
 D = TypeVar("D", bound=leases.Decision)
 
 
-class SqlLedger(ReadMethods):
+class SqlLedger(AttemptMethods, ReadMethods):
     """The job ledger on SQLite (one daemon per file) or PostgreSQL (several replicas).
 
     Open it with :meth:`connect`, close it with :meth:`close` or ``async with``. Every
