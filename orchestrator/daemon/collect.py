@@ -56,7 +56,8 @@ class Collector:
         jobs = await self._rt.ledger.list_jobs(
             states=(JobState.COLLECTING,), workspace=self._ws.name, held=True
         )
-        jobs = [j for j in jobs if not j.is_parent]  # a parent is merged by the parts keeper
+        # A parent is merged by the parts keeper; a job whose attempts run, by the retry keeper.
+        jobs = [j for j in jobs if not j.is_parent and not (j.retry_of is None and j.attempt > 1)]
         due = [j for j in jobs if j.not_before is None or j.not_before <= now]
         if self._rt.stopping.is_set():
             due = []  # stopping: start no download
