@@ -142,6 +142,15 @@ def _check_workspaces(config: Config, report: _Report) -> None:
                 report.ok(f"{where} at {ws.base_url}): API key from {source}: present")
         if ws.count_external:
             report.ok(f"  {name}: count_external = true (external jobs are counted while running)")
+        report.ok(
+            f"  {name}: max_attempts = {ws.max_attempts}"
+            + (
+                f" (lines that failed transiently or never ran are resubmitted, first after "
+                f"{ws.retry_delay:g}s, doubling)"
+                if ws.max_attempts > 1
+                else " (failed lines are never resubmitted)"
+            )
+        )
         if ws.split_requests is not None:
             report.ok(
                 f"  {name}: split_requests = {ws.split_requests:,} (larger jobs run as parts of at "

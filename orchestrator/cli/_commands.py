@@ -29,9 +29,16 @@ from orchestrator.config import Config, InputOrigin, job_from_flags, load_jobs_d
 from orchestrator.daemon.intake import admit_spec, conflict_message
 from orchestrator.errors import DefinitionConflict, InputError
 from orchestrator.inputs import rules_for
-from orchestrator.model import FINAL_STATES, JobSpec, JobState
+from orchestrator.model import FINAL_STATES, Job, JobSpec, JobState
 
 log = structlog.get_logger(__name__)
+
+
+def with_attempt_limit(job: Job, config: Config) -> Job:
+    """``job`` with its attempt limit resolved (its own, else its workspace's setting)."""
+    if job.max_attempts is not None or job.workspace not in config.workspaces:
+        return job
+    return attrs.evolve(job, max_attempts=config.workspaces[job.workspace].max_attempts)
 
 
 def _json_out(out: Output, value: Any) -> None:
@@ -43,11 +50,20 @@ async def status(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
     async with open_ledger(config, clock) as ledger:
         states = [JobState(s) for s in args.state] if args.state else None
         jobs = await ledger.list_jobs(states=states, workspace=args.workspace)
-    if not args.parts:
-        jobs = [job for job in jobs if job.parent_id is None]
+    attempts: dict[int, list[Job]] = {}
+    for job in jobs:
+        if job.retry_of is not None:
+            attempts.setdefault(job.retry_of, []).append(job)
+    jobs = [with_attempt_limit(job, config) for job in jobs]
+    if not args.parts:  # parts and attempts are listed with --parts
+        jobs = [job for job in jobs if job.parent_id is None and job.retry_of is None]
     now = clock.now()
     if args.json:
-        _json_out(out, [status_row(job, now=now, parent_field=args.parts) for job in jobs])
+        rows = [
+            status_row(job, now=now, parent_field=args.parts, attempts=attempts.get(job.id, ()))
+            for job in jobs
+        ]
+        _json_out(out, rows)
     elif not jobs:
         filtered = " matching the filters" if (args.state or args.workspace) else ""
         out.line(f"no jobs{filtered} in the ledger {ledger.url}")
@@ -65,13 +81,15 @@ async def show(args: argparse.Namespace, config: Config, clock: Clock, out: Outp
         files = await ledger.files(job.id)
         events = await ledger.events(job.id)
         parts = await ledger.parts(job.id) if job.is_parent else []
+        attempts = await ledger.attempts_of(job.id)
+    job = with_attempt_limit(job, config)
     now = clock.now()
     if args.json:
-        _json_out(out, show_detail(job, files, events, now=now, parts=parts))
+        _json_out(out, show_detail(job, files, events, now=now, parts=parts, attempts=attempts))
     elif out.rich:
-        out.show(show_rich(job, files, events, now=now, parts=parts))
+        out.show(show_rich(job, files, events, now=now, parts=parts, attempts=attempts))
     else:
-        out.write(show_plain(job, files, events, now=now, parts=parts))
+        out.write(show_plain(job, files, events, now=now, parts=parts, attempts=attempts))
     return EXIT_OK
 
 

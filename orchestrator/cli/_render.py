@@ -20,6 +20,7 @@ from rich.text import Text
 
 from orchestrator.cli._rows import (
     WorkspaceBudget,
+    attempt_label,
     duration,
     first_line,
     parent_name,
@@ -141,7 +142,7 @@ def _status_cells(job: Job, now: float) -> list[str]:
     return [
         job.name,
         job.state.value,
-        job.remote_status or "-",
+        attempt_label(job) or job.remote_status or "-",
         plain_bar(share),
         percent(share),
         f"{done:,}/{total(job):,}",
@@ -217,6 +218,7 @@ def show_lines(
     *,
     now: float,
     parts: Sequence[Job] = (),
+    attempts: Sequence[Job] = (),
 ) -> list[tuple[str, str]]:
     """``show`` as (label, value) pairs: definition, remote side, counts, times, parts."""
     share = progress(job)
@@ -262,6 +264,30 @@ def show_lines(
     parent = parent_name(job)
     if parent is not None:
         rows.append(("parent", f"{parent} (`show {parent}` lists every part)"))
+    label = attempt_label(job)
+    limit = job.max_attempts or "?"
+    if attempts:
+        first = dict((job.attempt_info or {}).get("first") or {})
+        rows.append(
+            (
+                "attempts",
+                f"1/{limit}  {first.get('remote_id') or job.remote_id or '-'}  "
+                f"{first.get('outcome') or '-'}  {first.get('succeeded', 0):,} succeeded, "
+                f"{first.get('failed', 0):,} failed" + (f"  ({label})" if label else ""),
+            )
+        )
+    for attempt in attempts:
+        reasons = dict((attempt.attempt_info or {}).get("reasons") or {})
+        why = ", ".join(f"{n:,} {r}" for r, n in sorted(reasons.items())) or "-"
+        outcome = attempt.outcome.value if attempt.outcome else attempt.state.value
+        rows.append(
+            (
+                "",
+                f"{attempt.attempt}/{limit}  {attempt.remote_id or '-'}  {outcome}  "
+                f"{attempt.request_count:,} retried ({why}): {attempt.succeeded:,} succeeded, "
+                f"{attempt.failed:,} failed",
+            )
+        )
     for i, part in enumerate(parts):
         outcome = f", {part.outcome.value}" if part.outcome else ""
         rows.append(
@@ -281,9 +307,10 @@ def show_plain(
     *,
     now: float,
     parts: Sequence[Job] = (),
+    attempts: Sequence[Job] = (),
 ) -> str:
     """``show NAME`` for a pipe: fields, error, files, then the full event history."""
-    pairs = show_lines(job, files, events, now=now, parts=parts)
+    pairs = show_lines(job, files, events, now=now, parts=parts, attempts=attempts)
     width = max(len(label) for label, _ in pairs)
     out = [f"{label.ljust(width)}  {value}".rstrip() for label, value in pairs]
     if job.error:
@@ -319,12 +346,13 @@ def show_rich(
     *,
     now: float,
     parts: Sequence[Job] = (),
+    attempts: Sequence[Job] = (),
 ) -> RenderableType:
     """``show NAME`` for a terminal."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    for label, value in show_lines(job, files, events, now=now, parts=parts):
+    for label, value in show_lines(job, files, events, now=now, parts=parts, attempts=attempts):
         style = ""
         if label == "state":
             style = STATE_STYLES[job.state]

@@ -75,11 +75,39 @@ def parent_name(job: Job) -> str | None:
     return split[0] if split else None
 
 
-def status_row(job: Job, *, now: float, parent_field: bool = False) -> dict[str, Any]:
+def attempt_row(attempt: Job) -> dict[str, Any]:
+    """One follow-up attempt of a job, as ``status --json`` and ``show --json`` list it."""
+    return {
+        "attempt": attempt.attempt,
+        "name": attempt.name,
+        "state": attempt.state.value,
+        "outcome": attempt.outcome.value if attempt.outcome else None,
+        "remote_id": attempt.remote_id,
+        "remote_status": attempt.remote_status,
+        "requests": attempt.request_count,
+        "succeeded": attempt.succeeded,
+        "failed": attempt.failed,
+        "reasons": dict((attempt.attempt_info or {}).get("reasons") or {}),
+    }
+
+
+def attempt_label(job: Job) -> str | None:
+    """``attempt k/n`` for a job whose follow-up attempt ``k`` runs (None otherwise)."""
+    if job.retry_of is not None or job.attempt <= 1 or job.state is not JobState.COLLECTING:
+        return None
+    return f"attempt {job.attempt}/{job.max_attempts or '?'}"
+
+
+def status_row(
+    job: Job, *, now: float, parent_field: bool = False, attempts: Sequence[Job] = ()
+) -> dict[str, Any]:
     """The ``status --json`` object of one job (design.md §9, plus a few more fields).
 
     A split job's parent has ``part_count`` (how many parts; 0 for any other job); with
     ``parent_field`` every row also has ``parent`` (the parent's name for a part, else null).
+    ``attempt`` is the number of the job's latest remote attempt (1 unless lines were
+    resubmitted), ``max_attempts`` its limit (as resolved by the caller), and ``attempts``
+    lists its follow-up attempts (``attempts``: the rows whose ``retry_of`` is the job).
     """
     share = progress(job)
     row = {
@@ -104,6 +132,9 @@ def status_row(job: Job, *, now: float, parent_field: bool = False) -> dict[str,
         "updated_at": timestamp(job.updated_at),
         "age_seconds": round(max(0.0, now - job.created_at), 3),
         "part_count": job.part_count,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "attempts": [attempt_row(a) for a in attempts],
     }
     if parent_field:
         row["parent"] = parent_name(job)
@@ -117,14 +148,17 @@ def show_detail(
     *,
     now: float,
     parts: Sequence[Job] = (),
+    attempts: Sequence[Job] = (),
 ) -> dict[str, Any]:
     """The ``show --json`` object: the status row, the definition, remote ids, files, history.
 
     A split job's parent also lists its ``parts`` (their status rows); a part names its
-    ``parent``.
+    ``parent``; ``attempts`` lists the job's follow-up attempts; ``retry_of`` names the job
+    an attempt retries.
     """
     return {
-        **status_row(job, now=now, parent_field=True),
+        **status_row(job, now=now, parent_field=True, attempts=attempts),
+        "retry_of": job.retry_of,
         "parts": [status_row(part, now=now, parent_field=True) for part in parts],
         "id": job.id,
         "model": job.model,

@@ -116,3 +116,7 @@ class RuntimeView:
     @property
     def bytes_downloaded(self) -> int:
         return self._runtime.bytes_downloaded
+
+    @property
+    def retried_lines(self) -> Mapping[str, int]:
+        return dict(self._runtime.retried_lines)

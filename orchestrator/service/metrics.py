@@ -126,6 +126,14 @@ class DaemonCollector(Collector):
             "Bytes of result files downloaded by this process.",
             value=view.bytes_downloaded,
         )
+        retried = CounterMetricFamily(
+            f"{PREFIX}_retried_lines",
+            "Request lines resubmitted in a follow-up attempt by this process, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(view.retried_lines.items()):
+            retried.add_metric([reason], count)
+        yield retried
         beats = GaugeMetricFamily(
             f"{PREFIX}_loop_heartbeat_timestamp_seconds",
             "When each loop last finished a cycle (POSIX seconds); "

@@ -242,6 +242,12 @@ class DaemonView(Protocol):
         """Bytes of result files this process downloaded."""
         ...
 
+    @property
+    def retried_lines(self) -> Mapping[str, int]:
+        """Request lines this process wrote into follow-up attempts, by reason
+        (``rate_limited``, ``server_error``, ``transient``, ``not_processed``, ``job_failed``)."""
+        ...
+
 
 def demand(jobs: Iterable[Job], workspaces: Iterable[str] = ()) -> dict[str, Demand]:
     """The budget demand per workspace of ``jobs`` (the queued and in-flight ones).

@@ -168,7 +168,11 @@ async def test_update_changes_fields_within_the_state(ledger: SqlLedger, clock: 
     events_before = await ledger.events(job.id)
     clock.advance(5)
     updated = await ledger.update(
-        job.id, JobState.ADMITTED, input_file_ids=("file-1", "file-2"), step_retries=2, not_before=9.5
+        job.id,
+        JobState.ADMITTED,
+        input_file_ids=("file-1", "file-2"),
+        step_retries=2,
+        not_before=9.5,
     )
     assert updated.state is JobState.ADMITTED
     assert updated.input_file_ids == ("file-1", "file-2")
