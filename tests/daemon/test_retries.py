@@ -132,3 +132,78 @@ async def test_max_attempts_one_never_resubmits(tmp_path: Path) -> None:
     finally:
         await ledger.close()
     assert job.outcome is Outcome.PARTIAL and job.attempt == 1
+
+
+class Crash(BaseException):
+    """Stands for kill -9: nothing in the daemon catches a BaseException."""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("dialect", ["mistral", "openai"])
+@pytest.mark.parametrize("point", ["after_attempt_recorded", "while_writing_input", "mid_merge"])
+async def test_a_crash_between_attempts_never_submits_twice(
+    tmp_path: Path, dialect: str, point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon dies at a step between attempts; a restart finishes with one merged answer,
+    each attempt created once remotely."""
+    from orchestrator.daemon import attempt_files, retry
+    from orchestrator.ledger import SqlLedger as Ledger
+
+    config = load_config(retry_config(tmp_path, dialect, 80))
+    clock = FakeClock(autojump=True)
+    fired: list[str] = []
+
+    def once() -> None:
+        if not fired:
+            fired.append(point)
+            raise Crash(point)
+
+    if point == "after_attempt_recorded":
+        original_add = Ledger.add_attempt
+
+        async def add_then_die(self: Ledger, *args: object, **kwargs: object) -> object:
+            made = await original_add(self, *args, **kwargs)  # type: ignore[arg-type]
+            once()
+            return made
+
+        monkeypatch.setattr(Ledger, "add_attempt", add_then_die)
+    elif point == "while_writing_input":
+        original_publish = attempt_files.publish
+
+        def die_before_publish(part: Path, dest: Path) -> None:
+            once()
+            original_publish(part, dest)
+
+        monkeypatch.setattr(attempt_files, "publish", die_before_publish)
+    else:
+        original_merge = retry.merge_attempts
+
+        def merge_then_die(**kwargs: object) -> object:
+            merged = original_merge(**kwargs)  # type: ignore[arg-type]
+            once()
+            return merged
+
+        monkeypatch.setattr(retry, "merge_attempts", merge_then_die)
+    with emulator(clock, dialect) as emu:
+        with pytest.raises(BaseExceptionGroup) as died:
+            await Daemon(config, clock=clock, emulator=[emu]).run(exit_when_idle=True, migrate=True)
+        assert died.group_contains(Crash)
+        assert fired == [point]
+        await Daemon(config, clock=clock, emulator=[emu]).run(exit_when_idle=True)
+        created = sum(w["jobs_created"] for w in emu.stats()["workspaces"].values())
+    ledger = await SqlLedger.connect(config.ledger.url, clock=clock)
+    try:
+        job = await ledger.get_by_name("survey")
+        attempts = await ledger.attempts_of(job.id)
+        files = {f.kind: f for f in await ledger.files(job.id)}
+    finally:
+        await ledger.close()
+    assert job.state is JobState.DONE
+    assert created == 1 + len(attempts)
+    assert [a.attempt for a in attempts] == list(range(2, len(attempts) + 2))
+    folder = config.results.dir / "survey"
+    ok = [r["custom_id"] for r in read_lines(folder / "output.jsonl")]
+    bad = [r["custom_id"] for r in read_lines(folder / "errors.jsonl")]
+    assert len(ok) + len(bad) == 80 and not set(ok) & set(bad)
+    assert files["output"].lines == len(ok) == job.succeeded
+    assert not list(folder.glob("*.part"))
