@@ -86,7 +86,8 @@ def _index(folder: Path, name: str) -> Iterator[sqlite3.Connection]:
     try:
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
-        db.execute("PRAGMA cache_size=-8000")  # at most ~8 MB of pages, whatever the size
+        db.execute("PRAGMA cache_size=-32000")  # at most ~32 MB of pages, whatever the size
+        db.execute("PRAGMA temp_store=FILE")
         yield db
     finally:
         db.close()
@@ -123,8 +124,11 @@ def write_retry_input(
     """
     reasons: Counter[str] = Counter()
     count = tokens_total = 0
-    with _index(dest.parent.parent, f".verdicts-{dest.parent.name}.sqlite") as db:
-        db.execute("CREATE TABLE v (cid TEXT PRIMARY KEY, retry INTEGER, reason TEXT)")
+    folder = dest.parents[2]  # the job's results folder: attempts/NN/ only if lines are due
+    with _index(folder, f".verdicts-{dest.parent.name}.sqlite") as db:
+        db.execute(
+            "CREATE TABLE v (cid TEXT PRIMARY KEY, retry INTEGER, reason TEXT) WITHOUT ROWID"
+        )
         db.execute("BEGIN")
         rows: list[tuple[str, int, str | None]] = []
         for path in results:
@@ -140,8 +144,7 @@ def write_retry_input(
                     rows.clear()
         db.executemany("INSERT OR REPLACE INTO v VALUES (?, ?, ?)", rows)
         db.execute("COMMIT")
-        part = part_path(dest)
-        ensure_dir(dest.parent)
+        part = folder / f".attempt-{dest.parent.name}-{dest.name}.part"
         with part.open("wb") as out:
             for line in input_lines(inputs):
                 custom_id = custom_id_of(line)
@@ -165,10 +168,19 @@ def write_retry_input(
             out.flush()
             os.fsync(out.fileno())
     if count:
-        publish(part, dest)
+        publish_input(part, dest)
     else:
         discard(part)
     return RetryInput(path=dest, lines=count, reasons=dict(reasons), prompt_tokens=tokens_total)
+
+
+def publish_input(part: Path, dest: Path) -> None:
+    """Move a complete, fsynced retry input from beside the results onto ``dest`` durably
+    (its ``attempts/NN/`` folder is made only now: no folder for an attempt never made)."""
+    ensure_dir(dest.parent)
+    os.replace(part, dest)
+    fsync_dir(dest.parent)
+    fsync_dir(part.parent)
 
 
 @attrs.frozen(kw_only=True)
@@ -230,7 +242,7 @@ def merge_attempts(
     with _index(folder, ".merge.sqlite") as db:
         db.execute(
             "CREATE TABLE m (cid TEXT PRIMARY KEY, ok INTEGER, src INTEGER, off INTEGER, "
-            "len INTEGER)"
+            "len INTEGER) WITHOUT ROWID"
         )
         sources: list[Path] = []
         db.execute("BEGIN")

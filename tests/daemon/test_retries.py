@@ -168,13 +168,13 @@ async def test_a_crash_between_attempts_never_submits_twice(
 
         monkeypatch.setattr(Ledger, "add_attempt", add_then_die)
     elif point == "while_writing_input":
-        original_publish = attempt_files.publish
+        original_publish = attempt_files.publish_input
 
         def die_before_publish(part: Path, dest: Path) -> None:
-            once()
+            once()  # the retry input is written to .part, not yet under its name
             original_publish(part, dest)
 
-        monkeypatch.setattr(attempt_files, "publish", die_before_publish)
+        monkeypatch.setattr(attempt_files, "publish_input", die_before_publish)
     else:
         original_merge = retry.merge_attempts
 
