@@ -140,7 +140,9 @@ class Crash(BaseException):
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("dialect", ["mistral", "openai"])
-@pytest.mark.parametrize("point", ["after_attempt_recorded", "while_writing_input", "mid_merge"])
+@pytest.mark.parametrize(
+    "point", ["after_attempt_recorded", "while_writing_input", "at_retry_create", "mid_merge"]
+)
 async def test_a_crash_between_attempts_never_submits_twice(
     tmp_path: Path, dialect: str, point: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,6 +169,22 @@ async def test_a_crash_between_attempts_never_submits_twice(
             return made
 
         monkeypatch.setattr(Ledger, "add_attempt", add_then_die)
+    elif point == "at_retry_create":
+        from orchestrator.providers.mistral import MistralProvider
+        from orchestrator.providers.openai import OpenAIProvider
+
+        provider = MistralProvider if dialect == "mistral" else OpenAIProvider
+        original_create = provider.create_job
+        creates: list[object] = []
+
+        async def create_then_die(self: object, **kwargs: object) -> object:
+            made = await original_create(self, **kwargs)  # type: ignore[arg-type]
+            creates.append(made)
+            if len(creates) == 2:  # the retry's create landed; the daemon dies before it
+                once()  # records the remote id
+            return made
+
+        monkeypatch.setattr(provider, "create_job", create_then_die)
     elif point == "while_writing_input":
         original_publish = attempt_files.publish_input
 
@@ -207,3 +225,99 @@ async def test_a_crash_between_attempts_never_submits_twice(
     assert len(ok) + len(bad) == 80 and not set(ok) & set(bad)
     assert files["output"].lines == len(ok) == job.succeeded
     assert not list(folder.glob("*.part"))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("dialect", ["mistral", "openai"])
+async def test_lines_an_expired_job_never_ran_are_run_again(tmp_path: Path, dialect: str) -> None:
+    """The first remote job expires with some of its 120 lines unprocessed (Mistral: in neither
+    file; OpenAI: batch_expired lines); attempt 2 runs exactly those, and the job succeeds."""
+    config = load_config(retry_config(tmp_path, dialect, 120))
+    clock = FakeClock(autojump=True)
+    per_window = 72 / 86_400  # requests a simulated second: 72 in a 24 h window
+    with emulator(clock, dialect, transient_fraction=0.0, throughput=per_window) as emu:
+        await Daemon(config, clock=clock, emulator=[emu]).run(exit_when_idle=True, migrate=True)
+    ledger = await SqlLedger.connect(config.ledger.url, clock=clock)
+    try:
+        job = await ledger.get_by_name("survey")
+        attempts = await ledger.attempts_of(job.id)
+    finally:
+        await ledger.close()
+    first = (job.attempt_info or {})["first"]
+    assert first["outcome"] == "expired" and 0 < first["succeeded"] < 120
+    never_ran = 120 - first["succeeded"]
+    assert attempts[0].request_count == never_ran
+    assert dict((attempts[0].attempt_info or {})["reasons"]) == {"not_processed": never_ran}
+    assert job.outcome is Outcome.SUCCEEDED and (job.succeeded, job.failed) == (120, 0)
+    folder = config.results.dir / "survey"
+    ok = [r["custom_id"] for r in read_lines(folder / "output.jsonl")]
+    assert ok == [f"q-{i}" for i in range(120)]
+    assert read_lines(folder / "errors.jsonl") == []
+
+
+@pytest.mark.anyio
+async def test_cancel_stops_further_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cancel NAME` just after attempt 2 is recorded (the user's cancel, through the ledger
+    as the CLI does): the attempt is flagged with its job, no attempt 3 is made, and the merge
+    keeps what attempt 1 produced."""
+    from orchestrator.daemon.retry import RetryKeeper
+
+    config = load_config(retry_config(tmp_path, "mistral", 120, max_attempts=5))
+    clock = FakeClock(autojump=True)
+    original = RetryKeeper._record
+
+    async def record_then_cancel(self: RetryKeeper, job: object, number: int, *a: object,
+                                 **k: object) -> None:  # fmt: skip
+        await original(self, job, number, *a, **k)  # type: ignore[arg-type]
+        flagged = await self._rt.ledger.request_cancel("survey")
+        assert flagged.cancel_requested
+
+    monkeypatch.setattr(RetryKeeper, "_record", record_then_cancel)
+    with emulator(clock, "mistral", transient_fraction=0.5) as emu:
+        await Daemon(config, clock=clock, emulator=[emu]).run(exit_when_idle=True, migrate=True)
+        created = sum(w["jobs_created"] for w in emu.stats()["workspaces"].values())
+    ledger = await SqlLedger.connect(config.ledger.url, clock=clock)
+    try:
+        job = await ledger.get_by_name("survey")
+        attempts = await ledger.attempts_of(job.id)
+    finally:
+        await ledger.close()
+    assert [a.attempt for a in attempts] == [2] and attempts[0].cancel_requested
+    assert attempts[0].outcome is Outcome.CANCELLED and created == 1
+    assert job.state is JobState.DONE and job.outcome is Outcome.CANCELLED
+    folder = config.results.dir / "survey"
+    ok = {r["custom_id"] for r in read_lines(folder / "output.jsonl")}
+    bad = {r["custom_id"] for r in read_lines(folder / "errors.jsonl")}
+    assert len(ok) + len(bad) == 120 and not ok & bad
+    assert len(ok) == (job.attempt_info or {})["first"]["succeeded"]
+
+
+@pytest.mark.anyio
+async def test_a_split_job_retries_per_part(tmp_path: Path) -> None:
+    config_path = retry_config(tmp_path, "openai", 90)
+    config_path.write_text(
+        config_path.read_text().replace("max_attempts = 3", "max_attempts = 3\nsplit_requests = 30")
+    )
+    config = load_config(config_path)
+    clock = FakeClock(autojump=True)
+    with emulator(clock, "openai") as emu:
+        await Daemon(config, clock=clock, emulator=[emu]).run(exit_when_idle=True, migrate=True)
+    ledger = await SqlLedger.connect(config.ledger.url, clock=clock)
+    try:
+        parent = await ledger.get_by_name("survey")
+        parts = await ledger.parts(parent.id)
+        retried = [a for p in parts for a in await ledger.attempts_of(p.id)]
+    finally:
+        await ledger.close()
+    assert len(parts) == 3 and retried
+    assert all(a.name.startswith("survey/part-") and "/attempt-0" in a.name for a in retried)
+    assert parent.state is JobState.DONE
+    folder = config.results.dir / "survey"
+    ok = [r["custom_id"] for r in read_lines(folder / "output.jsonl")]
+    bad = [r["custom_id"] for r in read_lines(folder / "errors.jsonl")]
+    assert len(ok) + len(bad) == 90 and not set(ok) & set(bad)
+    assert ok == [c for c in (f"q-{i}" for i in range(90)) if c in set(ok)]
+    assert parent.succeeded == len(ok)
+    assert not (folder / "parts").exists()
