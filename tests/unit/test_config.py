@@ -130,13 +130,14 @@ def test_example_config_loads_and_sets_every_key() -> None:
     assert set(document["polling"]) == {"initial", "max", "factor", "jitter"}
     assert set(document["intake"]) == {"jobs_dir", "rescan_interval"}
     assert set(document["emulator"]) == {
-        "time_scale", "throughput", "validation_seconds", "failure_fraction", "seed",
+        "time_scale", "throughput", "validation_seconds", "failure_fraction",
+        "transient_fraction", "seed",
     }  # fmt: skip
     assert set(document["daemon"]) == {"grace_period", "reconcile_grace", "lease_ttl"}
     assert "# replica_id = " in path.read_text()  # optional, shown as a comment
     assert set(document["workspaces"]["main"]) == {
         "provider", "base_url", "api_key_env", "pending_budget", "count_external",
-        "split_requests",
+        "split_requests", "max_attempts", "retry_delay",
     }  # fmt: skip
     assert "api_key_file" in path.read_text()  # the alternative, shown as a comment
     assert "# token_budget = 2_000_000" in path.read_text()  # optional, shown as comments
@@ -147,6 +148,7 @@ def test_example_config_loads_and_sets_every_key() -> None:
     }  # fmt: skip
     assert "inputs" in document["jobs"][1]
     assert "# split_requests = 50_000" in path.read_text()  # a job's override, as a comment
+    assert "# max_attempts = 5" in path.read_text()  # a job's override, as a comment
     assert config.workspaces["main"].split_requests == 100_000
 
 
