@@ -23,7 +23,13 @@ from orchestrator.cli._render import (
     status_plain,
     status_rich,
 )
-from orchestrator.cli._rows import budgets, results_detail, show_detail, status_row
+from orchestrator.cli._rows import (
+    budgets,
+    results_detail,
+    show_detail,
+    status_row,
+    with_attempt_limit,
+)
 from orchestrator.clock import Clock
 from orchestrator.config import Config, InputOrigin, job_from_flags, load_jobs_dir
 from orchestrator.daemon.intake import admit_spec, conflict_message
@@ -32,13 +38,6 @@ from orchestrator.inputs import rules_for
 from orchestrator.model import FINAL_STATES, Job, JobSpec, JobState
 
 log = structlog.get_logger(__name__)
-
-
-def with_attempt_limit(job: Job, config: Config) -> Job:
-    """``job`` with its attempt limit resolved (its own, else its workspace's setting)."""
-    if job.max_attempts is not None or job.workspace not in config.workspaces:
-        return job
-    return attrs.evolve(job, max_attempts=config.workspaces[job.workspace].max_attempts)
 
 
 def _json_out(out: Output, value: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from orchestrator.config import WorkspaceConfig
+from orchestrator.config import Config, WorkspaceConfig
 from orchestrator.daemon.layout import result_dir
 from orchestrator.ledger import JobEvent, ResultFile
 from orchestrator.model import (
@@ -89,6 +89,13 @@ def attempt_row(attempt: Job) -> dict[str, Any]:
         "failed": attempt.failed,
         "reasons": dict((attempt.attempt_info or {}).get("reasons") or {}),
     }
+
+
+def with_attempt_limit(job: Job, config: Config) -> Job:
+    """``job`` with its attempt limit resolved (its own, else its workspace's setting)."""
+    if job.max_attempts is not None or job.workspace not in config.workspaces:
+        return job
+    return attrs.evolve(job, max_attempts=config.workspaces[job.workspace].max_attempts)
 
 
 def attempt_label(job: Job) -> str | None:

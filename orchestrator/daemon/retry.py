@@ -87,6 +87,7 @@ class RetryKeeper:
     def __init__(self, runtime: Runtime, workspace: WorkspaceRuntime) -> None:
         self._rt = runtime
         self._ws = workspace
+        self._swept = False
 
     def limit(self, job: Job) -> int:
         """The job's attempt limit (its own, else the workspace's)."""
@@ -192,6 +193,14 @@ class RetryKeeper:
 
     async def cycle(self) -> float | None:
         """One pass over the jobs whose attempts run; returns a retry delay, or None."""
+        if not self._swept:
+            # attempts/ of a job that reached done just before a crash.
+            done = await self._rt.ledger.list_jobs(states=(JobState.DONE,), workspace=self._ws.name)
+            for job in done:
+                if job.retry_of is None and job.attempt > 1:
+                    folder = result_dir(self._rt.results_dir, job)
+                    await anyio.to_thread.run_sync(remove_attempts, folder)
+            self._swept = True
         waits: list[float] = []
         now = self._rt.clock.now()
         for job in await self._rt.ledger.retrying(self._ws.name, held=True):
