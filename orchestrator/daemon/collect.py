@@ -147,9 +147,10 @@ class Collector:
             return job
         # job.json first: a crash before the transition re-collects and rewrites it, while a
         # crash after a transition-first order would leave a done job without its summary.
-        summary = job_summary(attrs.evolve(job, state=JobState.DONE, error=error), files.values())
+        finished = attrs.evolve(job, state=JobState.DONE, error=error)
+        summary = job_summary(finished, files.values())
         if job.retry_of is None:
-            summary["attempts"] = [attempt_entry(job, files, number=1)]
+            summary["attempts"] = [attempt_entry(finished, files, number=1)]
         await anyio.to_thread.run_sync(write_json_atomic, folder / "job.json", summary)
         done = await ledger.transition(
             job.id,

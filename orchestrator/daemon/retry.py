@@ -81,6 +81,13 @@ def _tokens(request: object) -> int:
     return estimate_tokens(request) if isinstance(request, dict) else 0
 
 
+def _merged_error(job: Job, last: Job) -> str | None:
+    """The error a merged job keeps: why its last attempt was refused, else attempt 1's."""
+    if last.state is JobState.REJECTED:
+        return f"attempt {last.attempt} ({last.name}) was rejected: {last.error}"
+    return job.error
+
+
 class RetryKeeper:
     """Starts the attempts of one workspace's jobs and merges them once the last is final."""
 
@@ -121,7 +128,7 @@ class RetryKeeper:
                     lines=record.lines,
                 )  # fmt: skip
                 await anyio.to_thread.run_sync(discard, Path(record.path))
-        job_info = {"first": attempt_entry(job, files, number=1)}
+        job_info = {"first": attempt_entry(attrs.evolve(job, state=JobState.DONE), files, number=1)}
         await self._record(job, 2, started, job_info=job_info)
         return True
 
@@ -292,7 +299,7 @@ class RetryKeeper:
             "failed": errors.lines,
             "outcome": outcome,
             "not_before": None,
-            "error": None if outcome is Outcome.SUCCEEDED else job.error,
+            "error": None if outcome is Outcome.SUCCEEDED else _merged_error(job, last),
         }
         done_view = attrs.evolve(
             job,

@@ -151,7 +151,7 @@ async def test_a_crash_between_attempts_never_submits_twice(
     from orchestrator.daemon import attempt_files, retry
     from orchestrator.ledger import SqlLedger as Ledger
 
-    config = load_config(retry_config(tmp_path, dialect, 80))
+    config = load_config(retry_config(tmp_path, dialect, 40))
     clock = FakeClock(autojump=True)
     fired: list[str] = []
 
@@ -222,7 +222,7 @@ async def test_a_crash_between_attempts_never_submits_twice(
     folder = config.results.dir / "survey"
     ok = [r["custom_id"] for r in read_lines(folder / "output.jsonl")]
     bad = [r["custom_id"] for r in read_lines(folder / "errors.jsonl")]
-    assert len(ok) + len(bad) == 80 and not set(ok) & set(bad)
+    assert len(ok) + len(bad) == 40 and not set(ok) & set(bad)
     assert files["output"].lines == len(ok) == job.succeeded
     assert not list(folder.glob("*.part"))
 
