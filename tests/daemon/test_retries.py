@@ -14,6 +14,7 @@ from orchestrator.daemon import Daemon
 from orchestrator.emulator import Emulator, EmulatorSettings
 from orchestrator.ledger import SqlLedger
 from orchestrator.model import JobState, Outcome
+from orchestrator.service.metrics import DaemonCollector
 from tests.daemon.conftest import write_chat_input
 
 MODELS = {"mistral": "mistral-small-latest", "openai": "gpt-4o-mini"}
@@ -68,8 +69,13 @@ async def test_transient_failures_are_retried_and_merged(tmp_path: Path, dialect
     config = load_config(retry_config(tmp_path, dialect, 120))
     clock = FakeClock(autojump=True)
     with emulator(clock, dialect, failure_fraction=0.05) as emu:
-        await Daemon(config, clock=clock, emulator=[emu]).run(exit_when_idle=True, migrate=True)
+        daemon = Daemon(config, clock=clock, emulator=[emu])
+        await daemon.run(exit_when_idle=True, migrate=True)
         created = sum(w["jobs_created"] for w in emu.stats()["workspaces"].values())
+    assert daemon.view is not None
+    families = {m.name: m for m in DaemonCollector(daemon.view).collect()}
+    retried = {s.labels["reason"]: s.value for s in families["orchestrator_retried_lines"].samples}
+    assert retried and set(retried) <= {"server_error", "rate_limited", "transient"}
     ledger = await SqlLedger.connect(config.ledger.url, clock=clock)
     try:
         job = await ledger.get_by_name("survey")
@@ -78,6 +84,7 @@ async def test_transient_failures_are_retried_and_merged(tmp_path: Path, dialect
         await ledger.close()
     assert job.state is JobState.DONE
     assert len(attempts) >= 1 and created == 1 + len(attempts)
+    assert sum(retried.values()) == sum(a.request_count for a in attempts)
     folder = config.results.dir / "survey"
     output, errors = read_lines(folder / "output.jsonl"), read_lines(folder / "errors.jsonl")
     ok = [r["custom_id"] for r in output]
