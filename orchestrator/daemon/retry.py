@@ -137,6 +137,11 @@ class RetryKeeper:
         attempt: Job,
     ) -> Any:  # fmt: skip
         """Write attempt ``number``'s input from ``attempt``'s results; None if no line is due."""
+        if not wants_another_attempt(
+            attempt=number - 1, max_attempts=self.limit(job), cancelled=job.cancel_requested,
+            retryable=1,
+        ):  # fmt: skip
+            return None  # no attempts left, or cancelled: no need to read the results
         never = never_processed_reason(
             attempt.outcome,
             completed=attempt.completed,
