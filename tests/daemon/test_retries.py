@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli import main
 from orchestrator.clock import FakeClock
 from orchestrator.config import load_config
 from orchestrator.daemon import Daemon
 from orchestrator.emulator import Emulator, EmulatorSettings
 from orchestrator.ledger import SqlLedger
-from orchestrator.model import JobState, Outcome
+from orchestrator.model import Job, JobState, Outcome
 from orchestrator.service.metrics import DaemonCollector
 from tests.daemon.conftest import write_chat_input
 
@@ -106,23 +107,42 @@ async def test_transient_failures_are_retried_and_merged(tmp_path: Path, dialect
     assert not (folder / "attempts").exists()
 
 
-@pytest.mark.anyio
-async def test_all_transient_lines_succeed_eventually(tmp_path: Path) -> None:
-    """Only transient failures: the merged job succeeds (every line in some attempt)."""
-    config = load_config(retry_config(tmp_path, "mistral", 60, max_attempts=10))
-    clock = FakeClock(autojump=True)
-    with emulator(clock, "mistral") as emu:
-        await Daemon(config, clock=clock, emulator=[emu]).run(exit_when_idle=True, migrate=True)
-    ledger = await SqlLedger.connect(config.ledger.url, clock=clock)
-    try:
-        job = await ledger.get_by_name("survey")
-    finally:
-        await ledger.close()
+def test_all_transient_lines_succeed_eventually(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only transient failures: the merged job succeeds (every line in some attempt); status
+    and show report the attempts."""
+    import anyio
+
+    path = retry_config(tmp_path, "mistral", 60, max_attempts=10)
+    config = load_config(path)
+
+    async def run() -> Job:
+        clock = FakeClock(autojump=True)
+        with emulator(clock, "mistral") as emu:
+            await Daemon(config, clock=clock, emulator=[emu]).run(exit_when_idle=True, migrate=True)
+        ledger = await SqlLedger.connect(config.ledger.url, clock=clock)
+        try:
+            return await ledger.get_by_name("survey")
+        finally:
+            await ledger.close()
+
+    job = anyio.run(run)
     assert job.outcome is Outcome.SUCCEEDED and job.succeeded == 60 and job.failed == 0
     assert job.attempt >= 2
     folder = config.results.dir / "survey"
     assert len(read_lines(folder / "output.jsonl")) == 60
     assert read_lines(folder / "errors.jsonl") == []
+    capsys.readouterr()
+    assert main(["status", "--config", str(path), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)  # attempts are not rows without --parts
+    assert (row["attempt"], row["max_attempts"]) == (job.attempt, 10)
+    assert [a["attempt"] for a in row["attempts"]] == list(range(2, job.attempt + 1))
+    assert main(["show", "--config", str(path), "survey", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["step_retries"] == 0 and len(shown["attempts"]) == job.attempt - 1
+    assert main(["show", "--config", str(path), "survey"]) == 0
+    assert f"{job.attempt}/10" in capsys.readouterr().out
 
 
 @pytest.mark.anyio
