@@ -48,6 +48,8 @@ from orchestrator.model import (
     JobState,
     parent_aggregate,
 )
+from orchestrator.pricing import rolled_up, rolled_up_cost
+from orchestrator.usage import Usage
 
 log = structlog.get_logger(__name__)
 
@@ -355,8 +357,16 @@ class PartsKeeper:
             log.info("parts.merged", job=parent.name, kind=kind, lines=merged.lines)
         files = await ledger.files(parent.id)
         error = rejected_parts_error(parts)
+        family = [parent, *await ledger.descendants(parent.id)]
+        pricing, discount = self._ws.pricing, self._ws.batch_discount
         summary = parent_summary(
-            attrs.evolve(parent, state=JobState.DONE, error=error), files, parts, part_files
+            attrs.evolve(parent, state=JobState.DONE, error=error),
+            files,
+            parts,
+            part_files,
+            usage=rolled_up(family).get(parent.id),
+            cost=rolled_up_cost(family, pricing, discount=discount).get(parent.id),
+            currency=pricing.currency,
         )
         await anyio.to_thread.run_sync(write_json_atomic, folder / "job.json", summary)
         done = await ledger.transition(
@@ -386,9 +396,16 @@ def parent_summary(
     files: Iterable[ResultFile],
     parts: Sequence[Job],
     part_files: Sequence[dict[FileKind, ResultFile]],
+    *,
+    usage: Usage | None = None,
+    cost: float | None = None,
+    currency: str | None = None,
 ) -> dict[str, Any]:
-    """The content of a split job's ``job.json``: the usual fields, plus one entry per part."""
-    summary = job_summary(parent, files)
+    """The content of a split job's ``job.json``: the usual fields, plus one entry per part.
+
+    ``usage`` and ``cost`` are the sums over its parts (and their own children).
+    """
+    summary = job_summary(parent, files, usage=usage, cost=cost, currency=currency)
     summary["parts"] = [
         {
             "name": part.name,
@@ -402,6 +419,7 @@ def parent_summary(
             "succeeded": part.succeeded,
             "failed": part.failed,
             "error": part.error,
+            "usage": None if part.usage is None else part.usage.tokens(),
             "files": {
                 f.kind: {"bytes": f.bytes, "sha256": f.sha256, "lines": f.lines}
                 for f in pf.values()

@@ -184,15 +184,28 @@ class LeaseMethods(LedgerBase):
         async with self._read() as conn:
             return int(await conn.scalar(query) or 0)
 
-    async def admit(self, workspace: str, decide: Callable[[list[Job]], D]) -> tuple[D, list[Job]]:
+    async def admit(
+        self,
+        workspace: str,
+        decide: Callable[[list[Job]], D],
+        *,
+        finished_since: float | None = None,
+    ) -> tuple[D, list[Job]]:
         """One serialised admission pass of ``workspace`` (see :func:`leases.admit_workspace`).
 
-        ``decide`` gets the workspace's unfinished jobs (every replica's) and returns the
-        decision; its ``admit`` ids move ``queued -> admitted``, claimed by this replica.
+        ``decide`` gets the workspace's unfinished jobs (every replica's), and with
+        ``finished_since`` also those done since then, and returns the decision; its
+        ``admit`` ids move ``queued -> admitted``, claimed by this replica.
         """
         now = self._clock.now()
         async with self._write() as conn:
             decision, admitted = await leases.admit_workspace(
-                conn, workspace, decide, owner=self._owner, now=now, until=now + self._ttl
+                conn,
+                workspace,
+                decide,
+                owner=self._owner,
+                now=now,
+                until=now + self._ttl,
+                finished_since=finished_since,
             )
         return decision, admitted

@@ -36,6 +36,21 @@ class ReadMethods(LeaseMethods):
             rows = (await conn.execute(query)).all()
         return [job_from_row(row) for row in rows]
 
+    async def descendants(self, job_id: int) -> list[Job]:
+        """Every job below ``job_id`` through ``parent_id`` links, whatever their kind (parts,
+        retry attempts, their own children...), by id; empty for a job without children."""
+        found: list[Job] = []
+        level = [job_id]
+        async with self._read() as conn:
+            while level:
+                query = sa.select(jobs).where(jobs.c.parent_id.in_(level)).order_by(jobs.c.id)
+                below = [job_from_row(row) for row in (await conn.execute(query)).all()]
+                known = {job.id for job in found}
+                below = [job for job in below if job.id not in known]
+                found.extend(below)
+                level = [job.id for job in below]
+        return found
+
     async def parents(
         self,
         states: Iterable[JobState] | None = None,

@@ -16,7 +16,7 @@ changes nothing and gets :class:`~orchestrator.errors.LeaseLost`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -194,8 +194,13 @@ async def admit_workspace(
     owner: str | None,
     now: float,
     until: float,
+    finished_since: float | None = None,
 ) -> tuple[Any, list[Job]]:
     """One admission pass of ``workspace`` in the caller's write transaction.
+
+    With ``finished_since``, ``decide`` also gets the workspace's jobs that finished ``done``
+    since then (epoch seconds), read in the same transaction: what a spend limit counts as
+    this month's actual cost.
 
     PostgreSQL: ``pg_advisory_xact_lock`` on the workspace's key serialises the passes of
     every replica until commit; SQLite: ``BEGIN IMMEDIATE`` already does. Reads the
@@ -219,7 +224,18 @@ async def admit_workspace(
             .order_by(jobs.c.priority.desc(), jobs.c.id)
         )
     ).all()
-    decision = decide([job_from_row(row) for row in rows])
+    finished: Sequence[Any] = ()
+    if finished_since is not None:
+        finished = (
+            await conn.execute(
+                sa.select(jobs).where(
+                    jobs.c.workspace == workspace,
+                    jobs.c.state == JobState.DONE.value,
+                    jobs.c.finished_at >= finished_since,
+                )
+            )
+        ).all()
+    decision = decide([job_from_row(row) for row in (*rows, *finished)])
     admitted: list[Job] = []
     # Spread the work: each admitted job goes to the live replica holding the fewest in-flight
     # jobs of the workspace (the admitter on a tie); it picks it up on its next pass.

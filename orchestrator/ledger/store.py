@@ -59,6 +59,7 @@ from orchestrator.model import (
     JobState,
     check_transition,
 )
+from orchestrator.usage import Usage
 
 log = structlog.get_logger(__name__)
 
@@ -463,8 +464,10 @@ class SqlLedger(ReadMethods):
         bytes: int,  # shadows the builtin: it is the field's name in the ledger and job.json
         sha256: str,
         lines: int,
+        usage: Usage | None = None,
     ) -> ResultFile:
-        """Record (or replace) the job's downloaded ``output`` or ``error`` file.
+        """Record (or replace) the job's downloaded ``output`` or ``error`` file (and the
+        tokens its lines reported, when read).
 
         Raises:
             JobNotFound: no such job.
@@ -472,7 +475,14 @@ class SqlLedger(ReadMethods):
                 64 lowercase hex digits.
         """
         record = new_file_record(
-            job_id, kind, path=path, bytes=bytes, sha256=sha256, lines=lines, at=self._clock.now()
+            job_id,
+            kind,
+            path=path,
+            bytes=bytes,
+            sha256=sha256,
+            lines=lines,
+            at=self._clock.now(),
+            usage=usage,
         )
         try:
             async with self._write() as conn:
