@@ -147,6 +147,7 @@ async def _dispatch(args: argparse.Namespace, config: Config, clock: Clock, out:
         "show": _commands.show,
         "results": _commands.results,
         "budget": _commands.budget,
+        "usage": _commands.usage,
         "cancel": _commands.cancel,
         "submit": _commands.submit,
         "rerun": _rerun.rerun,
