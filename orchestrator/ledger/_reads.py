@@ -24,6 +24,7 @@ from orchestrator.model import (
     Job,
     JobState,
 )
+from orchestrator.usage import Usage
 
 
 class ReadMethods(LeaseMethods):
@@ -161,6 +162,37 @@ class ReadMethods(LeaseMethods):
             if not rows:
                 await require_job(conn, job_id)
         return [event_from_row(row) for row in rows]
+
+    async def usage_totals(self) -> dict[tuple[str, str], Usage]:
+        """Tokens every job's own results reported, summed per ``(workspace, model)``.
+
+        Each result counts once (a split job's parent holds none of its own: its parts do),
+        so the sums only grow as jobs finish: what a Prometheus counter reports.
+        """
+        columns = [
+            jobs.c.usage_prompt_tokens,
+            jobs.c.usage_completion_tokens,
+            jobs.c.usage_total_tokens,
+            jobs.c.usage_lines,
+            jobs.c.usage_lines_without,
+        ]
+        query = (
+            sa.select(jobs.c.workspace, jobs.c.model, *(sa.func.sum(c) for c in columns))
+            .where(jobs.c.usage_lines_without.is_not(None))
+            .group_by(jobs.c.workspace, jobs.c.model)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {
+            (workspace, model): Usage(
+                prompt_tokens=int(prompt or 0),
+                completion_tokens=int(completion or 0),
+                total_tokens=int(total or 0),
+                lines=int(lines or 0),
+                lines_without_usage=int(without or 0),
+            )
+            for workspace, model, prompt, completion, total, lines, without in rows
+        }
 
     async def counts_by_state(self) -> dict[tuple[str, str | None], int]:
         """How many jobs are in each ``(state, outcome)``; absent pairs have none."""
