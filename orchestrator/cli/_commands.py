@@ -65,10 +65,14 @@ async def status(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
     elif not jobs:
         filtered = " matching the filters" if (args.state or args.workspace) else ""
         out.line(f"no jobs{filtered} in the ledger {ledger.url}")
-    elif out.rich:
-        out.show(status_rich(jobs, now=now, costs=(costs, config.pricing)))
     else:
-        out.write(status_plain(jobs, now=now, costs=(costs, config.pricing)))
+        # TOKENS and COST columns once there is anything to show in them.
+        known = config.pricing.models or any(costs[job.id].usage for job in jobs)
+        shown = (costs, config.pricing) if known else None
+        if out.rich:
+            out.show(status_rich(jobs, now=now, costs=shown))
+        else:
+            out.write(status_plain(jobs, now=now, costs=shown))
     return EXIT_OK
 
 

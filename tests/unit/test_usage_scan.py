@@ -65,23 +65,28 @@ def test_any_chunking_gives_the_line_by_line_sums(
 
 
 def test_bad_lines_count_as_lines_without_usage() -> None:
-    """Not JSON, not an object, a usage that is not an object: zero tokens, counted."""
-    blob = b'{"usage": 3\n["usage"]\n{"response": {"body": {"usage": "none"}}}\n' + _line(5, 1)
-    assert _scan(blob, [7, 30]) == (5, 1, 6, 3)
+    """Not JSON, a usage that is not an object, "usage" as a value or inside a string, a usage
+    object cut short: zero tokens, counted; spaced-out JSON is read too."""
+    blob = (
+        b'{"usage": 3\n["usage"]\n{"response": {"body": {"usage": "none"}}}\n'
+        b'{"text": "say \\"usage\\": {\\"prompt_tokens\\": 9}"}\n'
+        b'{"usage": {"prompt_tokens": 1\n'
+        b'{"usage" :  {"prompt_tokens": 2, "completion_tokens": 3, "x": {"y": 1}}}\n'
+        + _line(5, 1)
+    )
+    assert _scan(blob, [7, 30, 100]) == (7, 4, 11, 5)
 
 
 def test_responses_endpoint_names_and_a_missing_total() -> None:
     """input_tokens/output_tokens are read too; a missing total is the sum."""
-    line = {"response": {"body": {"usage": {"input_tokens": 4, "output_tokens": 6}}}}
-    assert openai_style_usage(line) == (4, 6, 10)
+    assert openai_style_usage({"input_tokens": 4, "output_tokens": 6}) == (4, 6, 10)
 
 
 def test_a_dialect_plugs_in_its_own_field_names() -> None:
     """The reader is the dialect's: an Anthropic-shaped line read by its own hook."""
 
-    def anthropic(line: Mapping[str, Any]) -> tuple[int, int, int] | None:
-        usage = line.get("result", {}).get("message", {}).get("usage")
-        if not isinstance(usage, dict):
+    def anthropic(usage: Mapping[str, Any]) -> tuple[int, int, int] | None:
+        if "input_tokens" not in usage:
             return None
         return usage["input_tokens"], usage["output_tokens"], 0 + sum(usage.values())
 

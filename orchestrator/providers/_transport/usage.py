@@ -2,14 +2,17 @@
 
 The download pipeline hands every chunk it accounts for (hash, line count) to a
 :class:`UsageScan` as well. The scan is cheap by design, because it runs on the byte path of a
-download that may be a gigabyte: a chunk is searched for the dialect's ``needle`` (``b'"usage"'``)
-with ``bytes.find`` (C speed), and only the lines that contain it are parsed as JSON. A line
-without usage, or one that is not valid JSON, counts zero tokens and is counted as such
-(``Usage.lines_without_usage``).
+download that may be a gigabyte: a whole result line is never parsed. ``bytes.find`` (C speed)
+looks for the key ``"usage"`` (:data:`USAGE_NEEDLE`; a quote before it that is escaped is inside
+a string, not a key), the object that is its value is delimited by counting braces with
+``find``/``count``, and only that small object is parsed as JSON. The first such key of a line is
+its usage. A line without one, or whose usage is not an object, counts zero tokens and is
+counted as such (``Usage.lines_without_usage``).
 
 The field names are the dialect's: a provider supplies a :data:`UsageReader`, a function from one
-parsed result line to ``(prompt, completion, total)`` or None (:func:`openai_style_usage` reads
-``response.body.usage`` as Mistral and OpenAI write it).
+line's usage object to ``(prompt, completion, total)`` or None (:func:`openai_style_usage` reads
+``prompt_tokens``/``completion_tokens``/``total_tokens`` as Mistral and OpenAI write them; an
+Anthropic reader maps ``input_tokens``/``output_tokens``).
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from typing import Any, Final
 from orchestrator.usage import Usage
 
 UsageReader = Callable[[Mapping[str, Any]], tuple[int, int, int] | None]
-"""A dialect's mapping of one parsed result line onto (prompt, completion, total) tokens."""
+"""A dialect's mapping of one result line's usage object onto (prompt, completion, total)."""
 
 USAGE_NEEDLE: Final = b'"usage"'
-"""What a line must contain for its usage to be looked for (every dialect names it so)."""
+"""The key a line's usage is found under (every dialect names it so)."""
+_SPACE: Final = b" \t\r"
 
 
 def _count(value: object) -> int:
@@ -34,22 +38,78 @@ def _count(value: object) -> int:
     return 0
 
 
-def openai_style_usage(line: Mapping[str, Any]) -> tuple[int, int, int] | None:
-    """``response.body.usage`` with ``prompt_tokens``, ``completion_tokens``, ``total_tokens``.
+def openai_style_usage(usage: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """``prompt_tokens``, ``completion_tokens``, ``total_tokens`` (``response.body.usage``).
 
     Mistral's and OpenAI's result lines carry it so (``shared/api/batch-apis.md``,
     ``openai-batch.md``); OpenAI's Responses endpoint names them ``input_tokens`` and
     ``output_tokens``, read too. A missing ``total_tokens`` is the sum of the other two.
     """
-    response = line.get("response")
-    body = response.get("body") if type(response) is dict else None
-    usage = body.get("usage") if type(body) is dict else None
-    if type(usage) is not dict:
-        return None
     prompt = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
     completion = _count(usage.get("completion_tokens", usage.get("output_tokens")))
     total = usage.get("total_tokens")
     return prompt, completion, _count(total) if total is not None else prompt + completion
+
+
+def usage_object(data: bytes, start: int, end: int) -> Mapping[str, Any] | None:
+    """The value of the first ``"usage"`` key in ``data[start:end]`` (one line), if an object.
+
+    Delimited by counting braces (a brace inside a string value of the usage object would
+    confuse it; token counts have none) and parsed on its own: the rest of the line is never
+    decoded.
+    """
+    find = data.find
+    hit = find(USAGE_NEEDLE, start, end)
+    while hit >= 0:
+        if hit == 0 or data[hit - 1] != 0x5C:  # a backslash before it: inside a string
+            pos = hit + len(USAGE_NEEDLE)
+            if data.startswith(b":{", pos):  # compact JSON, as providers write it: no loop
+                return _parse_object(data, pos + 1, end)
+            while pos < end and data[pos] in _SPACE:
+                pos += 1
+            if pos < end and data[pos] == 0x3A:  # ':' : a key, not a value
+                pos += 1
+                while pos < end and data[pos] in _SPACE:
+                    pos += 1
+                if pos >= end or data[pos] != 0x7B:  # '{'
+                    return None
+                return _parse_object(data, pos, end)
+        hit = find(USAGE_NEEDLE, hit + 1, end)
+    return None
+
+
+def _parse_object(data: bytes, first: int, end: int) -> Mapping[str, Any] | None:
+    close = data.find(b"}", first, end)
+    if close < 0:
+        return None  # cut short: not an object
+    if data.find(b"{", first + 1, close) < 0:
+        flat = _flat_counts(data[first + 1 : close])
+        if flat is not None:
+            return flat
+    depth, pos = 1, first + 1
+    while depth:
+        close = data.find(b"}", pos, end)
+        if close < 0:
+            return None
+        depth += data.count(b"{", pos, close) - 1
+        pos = close + 1
+    try:
+        parsed = json.loads(data[first:pos])
+    except (ValueError, RecursionError):
+        return None
+    return parsed if type(parsed) is dict else None
+
+
+def _flat_counts(inner: bytes) -> dict[str, int] | None:
+    """``"a":1,"b":2`` (a flat object of integers, compact) without the JSON decoder, which
+    costs several times more per line; None for anything else (the decoder then reads it)."""
+    counts = {}
+    for pair in inner.split(b","):
+        key, sep, value = pair.partition(b":")
+        if not sep or len(key) < 2 or key[0] != 0x22 or key[-1] != 0x22 or not value.isdigit():
+            return None
+        counts[key[1:-1].decode("ascii", "replace")] = int(value)
+    return counts
 
 
 class UsageScan:
@@ -73,8 +133,9 @@ class UsageScan:
             if cut < 0:
                 self._carry += chunk
                 return
-            self._line(self._carry + chunk[:cut])
+            line = self._carry + chunk[:cut]
             self._carry = b""
+            self._line(line, 0, len(line))
             start = cut + 1
         end = chunk.rfind(b"\n")
         if end < start:
@@ -83,23 +144,19 @@ class UsageScan:
         find = chunk.find
         hit = find(USAGE_NEEDLE, start, end)
         while hit >= 0:
-            first = chunk.rfind(b"\n", start, hit) + 1
+            # ``hit`` is the line's first "usage": its line starts before it, and nothing
+            # before it in the line matters.
             last = find(b"\n", hit, end + 1)
-            self._line(chunk[max(first, start) : last])
+            self._line(chunk, hit, last)
             hit = find(USAGE_NEEDLE, last, end)
         if end + 1 < len(chunk):
             self._carry = chunk[end + 1 :]
 
-    def _line(self, line: bytes) -> None:
-        if USAGE_NEEDLE not in line:
+    def _line(self, data: bytes, start: int, end: int) -> None:
+        usage = usage_object(data, start, end)
+        if usage is None:
             return
-        try:
-            parsed = json.loads(line)
-        except (ValueError, RecursionError):
-            return  # not JSON: no usage (the line still counts, as one without)
-        if type(parsed) is not dict:
-            return
-        found = self._reader(parsed)
+        found = self._reader(usage)
         if found is None:
             return
         prompt, completion, total = found
@@ -113,7 +170,7 @@ class UsageScan:
         if self._carry:
             # The stream's last line has no newline: it is complete only now.
             carry, self._carry = self._carry, b""
-            self._line(carry)
+            self._line(carry, 0, len(carry))
         return Usage(
             prompt_tokens=self._prompt,
             completion_tokens=self._completion,
