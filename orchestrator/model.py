@@ -238,6 +238,11 @@ class Job:
     """Prompt tokens of the inputs, estimated at intake (what a token budget counts)."""
     input_file_sha256s: tuple[str, ...] = ()
     """The sha256 of each uploaded file's bytes, aligned with :attr:`input_file_ids`."""
+    max_output_tokens: int = 0
+    """Σ of the output caps (``max_tokens``...) its requests set, counted at intake."""
+    uncapped_requests: int | None = None
+    """Its requests that set no output cap (None: recorded before caps were counted; then
+    every request counts as uncapped)."""
     usage: Usage | None = None
     """Tokens its own result files reported, once they are in (None before). A job with
     children adds theirs: :func:`orchestrator.usage.rolled_up`."""

@@ -9,8 +9,9 @@ writes them (``[pricing]``); a batch is billed at ``batch_discount`` of that (0.
 and OpenAI's 50 % off). A model without a price has no cost: ``None``, never 0.
 
 The cost *estimate* of a job that has not run (what the spend limit admits by) is its
-estimated prompt tokens priced as input plus, priced as output, ``max_tokens`` for every
-request (:data:`DEFAULT_MAX_TOKENS` unless ``[pricing]`` or the model's price says otherwise),
+estimated prompt tokens priced as input plus, priced as output, the ``max_tokens`` each of its
+requests asks for (the caps counted at intake), or for a request that sets none
+:data:`DEFAULT_MAX_TOKENS` unless ``[pricing]`` or the model's price says otherwise,
 discounted the same way.
 """
 
@@ -31,9 +32,9 @@ PER_TOKENS: Final = 1_000_000
 DEFAULT_BATCH_DISCOUNT: Final = 0.5
 """``[pricing] batch_discount`` when unset: what a batch costs of the listed price."""
 DEFAULT_MAX_TOKENS: Final = 1_024
-"""Output tokens the cost estimate assumes for each request, unless ``[pricing] max_tokens``
-(or the model's ``max_tokens``) says otherwise: set it to the ``max_tokens`` your requests ask
-for, so the estimate is an upper bound."""
+"""Output tokens the cost estimate assumes for a request that sets no ``max_tokens`` (nor
+``max_completion_tokens``/``max_output_tokens``), unless ``[pricing] max_tokens`` (or the
+model's ``max_tokens``) says otherwise."""
 
 
 @attrs.frozen(kw_only=True)
@@ -78,8 +79,10 @@ class Pricing:
         if price is None:
             return None
         per_request = self.max_tokens if price.max_tokens is None else price.max_tokens
+        uncapped = job.request_count if job.uncapped_requests is None else job.uncapped_requests
         guess = Usage(
-            prompt_tokens=job.prompt_tokens, completion_tokens=job.request_count * per_request
+            prompt_tokens=job.prompt_tokens,
+            completion_tokens=job.max_output_tokens + uncapped * per_request,
         )
         return self.cost(job.model, guess, discount=discount)
 

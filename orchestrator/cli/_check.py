@@ -236,7 +236,13 @@ async def _check_job(
     )
     splits = split is not None and (requests > split or by_size)
     estimated[spec.name] = Estimated(
-        workspace=spec.workspace, model=spec.model, requests=requests, tokens=tokens, split=splits
+        workspace=spec.workspace,
+        model=spec.model,
+        requests=requests,
+        tokens=tokens,
+        split=splits,
+        max_output_tokens=sum(s.max_output_tokens for s in summaries),
+        uncapped_requests=sum(s.uncapped_requests for s in summaries),
     )
     digest = definition_hash(spec, summaries, split_requests=split if splits else None)
     # As intake decides: a job recorded whole before splitting was switched on stays whole.

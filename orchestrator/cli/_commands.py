@@ -134,8 +134,9 @@ async def budget(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
         _json_out(
             out,
             [
+                # ``spend`` only for a workspace with a spend limit.
                 row.as_json()
-                | {"spend": spends[row.name].as_json() if row.name in spends else None}
+                | ({"spend": spends[row.name].as_json()} if row.name in spends else {})
                 for row in rows
             ],
         )

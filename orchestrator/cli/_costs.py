@@ -268,6 +268,10 @@ class Estimated:
     """Estimated prompt tokens."""
     split: bool = False
     """It would run as parts (each part is admitted against the spend limit on its own)."""
+    max_output_tokens: int = 0
+    """Σ of the output caps its requests set."""
+    uncapped_requests: int | None = None
+    """Its requests that set no cap (None: all of them)."""
 
 
 def check_estimates(config: Config, estimated: Mapping[str, Estimated]) -> list[str]:
@@ -293,6 +297,8 @@ def check_estimates(config: Config, estimated: Mapping[str, Estimated]) -> list[
             request_count=job.requests,
             state=JobState.QUEUED,
             prompt_tokens=job.tokens,
+            max_output_tokens=job.max_output_tokens,
+            uncapped_requests=job.uncapped_requests,
         )
         estimate = pricing.estimate(probe, discount=discount)
         limit = None if ws is None else ws.spend_limit

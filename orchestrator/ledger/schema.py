@@ -112,6 +112,10 @@ jobs = sa.Table(
     # The sha256 of each uploaded file's bytes (what the provider got, which may differ from
     # the input file: OpenAI lines gain method, url and model), aligned with input_file_ids.
     sa.Column("input_file_sha256s", JSONText, nullable=False, server_default=sa.text("'[]'")),
+    # The output tokens its requests may produce (the cost estimate's output side): the sum of
+    # the caps they set, and how many set none (NULL: recorded before it was counted).
+    sa.Column("max_output_tokens", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("uncapped_requests", sa.BigInteger, nullable=True),
     # Usage from results (sums over the job's own result files), NULL until they are in.
     sa.Column("usage_prompt_tokens", sa.BigInteger, nullable=True),
     sa.Column("usage_completion_tokens", sa.BigInteger, nullable=True),

@@ -166,6 +166,8 @@ class SqlLedger(ReadMethods):
         error: str | None = None,
         now: float | None = None,
         prompt_tokens: int = 0,
+        max_output_tokens: int = 0,
+        uncapped_requests: int | None = None,
     ) -> tuple[Job, bool]:
         """Record a new job, or find the same definition already recorded.
 
@@ -178,6 +180,8 @@ class SqlLedger(ReadMethods):
             error: why the job was rejected.
             now: creation time; the clock's time by default.
             prompt_tokens: the inputs' prompt-token estimate (what a token budget counts).
+            max_output_tokens, uncapped_requests: the output caps its requests set, summed,
+                and how many set none (the cost estimate's output side).
 
         Returns:
             ``(job, created)``: ``created`` is False when the name already held this
@@ -204,6 +208,8 @@ class SqlLedger(ReadMethods):
             error=error,
             at=at,
             prompt_tokens=prompt_tokens,
+            max_output_tokens=max_output_tokens,
+            uncapped_requests=uncapped_requests,
         )
         detail = "created" if state is JobState.QUEUED else "rejected at intake"
         return await self._insert_once(
@@ -248,6 +254,10 @@ class SqlLedger(ReadMethods):
             error=None,
             at=at,
             prompt_tokens=sum(part.prompt_tokens for part in parts),
+            max_output_tokens=sum(part.max_output_tokens for part in parts),
+            uncapped_requests=None
+            if any(part.uncapped_requests is None for part in parts)
+            else sum(part.uncapped_requests or 0 for part in parts),
         )
         values["part_count"] = len(parts)
         return await self._insert_once(

@@ -155,6 +155,8 @@ def job_from_row(row: Any) -> Job:
         lease_until=row.lease_until,
         prompt_tokens=row.prompt_tokens,
         input_file_sha256s=tuple(row.input_file_sha256s),
+        max_output_tokens=row.max_output_tokens,
+        uncapped_requests=row.uncapped_requests,
         usage=_usage_from(row, _JOB_USAGE),
     )
 

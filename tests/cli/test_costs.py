@@ -159,7 +159,7 @@ def _run_from(config: Path, start: float) -> dict[str, int]:
 def test_spend_limit_holds_back_then_the_month_rolls_over(cli: CliRunner, project: Project) -> None:
     """One job's estimate fits a month, two do not: status, show and budget say who waits and
     how much is left; the daemon runs the first, then the second once the month rolls over."""
-    project.extra = PRICING.replace("max_tokens = 100", "max_tokens = 50")
+    project.extra = PRICING  # [pricing] max_tokens = 100: only for requests without a cap
     project.write()
     assert cli("migrate", "--config", project.config).code == 0
     for name in ("job-a", "job-b"):
@@ -167,8 +167,11 @@ def test_spend_limit_holds_back_then_the_month_rolls_over(cli: CliRunner, projec
         argv = ["submit", "--config", project.config, "--name", name, "--input", data]
         argv += ["--model", "mistral-small-latest", "--endpoint", "/v1/chat/completions"]
         assert cli(*argv).code == 0
-    estimate = cli("status", "--config", project.config, "--json").json()[0]["cost_estimate"]
-    assert estimate > 0
+    first = cli("status", "--config", project.config, "--json").json()[0]
+    estimate = first["cost_estimate"]
+    # Each request's own max_tokens (50) is what the estimate prices as output.
+    expected = (first["prompt_tokens"] * 2.0 + 10 * 50 * 6.0) / PER_TOKENS * 0.5
+    assert estimate == pytest.approx(expected, abs=1e-6)
     limit = round(estimate * 1.5, 6)
     project.extra = f"spend_limit = {limit}\n" + project.extra
     project.write()

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.budget import SpendBudget, admit, spend_used
+from orchestrator.inputs import output_cap
 from orchestrator.model import Job, JobState, Outcome
 from orchestrator.pricing import (
     ModelPrice,
@@ -54,6 +55,22 @@ def test_estimate_is_prompt_as_input_plus_max_tokens_per_request_as_output() -> 
     )
     assert per_model.estimate(_job(1)) == pytest.approx((2_000 + 100 * 20 * 6.0) / 1e6 * 0.5)
     assert PRICING.estimate(_job(1, model="nope")) is None
+
+
+def test_estimate_prices_the_caps_requests_set_and_a_default_for_the_rest() -> None:
+    """60 requests capped at 5 tokens each (300), 40 without a cap at the default (10 each)."""
+    job = _job(1, max_output_tokens=300, uncapped_requests=40)
+    assert PRICING.estimate(job) == pytest.approx((1_000 * 2.0 + (300 + 400) * 6.0) / 1e6 * 0.5)
+
+
+def test_output_cap_of_each_dialect_form() -> None:
+    """max_tokens, max_completion_tokens, max_output_tokens in body, params.max_tokens."""
+    assert output_cap({"body": {"max_tokens": 7}}) == 7
+    assert output_cap({"body": {"max_completion_tokens": 8}}) == 8
+    assert output_cap({"body": {"max_output_tokens": 9}}) == 9
+    assert output_cap({"params": {"max_tokens": 10}}) == 10
+    assert output_cap({"body": {"max_tokens": True}}) is None
+    assert output_cap({"body": {}}) is None
 
 
 def test_months_are_utc_calendar_months() -> None:

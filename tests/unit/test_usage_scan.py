@@ -71,8 +71,7 @@ def test_bad_lines_count_as_lines_without_usage() -> None:
         b'{"usage": 3\n["usage"]\n{"response": {"body": {"usage": "none"}}}\n'
         b'{"text": "say \\"usage\\": {\\"prompt_tokens\\": 9}"}\n'
         b'{"usage": {"prompt_tokens": 1\n'
-        b'{"usage" :  {"prompt_tokens": 2, "completion_tokens": 3, "x": {"y": 1}}}\n'
-        + _line(5, 1)
+        b'{"usage" :  {"prompt_tokens": 2, "completion_tokens": 3, "x": {"y": 1}}}\n' + _line(5, 1)
     )
     assert _scan(blob, [7, 30, 100]) == (7, 4, 11, 5)
 
