@@ -239,7 +239,6 @@ class SpendLimitExceeded(OrchestratorError):
             message = (
                 f"job {name!r} is estimated to cost {estimate:.4f}{unit} but its workspace's "
                 f"spend_limit is {limit:.4f}{unit} a month: it can never be admitted; split it "
-                "(split_requests), lower [pricing] max_tokens if its requests ask for fewer "
-                "output tokens, or raise spend_limit"
+                "(split_requests), cap its requests' output (max_tokens), or raise spend_limit"
             )
         super().__init__(message)
