@@ -35,6 +35,7 @@ import attrs
 
 from orchestrator.model import IN_FLIGHT_STATES, Job, JobState, pending
 from orchestrator.pricing import Pricing
+from orchestrator.usage import Usage
 
 MAX_TOKEN_SCALE: Final = 3.0
 """The largest learnt scale: the estimate counts a token per 3 bytes of text, and a byte-level
@@ -306,21 +307,31 @@ FINISHED_COUNTED = JobState.DONE
 
 
 def spend_used(
-    jobs: Iterable[Job], *, pricing: Pricing, discount: float | None, since: float
+    jobs: Iterable[Job],
+    *,
+    pricing: Pricing,
+    discount: float | None,
+    since: float,
+    finished: Mapping[str, Usage] | None = None,
 ) -> float:
     """This month's use of a spend limit: actual plus estimated cost in flight.
 
     Actual: the cost of the usage of every job that finished ``done`` at or after ``since``
-    (the month's first instant). Estimated: the cost estimate of every job that holds budget
+    (the month's first instant): ``finished`` (per model, as the ledger sums it) when given,
+    else the done jobs among ``jobs``. Estimated: the cost estimate of every job that holds budget
     or is being collected (admitted, submitting, running, collecting; its actual cost is not
     in yet). A split job's parent counts nothing: its parts do. A cost that cannot be known
     (no price) counts 0: such a job is never admitted under a spend limit.
     """
     total = 0.0
+    for model, usage in (finished or {}).items():
+        total += pricing.cost(model, usage, discount=discount) or 0.0
     for job in jobs:
         if job.is_parent:
             continue
         if job.state is FINISHED_COUNTED:
+            if finished is not None:
+                continue  # counted in ``finished``
             if job.usage is not None and (job.finished_at or 0.0) >= since:
                 total += pricing.cost(job.model, job.usage, discount=discount) or 0.0
         elif job.state in IN_FLIGHT_STATES or job.state is JobState.COLLECTING:

@@ -7,26 +7,33 @@ decided on the workspace's runtime, where the service view, the logs and the nex
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import structlog
 
 from orchestrator.budget import Admission, SpendBudget, spend_used
 from orchestrator.daemon.context import WorkspaceRuntime
 from orchestrator.model import Job
+from orchestrator.usage import Usage
 
 log = structlog.get_logger(__name__)
 
 
 def spend_budget(
-    ws: WorkspaceRuntime, jobs: list[Job], waiting: list[Job], since: float | None
+    ws: WorkspaceRuntime,
+    jobs: list[Job],
+    waiting: list[Job],
+    since: float | None,
+    finished: Mapping[str, Usage],
 ) -> SpendBudget | None:
     """The spend dimension of one admission pass (None: the workspace has no spend limit).
 
     Args:
         ws: The workspace (prices, discount, limit).
-        jobs: What the admission transaction read: the unfinished jobs and those done since
-            ``since``.
+        jobs: The unfinished jobs the admission transaction read.
         waiting: The queued jobs admission may admit (each gets a cost estimate).
         since: The first instant of the current month (None without a limit).
+        finished: Per model, the usage of the jobs done since ``since`` (same transaction).
     """
     limit = ws.spend_limit
     if limit is None or since is None:
@@ -34,7 +41,7 @@ def spend_budget(
     pricing, discount = ws.pricing, ws.batch_discount
     return SpendBudget(
         limit=limit,
-        used=spend_used(jobs, pricing=pricing, discount=discount, since=since),
+        used=spend_used(jobs, pricing=pricing, discount=discount, since=since, finished=finished),
         estimates={job.id: pricing.estimate(job, discount=discount) for job in waiting},
     )
 

@@ -20,7 +20,7 @@ grace has passed since the intent, so its listing sees any create that landed an
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Unpack
 
@@ -57,6 +57,7 @@ from orchestrator.model import (
 )
 from orchestrator.pricing import month_start, next_month_start
 from orchestrator.providers.base import RemoteJob
+from orchestrator.usage import Usage
 
 log = structlog.get_logger(__name__)
 
@@ -130,10 +131,10 @@ class Submitter:
         # The month this pass counts spend in: it rolls over on its own as ``now`` moves on.
         since = None if self._ws.spend_limit is None else month_start(now)
 
-        def decide(jobs: list[Job]) -> Admission:
+        def decide(jobs: list[Job], finished: Mapping[str, Usage]) -> Admission:
             # Runs inside the ledger's admission transaction, which serialises the passes of
-            # every replica on the workspace (design §8): ``jobs`` are all replicas' jobs
-            # (and, under a spend limit, the ones done this month: their actual cost).
+            # every replica on the workspace (design §8): ``jobs`` are all replicas' jobs;
+            # ``finished`` sums this month's results by model (under a spend limit).
             seen.extend(jobs)
             waiting = [j for j in jobs if j.state is JobState.QUEUED and not j.is_parent]
             return admit(
@@ -144,11 +145,11 @@ class Submitter:
                 now=now,
                 tokens=tokens,
                 tokens_in_flight=in_flight_tokens(jobs, tokens.scale),
-                spend=spend_budget(self._ws, jobs, waiting, since),
+                spend=spend_budget(self._ws, jobs, waiting, since, finished),
             )
 
         if any(j.state is JobState.QUEUED and not j.is_parent for j in listed):
-            decision, admitted = await ledger.admit(self._ws.name, decide, finished_since=since)
+            decision, admitted = await ledger.admit_spending(self._ws.name, decide, since=since)
         else:  # nothing waits: no admission transaction (it takes the write lock on SQLite)
             decision, admitted = Admission(), []
         queued = [j for j in seen if j.state is JobState.QUEUED and not j.is_parent]

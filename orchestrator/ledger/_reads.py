@@ -13,6 +13,7 @@ from orchestrator.errors import (
 from orchestrator.ledger._files import job_files
 from orchestrator.ledger._leasing import LeaseMethods
 from orchestrator.ledger._queries import job_row, require_job
+from orchestrator.ledger._usage import usage_by_model
 from orchestrator.ledger.schema import job_events, jobs
 from orchestrator.ledger.values import (
     JobEvent,
@@ -169,30 +170,8 @@ class ReadMethods(LeaseMethods):
         Each result counts once (a split job's parent holds none of its own: its parts do),
         so the sums only grow as jobs finish: what a Prometheus counter reports.
         """
-        columns = [
-            jobs.c.usage_prompt_tokens,
-            jobs.c.usage_completion_tokens,
-            jobs.c.usage_total_tokens,
-            jobs.c.usage_lines,
-            jobs.c.usage_lines_without,
-        ]
-        query = (
-            sa.select(jobs.c.workspace, jobs.c.model, *(sa.func.sum(c) for c in columns))
-            .where(jobs.c.usage_lines_without.is_not(None))
-            .group_by(jobs.c.workspace, jobs.c.model)
-        )
         async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return {
-            (workspace, model): Usage(
-                prompt_tokens=int(prompt or 0),
-                completion_tokens=int(completion or 0),
-                total_tokens=int(total or 0),
-                lines=int(lines or 0),
-                lines_without_usage=int(without or 0),
-            )
-            for workspace, model, prompt, completion, total, lines, without in rows
-        }
+            return await usage_by_model(conn)
 
     async def counts_by_state(self) -> dict[tuple[str, str | None], int]:
         """How many jobs are in each ``(state, outcome)``; absent pairs have none."""
