@@ -1,5 +1,5 @@
 """The command line: ``orchestrator COMMAND``, one of run, submit, status, show, results,
-budget, cancel, rerun, check-config, migrate, ledger copy and emulate (``main`` is the
+budget, usage, cancel, rerun, check-config, migrate, ledger copy and emulate (``main`` is the
 ``orchestrator`` script).
 
 Exit codes (design.md §9): 0 success, 2 usage or configuration error (the message names the
