@@ -31,6 +31,17 @@ class PartSpec:
     """Its lines that set no output cap (None: not counted; all of them count)."""
 
 
+def split_totals(parts: Sequence[PartSpec]) -> dict[str, Any]:
+    """A split job's parent's estimates: the sums over its parts (``uncapped_requests`` None
+    when a part's is unknown)."""
+    uncapped = [part.uncapped_requests for part in parts]
+    return {
+        "prompt_tokens": sum(part.prompt_tokens for part in parts),
+        "max_output_tokens": sum(part.max_output_tokens for part in parts),
+        "uncapped_requests": None if None in uncapped else sum(u or 0 for u in uncapped),
+    }
+
+
 def new_job_values(
     spec: JobSpec,
     *,

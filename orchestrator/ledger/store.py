@@ -33,7 +33,7 @@ from orchestrator.errors import (
     JobNotFound,
     LedgerNotMigrated,
 )
-from orchestrator.ledger import leases
+from orchestrator.ledger import _newjobs, leases
 from orchestrator.ledger._bulk import BulkUpdate, update_many
 from orchestrator.ledger._files import new_file_record, upsert_file
 from orchestrator.ledger._newjobs import PartSpec, insert_job, insert_split_job, new_job_values
@@ -180,8 +180,7 @@ class SqlLedger(ReadMethods):
             error: why the job was rejected.
             now: creation time; the clock's time by default.
             prompt_tokens: the inputs' prompt-token estimate (what a token budget counts).
-            max_output_tokens, uncapped_requests: the output caps its requests set, summed,
-                and how many set none (the cost estimate's output side).
+            max_output_tokens, uncapped_requests: Σ output caps its requests set; how many set none.
 
         Returns:
             ``(job, created)``: ``created`` is False when the name already held this
@@ -253,11 +252,7 @@ class SqlLedger(ReadMethods):
             state=JobState.QUEUED,
             error=None,
             at=at,
-            prompt_tokens=sum(part.prompt_tokens for part in parts),
-            max_output_tokens=sum(part.max_output_tokens for part in parts),
-            uncapped_requests=None
-            if any(part.uncapped_requests is None for part in parts)
-            else sum(part.uncapped_requests or 0 for part in parts),
+            **_newjobs.split_totals(parts),
         )
         values["part_count"] = len(parts)
         return await self._insert_once(
@@ -484,15 +479,9 @@ class SqlLedger(ReadMethods):
             ValueError: unknown kind, negative size or line count, or a sha256 that is not
                 64 lowercase hex digits.
         """
+        at, size = self._clock.now(), bytes
         record = new_file_record(
-            job_id,
-            kind,
-            path=path,
-            bytes=bytes,
-            sha256=sha256,
-            lines=lines,
-            at=self._clock.now(),
-            usage=usage,
+            job_id, kind, path=path, bytes=size, sha256=sha256, lines=lines, at=at, usage=usage
         )
         try:
             async with self._write() as conn:
