@@ -87,10 +87,12 @@ class Pricing:
         return self.cost(job.model, guess, discount=discount)
 
     def label(self, amount: float | None) -> str:
-        """``12.3456 EUR`` (or ``-`` for an unknown cost)."""
+        """``12.3456 EUR``, ``0.000312 EUR`` below a cent (batch costs are small), or ``-`` for
+        an unknown cost."""
         if amount is None:
             return "-"
-        return f"{amount:.4f}" + (f" {self.currency}" if self.currency else "")
+        text = f"{amount:,.4f}" if amount == 0 or abs(amount) >= 0.01 else f"{amount:.6f}"
+        return text + (f" {self.currency}" if self.currency else "")
 
 
 _UNKNOWN: Final = object()

@@ -189,7 +189,7 @@ async def usage(args: argparse.Namespace, config: Config, clock: Clock, out: Out
                     f"{row['prompt_tokens']:,}",
                     f"{row['completion_tokens']:,}",
                     f"{row['total_tokens']:,}",
-                    "-" if row["cost"] is None else f"{row['cost']:.4f}",
+                    attrs.evolve(config.pricing, currency=None).label(row["cost"]),
                 ]
                 for row in rows
             ),
