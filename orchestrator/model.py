@@ -15,6 +15,7 @@ from typing import Any, TypedDict
 import attrs
 
 from orchestrator.errors import IllegalTransition
+from orchestrator.usage import Usage
 
 
 class JobState(StrEnum):
@@ -248,6 +249,14 @@ class Job:
     """The job's limit on remote attempts, resolved at intake (None: the workspace's)."""
     attempt_info: Mapping[str, Any] | None = None
     """An attempt's reason (lines retried, by reason); on the job, how attempt 1 ended."""
+    max_output_tokens: int = 0
+    """Σ of the output caps (``max_tokens``...) its requests set, counted at intake."""
+    uncapped_requests: int | None = None
+    """Its requests that set no output cap (None: recorded before caps were counted; then
+    every request counts as uncapped)."""
+    usage: Usage | None = None
+    """Tokens its own result files reported, once they are in (None before). A job with
+    children adds theirs: :func:`orchestrator.usage.rolled_up`."""
 
     @property
     def is_parent(self) -> bool:
@@ -349,6 +358,8 @@ class JobChanges(TypedDict, total=False):
     finished_at: float | None
     attempt: int
     attempt_info: Mapping[str, Any] | None
+    usage: Usage | None
+    """Set once the job's own results are in (the sum over its result files)."""
 
 
 PART_SEPARATOR = "/part-"

@@ -10,7 +10,7 @@ The old ``attempts`` column counted retried daemon steps (capacity refusals, tra
 faults); it is renamed ``step_retries`` so that "attempts" means remote attempts everywhere.
 
 Revision ID: 5ed0d132824f
-Revises: 5c3e1f0a9b27
+Revises: 6691fa31e09d
 Create Date: 2026-12-02 19:00:00+00:00
 """
 
@@ -22,12 +22,12 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "5ed0d132824f"
-down_revision: str | None = "5c3e1f0a9b27"
+down_revision: str | None = "6691fa31e09d"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _jobs_at_5c3e1f0a9b27() -> sa.Table:
+def _jobs_at_6691fa31e09d() -> sa.Table:
     """The jobs table as the previous revision left it (for batch mode rendered offline)."""
     return sa.Table(
         "jobs",
@@ -71,6 +71,15 @@ def _jobs_at_5c3e1f0a9b27() -> sa.Table:
         sa.Column(
             "input_file_sha256s", sa.Text(), server_default=sa.text("'[]'"), nullable=False
         ),
+        sa.Column("usage_prompt_tokens", sa.BigInteger(), nullable=True),
+        sa.Column("usage_completion_tokens", sa.BigInteger(), nullable=True),
+        sa.Column("usage_total_tokens", sa.BigInteger(), nullable=True),
+        sa.Column("usage_lines", sa.BigInteger(), nullable=True),
+        sa.Column("usage_lines_without", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "max_output_tokens", sa.BigInteger(), server_default=sa.text("0"), nullable=False
+        ),
+        sa.Column("uncapped_requests", sa.BigInteger(), nullable=True),
         sa.CheckConstraint(
             "state IN ('queued', 'admitted', 'submitting', 'running', 'collecting', 'done', "
             "'rejected')",
@@ -91,7 +100,7 @@ def _jobs_at_5c3e1f0a9b27() -> sa.Table:
 
 def _offline_copy() -> sa.Table | None:
     """``copy_from`` for batch mode when rendering SQL offline, else None (reflect)."""
-    return _jobs_at_5c3e1f0a9b27() if op.get_context().as_sql else None
+    return _jobs_at_6691fa31e09d() if op.get_context().as_sql else None
 
 
 def upgrade() -> None:

@@ -11,12 +11,14 @@ from typing import Any
 import attrs
 import structlog
 
+from orchestrator.cli._costs import job_costs, spend_rows, usage_table
 from orchestrator.cli._ledger import CliError, find_job, open_ledger, wake_daemon
 from orchestrator.cli._parser import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from orchestrator.cli._render import (
     Output,
     budget_plain,
     budget_rich,
+    plain_table,
     results_lines,
     show_plain,
     show_rich,
@@ -36,6 +38,7 @@ from orchestrator.daemon.intake import admit_spec, conflict_message
 from orchestrator.errors import DefinitionConflict, InputError
 from orchestrator.inputs import rules_for
 from orchestrator.model import FINAL_STATES, Job, JobSpec, JobState
+from orchestrator.pricing import month_bounds
 
 log = structlog.get_logger(__name__)
 
@@ -48,28 +51,38 @@ async def status(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
     """``status``: one row per job (``--json``: the §9 objects)."""
     async with open_ledger(config, clock) as ledger:
         states = [JobState(s) for s in args.state] if args.state else None
-        jobs = await ledger.list_jobs(states=states, workspace=args.workspace)
+        every = await ledger.list_jobs()
+    wanted = set(states or JobState)
+    jobs = [job for job in every if job.state in wanted and args.workspace in (None, job.workspace)]
     attempts: dict[int, list[Job]] = {}
-    for job in jobs:
+    for job in every:
         if job.retry_of is not None:
             attempts.setdefault(job.retry_of, []).append(job)
     jobs = [with_attempt_limit(job, config) for job in jobs]
     if not args.parts:  # parts and attempts are listed with --parts
         jobs = [job for job in jobs if job.parent_id is None and job.retry_of is None]
     now = clock.now()
+    # Usage and cost sum over every job's children, and a spend wait reads the whole
+    # workspace: computed over the whole ledger, whatever the filters show.
+    costs = job_costs(config, every, now)
     if args.json:
         rows = [
             status_row(job, now=now, parent_field=args.parts, attempts=attempts.get(job.id, ()))
+            | costs[job.id].as_json()
             for job in jobs
         ]
         _json_out(out, rows)
     elif not jobs:
         filtered = " matching the filters" if (args.state or args.workspace) else ""
         out.line(f"no jobs{filtered} in the ledger {ledger.url}")
-    elif out.rich:
-        out.show(status_rich(jobs, now=now))
     else:
-        out.write(status_plain(jobs, now=now))
+        # TOKENS and COST columns once there is anything to show in them.
+        known = config.pricing.models or any(costs[job.id].usage for job in jobs)
+        shown = (costs, config.pricing) if known else None
+        if out.rich:
+            out.show(status_rich(jobs, now=now, costs=shown))
+        else:
+            out.write(status_plain(jobs, now=now, costs=shown))
     return EXIT_OK
 
 
@@ -81,14 +94,31 @@ async def show(args: argparse.Namespace, config: Config, clock: Clock, out: Outp
         events = await ledger.events(job.id)
         parts = await ledger.parts(job.id) if job.is_parent else []
         attempts = await ledger.attempts_of(job.id)
+        # Its children (of any kind) are in its workspace, and so is what its spend reads.
+        neighbours = await ledger.list_jobs(workspace=job.workspace)
     job = with_attempt_limit(job, config)
     now = clock.now()
+    costs = job_costs(config, neighbours, now)
     if args.json:
-        _json_out(out, show_detail(job, files, events, now=now, parts=parts, attempts=attempts))
+        detail = show_detail(job, files, events, now=now, parts=parts, attempts=attempts)
+        detail.update(costs[job.id].as_json())
+        for row, part in zip(detail["parts"], parts, strict=True):
+            row.update(costs[part.id].as_json())
+        _json_out(out, detail)
     elif out.rich:
-        out.show(show_rich(job, files, events, now=now, parts=parts, attempts=attempts))
+        out.show(
+            show_rich(
+                job, files, events, now=now, parts=parts, costs=(costs, config.pricing),
+                attempts=attempts,
+            )
+        )  # fmt: skip
     else:
-        out.write(show_plain(job, files, events, now=now, parts=parts, attempts=attempts))
+        out.write(
+            show_plain(
+                job, files, events, now=now, parts=parts, costs=(costs, config.pricing),
+                attempts=attempts,
+            )
+        )  # fmt: skip
     return EXIT_OK
 
 
@@ -119,12 +149,75 @@ async def budget(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
     async with open_ledger(config, clock) as ledger:
         jobs = await ledger.list_jobs()
     rows = budgets(config.workspaces, jobs)
+    spends = spend_rows(config, jobs, clock.now())
     if args.json:
-        _json_out(out, [row.as_json() for row in rows])
-    elif out.rich:
+        _json_out(
+            out,
+            [
+                # ``spend`` only for a workspace with a spend limit.
+                row.as_json()
+                | ({"spend": spends[row.name].as_json()} if row.name in spends else {})
+                for row in rows
+            ],
+        )
+        return EXIT_OK
+    notes = [spends[row.name].note(config.pricing) for row in rows if row.name in spends]
+    if out.rich:
         out.show(budget_rich(rows))
+        for note in notes:
+            out.line(note)
     else:
-        out.write(budget_plain(rows))
+        out.write(budget_plain(rows) + "".join(f"{note}\n" for note in notes))
+    return EXIT_OK
+
+
+async def usage(args: argparse.Namespace, config: Config, clock: Clock, out: Output) -> int:
+    """``usage``: tokens and cost by workspace x model x month (``--month YYYY-MM``)."""
+    try:
+        month_bounds(args.month) if args.month else None
+    except ValueError as exc:
+        raise CliError(f"--month: {exc}", code=EXIT_USAGE) from None
+    async with open_ledger(config, clock) as ledger:
+        jobs = await ledger.list_jobs(workspace=args.workspace)
+    rows = usage_table(config, jobs, month=args.month)
+    if args.json:
+        _json_out(out, rows)
+        return EXIT_OK
+    if not rows:
+        when = f" in {args.month}" if args.month else ""
+        out.line(f"no usage recorded{when}: no job has finished with results yet")
+        return EXIT_OK
+    currency = f" ({config.pricing.currency})" if config.pricing.currency else ""
+    out.write(
+        plain_table(
+            (
+                "WORKSPACE",
+                "MODEL",
+                "MONTH",
+                "JOBS",
+                "PROMPT",
+                "COMPLETION",
+                "TOTAL",
+                "COST" + currency,
+            ),
+            (
+                [
+                    row["workspace"],
+                    row["model"],
+                    row["month"],
+                    f"{row['jobs']:,}",
+                    f"{row['prompt_tokens']:,}",
+                    f"{row['completion_tokens']:,}",
+                    f"{row['total_tokens']:,}",
+                    attrs.evolve(config.pricing, currency=None).label(row["cost"]),
+                ]
+                for row in rows
+            ),
+            right=(3, 4, 5, 6, 7),
+        )
+    )
+    if any(row["cost"] is None for row in rows):
+        out.line('cost "-": the model has no price in [pricing.models] (cost unknown, not 0)')
     return EXIT_OK
 
 

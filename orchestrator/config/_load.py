@@ -33,6 +33,7 @@ from orchestrator.config._model import (
     ResultsConfig,
     WorkspaceConfig,
 )
+from orchestrator.config._pricing import WORKSPACE_SPEND_KEYS, read_pricing, workspace_spend
 from orchestrator.config._read import (
     Section,
     check_dir,
@@ -137,6 +138,7 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
         jobs=tuple(jobs),
         job_origins=origins,
         input_origins=inputs,
+        pricing=read_pricing(root.table("pricing")),
     )
 
 
@@ -154,6 +156,7 @@ _WORKSPACE_KEYS = frozenset(
         "max_attempts",
         "retry_delay",
         *OPENAI_KEYS,
+        *WORKSPACE_SPEND_KEYS,
     }
 )
 _ELSEWHERE: Mapping[str, str] = {
@@ -180,6 +183,7 @@ _ELSEWHERE: Mapping[str, str] = {
     "base_url": "workspaces.<name>.base_url",
     "api_key_env": "workspaces.<name>.api_key_env",
     "provider": "workspaces.<name>.provider",
+    "spend_limit": "workspaces.<name>.spend_limit",
 }
 """Keys that only exist in one table, to redirect a key written in the wrong one."""
 
@@ -292,6 +296,7 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
         budget = ws.integer("pending_budget", 1_000_000, low=1)
         split = _workspace_split(ws, provider, budget)
         token_budget, token_budgets = _token_budgets(ws)
+        spend_limit, batch_discount = workspace_spend(ws)
         workspaces[name] = WorkspaceConfig(
             name=name,
             provider=provider,
@@ -309,6 +314,8 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
             project=project,
             max_attempts=ws.integer("max_attempts", 3, low=1, high=MAX_ATTEMPTS_LIMIT),
             retry_delay=ws.duration("retry_delay", 60.0),
+            spend_limit=spend_limit,
+            batch_discount=batch_discount,
         )
     return workspaces
 

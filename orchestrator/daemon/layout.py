@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.ledger import FileKind
 from orchestrator.model import Job, split_part_name
 from orchestrator.retries import split_attempt_name
+from orchestrator.usage import Usage
 
 RESULT_NAMES: Mapping[FileKind, str] = {"output": "output.jsonl", "error": "errors.jsonl"}
 PARTS_DIR = "parts"
@@ -42,8 +43,32 @@ def _name_folder(results: Path, name: str) -> Path:
     return part_folder(results, *split) if split is not None else results / name
 
 
-def job_summary(job: Job, files: Any) -> dict[str, Any]:
-    """The content of ``job.json``: what a script needs to know about a finished job."""
+def usage_fields(
+    usage: Usage | None, cost: float | None, currency: str | None = None
+) -> dict[str, Any]:
+    """``usage`` and ``cost`` as ``job.json`` writes them (None: not known)."""
+    return {
+        "usage": None
+        if usage is None
+        else {**usage.tokens(), "lines_without_usage": usage.lines_without_usage},
+        "cost": None if cost is None else round(cost, 6),
+        "currency": currency,
+    }
+
+
+def job_summary(
+    job: Job,
+    files: Any,
+    *,
+    usage: Usage | None = None,
+    cost: float | None = None,
+    currency: str | None = None,
+) -> dict[str, Any]:
+    """The content of ``job.json``: what a script needs to know about a finished job.
+
+    ``usage`` and ``cost`` are the job's with its children's (parts, attempts); ``cost`` is
+    None when a model has no price.
+    """
     return {
         "name": job.name,
         "workspace": job.workspace,
@@ -68,4 +93,5 @@ def job_summary(job: Job, files: Any) -> dict[str, Any]:
             }
             for f in files
         },
+        **usage_fields(usage, cost, currency),
     }

@@ -40,6 +40,7 @@ from orchestrator.fsutil import discard, write_json_atomic
 from orchestrator.inputs import estimate_tokens
 from orchestrator.ledger import FileKind, ResultFile
 from orchestrator.model import FINAL_STATES, Job, JobChanges, JobState, Outcome
+from orchestrator.pricing import rolled_up, rolled_up_cost
 from orchestrator.retries import (
     Reason,
     merged_outcome,
@@ -47,6 +48,7 @@ from orchestrator.retries import (
     next_attempt_delay,
     wants_another_attempt,
 )
+from orchestrator.usage import Usage
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +102,9 @@ class RetryKeeper:
         """The job's attempt limit (its own, else the workspace's)."""
         return job.max_attempts if job.max_attempts is not None else self._ws.max_attempts
 
-    async def after_collection(self, job: Job, files: Mapping[FileKind, ResultFile]) -> bool:
+    async def after_collection(
+        self, job: Job, files: Mapping[FileKind, ResultFile], *, usage: Usage | None = None
+    ) -> bool:
         """Attempt 1 of ``job`` is downloaded: start attempt 2 if some lines deserve it.
 
         Returns True when attempt 2 was recorded (the job stays ``collecting``); False when
@@ -125,9 +129,12 @@ class RetryKeeper:
                 await anyio.to_thread.run_sync(keep_copy, Path(record.path), dest)
                 await self._rt.ledger.record_file(
                     job.id, kind, path=str(dest), bytes=record.bytes, sha256=record.sha256,
-                    lines=record.lines,
+                    lines=record.lines, usage=record.usage,
                 )  # fmt: skip
                 await anyio.to_thread.run_sync(discard, Path(record.path))
+        if usage is not None:
+            # The job's own usage is attempt 1's; its attempts (children) add theirs.
+            job = await self._rt.ledger.update(job.id, JobState.COLLECTING, usage=usage)
         job_info = {"first": attempt_entry(attrs.evolve(job, state=JobState.DONE), files, number=1)}
         await self._record(job, 2, started, job_info=job_info)
         return True
@@ -315,7 +322,15 @@ class RetryKeeper:
             succeeded=output.lines,
             failed=errors.lines,
         )
-        summary = job_summary(done_view, await ledger.files(job.id))
+        family = [job, *await ledger.descendants(job.id)]  # its attempts' usage adds up
+        pricing, discount = self._ws.pricing, self._ws.batch_discount
+        summary = job_summary(
+            done_view,
+            await ledger.files(job.id),
+            usage=rolled_up(family).get(job.id),
+            cost=rolled_up_cost(family, pricing, discount=discount).get(job.id),
+            currency=pricing.currency,
+        )
         first_entry = dict((job.attempt_info or {}).get("first") or {})
         summary["attempts"] = [first_entry] + [
             attempt_entry(a, f, number=a.attempt)

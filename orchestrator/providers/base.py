@@ -15,6 +15,7 @@ import attrs
 
 from orchestrator.model import RemotePhase
 from orchestrator.retries import ResultLines
+from orchestrator.usage import ZERO_USAGE, Usage
 
 
 @attrs.frozen(kw_only=True)
@@ -60,6 +61,8 @@ class DownloadedFile:
     bytes: int
     sha256: str
     lines: int
+    usage: Usage = ZERO_USAGE
+    """Tokens its lines report, summed in the download's pass (dialect's field names mapped)."""
 
 
 class Provider(abc.ABC):

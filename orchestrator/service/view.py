@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from orchestrator.config import Config
     from orchestrator.ledger.values import JobEvent, ResultFile
     from orchestrator.model import Job
+    from orchestrator.usage import Usage
 
 CYCLE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """Seconds. A cycle is one list call per 100 active jobs plus ledger writes: usually well under
@@ -128,6 +129,10 @@ class LedgerReader(Protocol):
         """In-flight jobs this replica holds a live lease on."""
         ...
 
+    async def usage_totals(self) -> dict[tuple[str, str], Usage]:
+        """Tokens the jobs' own results reported, per ``(workspace, model)`` (only grows)."""
+        ...
+
 
 @attrs.frozen(kw_only=True)
 class Histogram:
@@ -161,6 +166,9 @@ class WorkspaceStats:
     """Provider API calls per ``(operation, HTTP status or transport error class)``."""
     poll: PollStats | None
     """None until the workspace's poll loop has started."""
+    spend_used: float | None = None
+    """With a spend limit: this month's actual plus in-flight estimated cost, as the last
+    admission pass counted it (None: the workspace has no spend limit)."""
 
 
 @attrs.frozen(kw_only=True)
