@@ -105,6 +105,8 @@ async def test_transient_failures_are_retried_and_merged(tmp_path: Path, dialect
     assert summary["attempts"][0]["remote_id"] == job.remote_id
     assert summary["attempts"][1]["reason"]
     assert not (folder / "attempts").exists()
+    # Usage rolls up over the attempts (#15): more than attempt 1's own tokens.
+    assert summary["usage"]["total_tokens"] > (job.usage.total_tokens if job.usage else 0) > 0
 
 
 def test_all_transient_lines_succeed_eventually(
