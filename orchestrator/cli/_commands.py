@@ -23,13 +23,14 @@ from orchestrator.cli._render import (
     status_plain,
     status_rich,
 )
-from orchestrator.cli._rows import budgets, results_detail, show_detail, status_row
 from orchestrator.clock import Clock
 from orchestrator.config import Config, InputOrigin, job_from_flags, load_jobs_dir
 from orchestrator.daemon.intake import admit_spec, conflict_message
+from orchestrator.daemon.layout import result_dir
 from orchestrator.errors import DefinitionConflict, InputError
 from orchestrator.inputs import rules_for
 from orchestrator.model import FINAL_STATES, JobSpec, JobState
+from orchestrator.rows import budgets, results_detail, show_detail, status_row
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +84,7 @@ async def results(args: argparse.Namespace, config: Config, clock: Clock, out: O
     async with open_ledger(config, clock) as ledger:
         job = await find_job(ledger, args.name, config)
         files = await ledger.files(job.id)
-    detail = results_detail(job, files, config.results.dir)
+    detail = results_detail(job, files, result_dir(config.results.dir, job))
     if args.json:
         _json_out(out, detail)
     else:

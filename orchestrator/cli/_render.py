@@ -18,7 +18,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli._rows import (
+from orchestrator.ledger import JobEvent, ResultFile
+from orchestrator.model import Job, JobState, pending
+from orchestrator.rows import (
     WorkspaceBudget,
     duration,
     first_line,
@@ -28,8 +30,6 @@ from orchestrator.cli._rows import (
     timestamp,
     total,
 )
-from orchestrator.ledger import JobEvent, ResultFile
-from orchestrator.model import Job, JobState, pending
 
 STATE_STYLES = {
     JobState.QUEUED: "yellow",
