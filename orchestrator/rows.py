@@ -313,6 +313,35 @@ def budgets(
     return rows
 
 
+def budget_dimensions(row: WorkspaceBudget) -> list[dict[str, Any]]:
+    """One gauge per budget dimension of a workspace: what is used of what limit.
+
+    Requests pending (design §3) always; prompt tokens in flight per model where the workspace
+    has a token budget or tokens in flight. A new dimension (spend, ...) is one more entry:
+    the dashboard draws every entry the same way.
+    """
+    dimensions: list[dict[str, Any]] = [
+        {
+            "name": "requests",
+            "label": "requests pending",
+            "used": row.in_flight + (row.external or 0),
+            "limit": row.budget,
+            "unit": "requests",
+        }
+    ]
+    dimensions += [
+        {
+            "name": f"tokens:{entry.model}",
+            "label": f"prompt tokens in flight, {entry.model}",
+            "used": entry.in_flight,
+            "limit": entry.budget,
+            "unit": "tokens",
+        }
+        for entry in row.tokens
+    ]
+    return dimensions
+
+
 def _model_tokens(ws: WorkspaceConfig | None, flying: Sequence[Job]) -> tuple[ModelTokens, ...]:
     """Tokens in flight per model: the models with in-flight jobs or their own budget."""
     held: dict[str, int] = {}

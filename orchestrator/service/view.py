@@ -128,6 +128,37 @@ class LedgerReader(Protocol):
         """In-flight jobs this replica holds a live lease on."""
         ...
 
+    # The JSON API's reads (orchestrator.ledger.feed) ----------------------------------
+
+    async def jobs_page(
+        self,
+        *,
+        states: Iterable[JobState] | None = None,
+        workspace: str | None = None,
+        parts: bool = False,
+        after: tuple[int, int] | None = None,
+        limit: int = 500,
+    ) -> tuple[list[Job], int]:
+        """One page of jobs in admission order after ``after`` (``(priority, id)`` of the
+        previous page's last job), and how many match the filters in all pages."""
+        ...
+
+    async def jobs_by_ids(self, ids: Iterable[int]) -> dict[int, Job]:
+        """The jobs with these ids, by id (unknown ids are absent)."""
+        ...
+
+    async def events_after(self, after: int, *, limit: int = 500) -> list[JobEvent]:
+        """Events of every job with an id above ``after``, in id order."""
+        ...
+
+    async def recent_events(self, count: int) -> list[JobEvent]:
+        """The last ``count`` events of every job, oldest first."""
+        ...
+
+    async def changed_since(self, since: float, *, limit: int = 1000) -> list[Job]:
+        """Jobs updated at or after ``since``."""
+        ...
+
 
 @attrs.frozen(kw_only=True)
 class Histogram:
