@@ -33,9 +33,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.ledger.engine import display_url
@@ -57,6 +59,8 @@ READY_TIMEOUT = 5.0
 SHUTDOWN_TIMEOUT = 2.0
 """Seconds open connections get to finish when the daemon stops."""
 NO_STORE = {"Cache-Control": "no-store"}
+MAX_HEAD = 32 * 1024
+"""Bytes a request line and its headers may have (uvicorn answers 400 beyond)."""
 DEFAULT_MAX_BODY = 512 * 1024 * 1024 + (1 << 20)
 """Bytes a request body may have by default: the largest input file a provider takes
 (512 MiB) and room for the definition."""
@@ -161,6 +165,7 @@ class HttpService:
                 Route("/metrics", self._metrics, methods=["GET"]),
                 *self.api.routes(self._guard),
             ],
+            middleware=[Middleware(HeadLimit, limit=MAX_HEAD)],
             exception_handlers={
                 ApiError: _api_error,
                 HTTPException: _http_error,
@@ -228,6 +233,8 @@ class HttpService:
                 log_config=None,
                 access_log=False,
                 http="h11",
+                # Headers beyond this (an incomplete request head) are a 400 before the app.
+                h11_max_incomplete_event_size=MAX_HEAD,
                 ws="none",
                 server_header=False,
                 timeout_keep_alive=5,
@@ -345,6 +352,29 @@ class HttpService:
     async def _metrics(self, request: Request) -> Response:
         body, content_type = await self.scrape(request.headers.get("accept", ""))
         return Response(body, media_type=content_type, headers=NO_STORE)
+
+
+class HeadLimit:
+    """Refuse a request whose headers hold more than ``limit`` bytes: a 431 with a JSON error.
+
+    uvicorn refuses a head that arrives in pieces past its own limit (400); one that arrives
+    in a single read reaches the application, and stops here.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) for name, value in scope["headers"])
+            if size > self.limit:
+                response = error_response(
+                    431, f"the request headers hold {size:,} bytes; the limit is {self.limit:,}"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _password(url: str) -> str | None:
