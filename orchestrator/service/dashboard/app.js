@@ -20,7 +20,9 @@
     for (const [key, value] of Object.entries(props)) {
       if (key === "text") node.textContent = value;
       else if (key === "class") node.className = value;
-      else if (key.startsWith("aria-") || key === "role" || key === "for") node.setAttribute(key, value);
+      else if (key.startsWith("aria-") || key.startsWith("data-") || key === "role") {
+        node.setAttribute(key, value);
+      }
       else node[key] = value;
     }
     for (const child of children) node.append(child);
@@ -99,9 +101,9 @@
       el("th", { scope: "row" }, el("a", { href: jobHref(job.name), text: job.name })),
       el("td", { "aria-label": "state" }, stateBadge(job.state)),
       progressCell(job),
-      el("td", { class: "num", text: number(job.pending) }),
-      el("td", { text: job.outcome || (job.cancel_requested ? "cancelling" : "") }),
-      el("td", { class: "age num", text: duration(ageOf(entry)) }),
+      el("td", { class: "num", text: number(job.pending), "data-label": "pending" }),
+      el("td", { text: job.outcome || (job.cancel_requested ? "cancelling" : ""), "data-label": "outcome" }),
+      el("td", { class: "age num", text: duration(ageOf(entry)), "data-label": "age" }),
       el("td", {}, cancelButton(job)),
     );
     tr.dataset.state = job.state;
