@@ -24,6 +24,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -131,11 +132,13 @@ class Api:
         headers = {"X-Total-Count": str(total)}
         if len(page) == limit:
             last = page[-1]
-            query = dict(request.query_params)
-            query["cursor"] = f"{last.priority}:{last.id}"
-            query["limit"] = str(limit)
-            link = request.url.replace_query_params(**query)
-            headers["Link"] = f'<{link.path}?{link.query}>; rel="next"'
+            query = [
+                (key, value)
+                for key, value in request.query_params.multi_items()
+                if key not in ("cursor", "limit")
+            ]
+            query += [("cursor", f"{last.priority}:{last.id}"), ("limit", str(limit))]
+            headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
         rows = [status_row(job, now=now, parent_field=parts) for job in page]
         return json_response(rows, headers=headers)
 

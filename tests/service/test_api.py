@@ -76,6 +76,8 @@ async def test_jobs_are_the_status_json_rows(tmp_path: Path, clock: FakeClock, e
         assert whole.headers["x-total-count"] == "12"
         assert "link" not in whole.headers
         assert await _pages(client, "/api/jobs?limit=5") == expected
+        unfinished = [r for r in expected if r["state"] in ("queued", "running")]
+        assert await _pages(client, "/api/jobs?limit=2&state=queued&state=running") == unfinished
         queued = await client.get("/api/jobs", params={"state": "queued,admitted"})
         assert [r["name"] for r in queued.json()] == [
             r["name"] for r in expected if r["state"] in ("queued", "admitted")
@@ -517,17 +519,28 @@ def attrs_evolve_http(daemon: Daemon, **changes: object) -> Daemon:
 
 async def test_secrets_never_leave_the_api(api: Daemon):
     """A key that reached a job's error text is redacted; the token is never echoed."""
+    import attrs
+
     from orchestrator.logging import redactor
 
-    assert api.runtime is not None
+    assert api.runtime is not None and api.view is not None
     leaked = "sk-live-0123456789abcdef"
     redactor.add([leaked])
+    # An endpoint on a ledger URL with a password: the password joins the redacted values.
+    password = "ledger-pass-12345"
+    url = f"postgresql://orch:{password}@db.internal/orch"
+    config = attrs.evolve(api.config, ledger=attrs.evolve(api.config.ledger, url=url))
+    stand_in = Daemon(config)
+    stand_in.view, stand_in.runtime = attrs.evolve(api.view, config=config), api.runtime
+    _service(stand_in)
     job = await api.runtime.ledger.get_by_name("alpha")
-    await api.runtime.ledger.update(job.id, job.state, error=f"provider said: bad key {leaked}")
+    await api.runtime.ledger.update(
+        job.id, job.state, error=f"provider said: bad key {leaked} (ledger {url})"
+    )
     async with _client(api) as client:
         for path in ("/api/jobs", "/api/jobs/alpha", "/api/openapi.json", "/api/workspaces"):
             body = (await client.get(path, headers=AUTH)).text
-            assert leaked not in body and TOKEN not in body, path
+            assert leaked not in body and TOKEN not in body and password not in body, path
         assert "[REDACTED]" in (await client.get("/api/jobs/alpha")).json()["error"]
         page = await client.get("/")
         assert "default-src 'none'" in page.headers["content-security-policy"]
