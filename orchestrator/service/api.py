@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -38,12 +39,12 @@ from orchestrator.service import feed, uploads
 from orchestrator.service.access import Access
 from orchestrator.service.commands import JobCommands
 from orchestrator.service.openapi import ApiRoute, document, error, name_parameter
+from orchestrator.service.params import MAX_PAGE, cursor, flag, limit, states
 from orchestrator.service.responses import SECURITY_HEADERS, ApiError, json_response
 from orchestrator.service.view import DaemonView
 
-MAX_PAGE = 1000
-"""Most jobs one page of ``GET /api/jobs`` holds."""
-DEFAULT_PAGE = 500
+log = structlog.get_logger(__name__)
+
 PAGE_HEADERS = {
     **SECURITY_HEADERS,
     # Everything the page needs ships in the package: nothing from elsewhere, no inline code.
@@ -55,48 +56,6 @@ PAGE_HEADERS = {
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
 """The dashboard's files, served by name from this fixed list (never a path from the URL)."""
 RESULT_KINDS = {"output": "output", "error": "error"}
-
-
-def _states(request: Request) -> list[JobState] | None:
-    given = [s for value in request.query_params.getlist("state") for s in value.split(",") if s]
-    if not given:
-        return None
-    known = {state.value: state for state in JobState}
-    unknown = [s for s in given if s not in known]
-    if unknown:
-        raise ApiError(
-            400, f"state: unknown state {unknown[0]!r}; use one of {', '.join(sorted(known))}"
-        )
-    return [known[s] for s in given]
-
-
-def _flag(request: Request, name: str) -> bool:
-    value = request.query_params.get(name, "false").lower()
-    if value not in ("true", "false", "1", "0"):
-        raise ApiError(400, f"{name}: expected true or false, got {value!r}")
-    return value in ("true", "1")
-
-
-def _limit(request: Request) -> int:
-    text = request.query_params.get("limit", str(DEFAULT_PAGE))
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
-        raise ApiError(400, f"limit: expected a whole number from 1 to {MAX_PAGE}, got {text!r}")
-    return int(text)
-
-
-def _cursor(request: Request) -> tuple[int, int] | None:
-    text = request.query_params.get("cursor")
-    if text is None:
-        return None
-    priority, sep, job_id = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError(text)
-        return int(priority), int(job_id)
-    except ValueError:
-        raise ApiError(
-            400, "cursor: not a cursor of this API; take it from the Link header"
-        ) from None
 
 
 class Api:
@@ -123,21 +82,21 @@ class Api:
     # Reads ---------------------------------------------------------------------------
 
     async def jobs(self, request: Request) -> Response:
-        states, workspace = _states(request), request.query_params.get("workspace")
-        parts, limit, after = _flag(request, "parts"), _limit(request), _cursor(request)
+        wanted, workspace = states(request), request.query_params.get("workspace")
+        parts, size, after = flag(request, "parts"), limit(request), cursor(request)
         page, total = await self.view.ledger.jobs_page(
-            states=states, workspace=workspace, parts=parts, after=after, limit=limit
+            states=wanted, workspace=workspace, parts=parts, after=after, limit=size
         )
         now = self.view.clock.now()
         headers = {"X-Total-Count": str(total)}
-        if len(page) == limit:
+        if len(page) == size:
             last = page[-1]
             query = [
                 (key, value)
                 for key, value in request.query_params.multi_items()
                 if key not in ("cursor", "limit")
             ]
-            query += [("cursor", f"{last.priority}:{last.id}"), ("limit", str(limit))]
+            query += [("cursor", f"{last.priority}:{last.id}"), ("limit", str(size))]
             headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
         rows = [status_row(job, now=now, parent_field=parts) for job in page]
         return json_response(rows, headers=headers)
@@ -232,6 +191,13 @@ class Api:
             result = await self.commands.cancel(name)
         except JobNotFound:
             raise ApiError(404, f"no job {name!r} in the ledger") from None
+        log.info(
+            "api.cancel_requested",
+            job=result.job.name,
+            job_id=result.job.id,
+            state=result.job.state,
+            already_requested=result.already_requested,
+        )
         body = {
             "job": status_row(result.job, now=self.view.clock.now()),
             "message": result.message,
@@ -243,6 +209,14 @@ class Api:
         if self.commands is None:
             raise ApiError(403, "this endpoint takes no commands")
         job, created = await uploads.submit(request, self.view.config, self.commands, self.max_body)
+        log.info(
+            "api.job_submitted",
+            job=job.name,
+            job_id=job.id,
+            created=created,
+            requests=job.request_count,
+            workspace=job.workspace,
+        )
         body = {**status_row(job, now=self.view.clock.now()), "created": created}
         return json_response(body, 201 if created else 200)
 
@@ -442,7 +416,7 @@ class Api:
                 handler=self.openapi,
                 operation_id="openapi",
                 summary="This document",
-                need="open",
+                need="read",
                 responses={"200": {"description": "OpenAPI 3.1", **json_of({"type": "object"})}},
             ),
         ]

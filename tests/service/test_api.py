@@ -489,10 +489,16 @@ async def test_reads_off_loopback_need_the_token(api: Daemon):
     """On 0.0.0.0 reads need the token (unless allow_anonymous_reads); probes stay open."""
     guarded = _service(api, host="0.0.0.0")
     async with _asgi(guarded) as client:
-        for path in ("/api/jobs", "/api/jobs/alpha", "/api/workspaces", "/api/events"):
+        for path in (
+            "/api/jobs",
+            "/api/jobs/alpha",
+            "/api/workspaces",
+            "/api/events",
+            "/api/openapi.json",
+        ):
             assert (await client.get(path)).status_code == 401, path
         assert (await client.get("/api/jobs", headers=AUTH)).status_code == 200
-        for path in ("/healthz", "/metrics", "/", "/static/app.js", "/api/openapi.json"):
+        for path in ("/healthz", "/readyz", "/metrics", "/", "/static/app.js"):
             assert (await client.get(path)).status_code == 200, path
     nobody = _service(api, host="0.0.0.0", token=None)
     async with _asgi(nobody) as client:
