@@ -1,5 +1,5 @@
 """The command line: ``orchestrator COMMAND``, one of run, submit, status, show, results,
-budget, cancel, rerun, check-config, migrate, ledger copy and emulate (``main`` is the
+budget, usage, cancel, rerun, check-config, migrate, ledger copy and emulate (``main`` is the
 ``orchestrator`` script).
 
 Exit codes (design.md §9): 0 success, 2 usage or configuration error (the message names the
@@ -147,6 +147,7 @@ async def _dispatch(args: argparse.Namespace, config: Config, clock: Clock, out:
         "show": _commands.show,
         "results": _commands.results,
         "budget": _commands.budget,
+        "usage": _commands.usage,
         "cancel": _commands.cancel,
         "submit": _commands.submit,
         "rerun": _rerun.rerun,

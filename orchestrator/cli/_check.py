@@ -22,6 +22,7 @@ from orchestrator.cli._parser import EXIT_OK, EXIT_USAGE
 from orchestrator.cli._render import Output
 from orchestrator.clock import Clock
 from orchestrator.config import Config, InputOrigin, load_jobs_dir, missing_inputs
+from orchestrator.costs import Estimated, check_estimates
 from orchestrator.daemon.intake import raw_definition_hash
 from orchestrator.errors import ConfigError, InputError, LedgerError
 from orchestrator.inputs import InputLimits, definition_hash, rules_for, validate_inputs
@@ -78,12 +79,19 @@ async def check_config(args: argparse.Namespace, config: Config, clock: Clock, o
     width = max((len(spec.name) for spec, _ in definitions), default=0)
     ws_width = max((len(spec.workspace) for spec, _ in definitions), default=0)
     new: dict[str, list[int]] = {name: [] for name in config.workspaces}
+    estimated: dict[str, Estimated] = {}
     for spec, origins in definitions:
         requests = await _check_job(
-            spec, origins, recorded.get(spec.name), config, report, (width, ws_width)
+            spec, origins, recorded.get(spec.name), config, report, (width, ws_width), estimated
         )
         if requests is not None:
             new.setdefault(spec.workspace, []).append(requests)
+    costs = check_estimates(config, estimated)
+    if costs:
+        report.ok("")
+        report.ok("cost (estimated: prompt tokens as input, max_tokens a request as output):")
+        for text in costs:
+            report.ok(f"  {text}")
 
     report.ok("")
     report.ok("budget (what `orchestrator run` would submit now):")
@@ -201,8 +209,12 @@ async def _check_job(
     config: Config,
     report: _Report,
     widths: tuple[int, int],
+    estimated: dict[str, Estimated],
 ) -> int | None:
-    """Check one job; return its request count when it would be submitted now."""
+    """Check one job; return its request count when it would be submitted now.
+
+    A job whose inputs are valid is added to ``estimated`` (for its cost estimate).
+    """
     head = f"  {spec.name.ljust(widths[0])}  {spec.workspace.ljust(widths[1])}"
     missing = missing_inputs(spec, origins)
     if missing:
@@ -248,6 +260,15 @@ async def _check_job(
         token_budget is not None and tokens > token_budget
     )
     splits = split is not None and (requests > split or by_size)
+    estimated[spec.name] = Estimated(
+        workspace=spec.workspace,
+        model=spec.model,
+        requests=requests,
+        tokens=tokens,
+        split=splits,
+        max_output_tokens=sum(s.max_output_tokens for s in summaries),
+        uncapped_requests=sum(s.uncapped_requests for s in summaries),
+    )
     digest = definition_hash(spec, summaries, split_requests=split if splits else None)
     # As intake decides: a job recorded whole before splitting was switched on stays whole.
     same = {digest, definition_hash(spec, summaries)} if splits else {digest}

@@ -33,6 +33,7 @@ from orchestrator.config._model import (
     ResultsConfig,
     WorkspaceConfig,
 )
+from orchestrator.config._pricing import WORKSPACE_SPEND_KEYS, read_pricing, workspace_spend
 from orchestrator.config._read import (
     Section,
     check_dir,
@@ -149,6 +150,7 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
         jobs=tuple(jobs),
         job_origins=origins,
         input_origins=inputs,
+        pricing=read_pricing(root.table("pricing")),
     )
 
 
@@ -164,6 +166,7 @@ _WORKSPACE_KEYS = frozenset(
         "token_budget",
         "token_budgets",
         *OPENAI_KEYS,
+        *WORKSPACE_SPEND_KEYS,
     }
 )
 _ELSEWHERE: Mapping[str, str] = {
@@ -192,6 +195,7 @@ _ELSEWHERE: Mapping[str, str] = {
     "base_url": "workspaces.<name>.base_url",
     "api_key_env": "workspaces.<name>.api_key_env",
     "provider": "workspaces.<name>.provider",
+    "spend_limit": "workspaces.<name>.spend_limit",
 }
 """Keys that only exist in one table, to redirect a key written in the wrong one."""
 
@@ -296,6 +300,7 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
         budget = ws.integer("pending_budget", 1_000_000, low=1)
         split = _workspace_split(ws, provider, budget)
         token_budget, token_budgets = _token_budgets(ws)
+        spend_limit, batch_discount = workspace_spend(ws)
         workspaces[name] = WorkspaceConfig(
             name=name,
             provider=provider,
@@ -311,6 +316,8 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
             completion_window=window,
             organization=organization,
             project=project,
+            spend_limit=spend_limit,
+            batch_discount=batch_discount,
         )
     return workspaces
 

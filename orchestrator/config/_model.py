@@ -13,6 +13,7 @@ import attrs
 
 from orchestrator.config._workspace import EMBEDDED, read_api_key
 from orchestrator.model import JobSpec
+from orchestrator.pricing import Pricing
 
 DEFAULT_LEDGER_URL = "sqlite:///var/ledger.db"
 
@@ -20,7 +21,18 @@ MIN_LEASE_TTL = 3.0
 """Shortest ``[daemon] lease_ttl`` accepted, in seconds."""
 
 TOP_KEYS = frozenset(
-    {"ledger", "results", "polling", "workspaces", "intake", "http", "emulator", "daemon", "jobs"}
+    {
+        "ledger",
+        "results",
+        "polling",
+        "workspaces",
+        "intake",
+        "http",
+        "emulator",
+        "daemon",
+        "jobs",
+        "pricing",
+    }
 )
 """The tables of the main config file."""
 
@@ -159,6 +171,11 @@ class WorkspaceConfig:
     """OpenAI only: sent as the ``OpenAI-Organization`` header when set."""
     project: str | None = None
     """OpenAI only: sent as the ``OpenAI-Project`` header when set."""
+    spend_limit: float | None = None
+    """Most the workspace may spend in a calendar month (UTC), in the prices' currency; None:
+    no limit. Admission holds back work whose cost estimate does not fit."""
+    batch_discount: float | None = None
+    """The workspace's own batch discount (None: ``[pricing] batch_discount``)."""
 
     @property
     def embedded(self) -> bool:
@@ -216,3 +233,5 @@ class Config:
     """Where each of ``jobs`` is defined (``file: jobs[i]``), for duplicate-name errors."""
     input_origins: Mapping[str, tuple[InputOrigin, ...]] = attrs.field(factory=dict)
     """Job name -> where each of its inputs is written (for errors about a missing file)."""
+    pricing: Pricing = attrs.field(factory=Pricing)
+    """``[pricing]``: the models' prices and the batch discount."""

@@ -150,6 +150,9 @@ class Daemon:
                     tokens=TokenBudget(
                         default=ws_config.token_budget, per_model=dict(ws_config.token_budgets)
                     ),
+                    pricing=config.pricing,
+                    batch_discount=ws_config.batch_discount,
+                    spend_limit=ws_config.spend_limit,
                     admission=Waker(self.clock),
                     poll=Waker(self.clock),
                     collect=Waker(self.clock),

@@ -107,3 +107,12 @@ class FeedMethods(LedgerBase):
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [job_from_row(row) for row in rows]
+
+    async def fingerprint(self) -> tuple[int, float, int]:
+        """``(jobs, latest updated_at, latest event id)``: it changes whenever a job does."""
+        async with self._read() as conn:
+            row = (
+                await conn.execute(sa.select(sa.func.count(), sa.func.max(jobs.c.updated_at)))
+            ).one()
+            latest = await conn.scalar(sa.select(sa.func.max(job_events.c.id)))
+        return int(row[0]), float(row[1] or 0.0), int(latest or 0)

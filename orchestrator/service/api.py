@@ -32,8 +32,9 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from orchestrator import __version__
+from orchestrator.costs import JobCost, job_costs, money, spend_rows
 from orchestrator.errors import JobNotFound
-from orchestrator.model import FINAL_STATES, Job, JobState
+from orchestrator.model import FINAL_STATES, Job
 from orchestrator.rows import budget_dimensions, budgets, show_detail, status_row
 from orchestrator.service import feed, uploads
 from orchestrator.service.access import Access
@@ -78,6 +79,7 @@ class Api:
         self.feed_interval = feed_interval
         """Seconds between two looks at the ledger of ``/api/events``."""
         self._document: dict[str, Any] | None = None
+        self._priced_cache: tuple[Any, list[Job], dict[int, JobCost]] | None = None
 
     # Reads ---------------------------------------------------------------------------
 
@@ -98,8 +100,26 @@ class Api:
             ]
             query += [("cursor", f"{last.priority}:{last.id}"), ("limit", str(size))]
             headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
-        rows = [status_row(job, now=now, parent_field=parts) for job in page]
+        _, costs = await self._priced()
+        rows = [
+            status_row(job, now=now, parent_field=parts) | costs.get(job.id, JobCost()).as_json()
+            for job in page
+        ]
         return json_response(rows, headers=headers)
+
+    async def _priced(self) -> tuple[list[Job], dict[int, JobCost]]:
+        """Every job and its usage, cost and spend wait, as ``status --json`` adds them.
+
+        They sum over a job's children and read its whole workspace, so they come from the
+        whole ledger; computed again only when a job changed (or a second passed).
+        """
+        view = self.view
+        now = view.clock.now()
+        key = (await view.ledger.fingerprint(), int(now))
+        if self._priced_cache is None or self._priced_cache[0] != key:
+            every = await view.ledger.list_jobs()
+            self._priced_cache = (key, every, job_costs(view.config, every, now))
+        return self._priced_cache[1], self._priced_cache[2]
 
     async def _job(self, request: Request) -> Job:
         name = request.path_params["name"]
@@ -115,6 +135,10 @@ class Api:
         events = await ledger.events(job.id)
         parts = await ledger.parts(job.id) if job.is_parent else []
         detail = show_detail(job, files, events, now=self.view.clock.now(), parts=parts)
+        _, costs = await self._priced()  # as `show --json` adds them
+        detail.update(costs.get(job.id, JobCost()).as_json())
+        for row, part in zip(detail["parts"], parts, strict=True):
+            row.update(costs.get(part.id, JobCost()).as_json())
         base = f"/api/jobs/{job.name}"
         links = {"self": base, "cancel": f"{base}/cancel"}
         for record in detail["files"]:
@@ -160,20 +184,28 @@ class Api:
 
     async def workspaces(self, request: Request) -> Response:
         view = self.view
-        unfinished = [state for state in JobState if state not in FINAL_STATES]
-        jobs = await view.ledger.list_jobs(states=unfinished)
-        live = view.workspaces
-        external = {name: ws.stats().external_pending for name, ws in live.items()}
+        every, _ = await self._priced()
+        now = view.clock.now()
+        external = {name: ws.stats().external_pending for name, ws in view.workspaces.items()}
+        spends = spend_rows(view.config, every, now)
         rows = []
-        for row in budgets(view.config.workspaces, jobs, external=external):
+        for row in budgets(view.config.workspaces, every, external=external):
             ws = view.config.workspaces.get(row.name)
-            rows.append(
-                {
-                    **row.as_json(),
-                    "provider": ws.provider if ws else None,
-                    "dimensions": budget_dimensions(row),
-                }
-            )
+            dimensions = budget_dimensions(row)
+            answer = {**row.as_json(), "provider": ws.provider if ws else None}
+            if row.name in spends:  # as `budget --json`: only under a spend limit
+                spend = spends[row.name]
+                answer["spend"] = spend.as_json()
+                dimensions.append(
+                    {
+                        "name": "spend",
+                        "label": f"spend {spend.month} (spent + in flight)",
+                        "used": money(spend.spent + spend.in_flight),
+                        "limit": spend.limit,
+                        "unit": view.config.pricing.currency or "",
+                    }
+                )
+            rows.append({**answer, "dimensions": dimensions})
         return json_response(rows)
 
     async def openapi(self, request: Request) -> Response:

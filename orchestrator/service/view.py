@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from orchestrator.config import Config
     from orchestrator.ledger.values import JobEvent, ResultFile
     from orchestrator.model import Job
+    from orchestrator.usage import Usage
 
 CYCLE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """Seconds. A cycle is one list call per 100 active jobs plus ledger writes: usually well under
@@ -159,6 +160,14 @@ class LedgerReader(Protocol):
         """Jobs updated at or after ``since``."""
         ...
 
+    async def fingerprint(self) -> tuple[int, float, int]:
+        """``(jobs, latest updated_at, latest event id)``: it changes whenever a job does."""
+        ...
+
+    async def usage_totals(self) -> dict[tuple[str, str], Usage]:
+        """Tokens the jobs' own results reported, per ``(workspace, model)`` (only grows)."""
+        ...
+
 
 @attrs.frozen(kw_only=True)
 class Histogram:
@@ -192,6 +201,9 @@ class WorkspaceStats:
     """Provider API calls per ``(operation, HTTP status or transport error class)``."""
     poll: PollStats | None
     """None until the workspace's poll loop has started."""
+    spend_used: float | None = None
+    """With a spend limit: this month's actual plus in-flight estimated cost, as the last
+    admission pass counted it (None: the workspace has no spend limit)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -135,8 +135,18 @@ async def test_a_job_page_lists_history_files_and_serves_them(
 async def test_workspaces_report_each_budget_dimension(
     tmp_path: Path, clock: FakeClock, emulator: Emulator
 ):
-    """Budget, in flight, queued demand and a gauge per dimension, as `budget --json` sums."""
-    config = _config(tmp_path, [("alpha", 20), ("beta", 30), ("gamma", 990)])
+    """Budget, in flight, queued demand, spend and a gauge per dimension, as `budget --json`."""
+    config = _config(
+        tmp_path,
+        [("alpha", 20), ("beta", 30), ("gamma", 990)],
+        extra='[pricing.models."mistral-small-latest"]\ninput = 0.1\noutput = 0.3\n',
+    )
+    text = config.path.read_text(encoding="utf-8")
+    config.path.write_text(
+        text.replace("pending_budget = 1000", "pending_budget = 1000\nspend_limit = 5.0"),
+        encoding="utf-8",
+    )
+    config = load_config(config.path, environ={})
     async with running(config, clock, emulator, environ=ENV) as daemon, _client(daemon) as client:
         budget = ("budget", "--config", str(config.path), "--json")
         for _ in range(20):  # one stable moment, as above
@@ -154,6 +164,21 @@ async def test_workspaces_report_each_budget_dimension(
         assert requests["used"] == workspace["in_flight"] > 0
         assert workspace["queued_jobs"] == 1  # gamma waits: 990 does not fit beside the others
         assert workspace["provider"] == "mistral"
+        spend = workspace["dimensions"][-1]
+        assert spend["name"] == "spend" and spend["limit"] == 5.0
+        assert spend["used"] == round(
+            workspace["spend"]["spent"] + workspace["spend"]["in_flight"], 6
+        )
+        status = ("status", "--config", str(config.path), "--json")
+        for _ in range(20):
+            rows = json.loads(await _cli(*status, clock=clock))
+            api_rows = (await client.get("/api/jobs")).json()
+            if json.loads(await _cli(*status, clock=clock)) == rows:
+                break
+            await quiesce(daemon)
+        assert api_rows == rows
+        assert {"usage", "cost", "cost_estimate"} <= set(api_rows[0])
+        assert any(row["cost_estimate"] for row in api_rows)
 
 
 async def _events(client: httpx.AsyncClient, headers: dict[str, str], count: int):
