@@ -24,12 +24,12 @@ import anyio
 from orchestrator.cli._ledger import CliError
 from orchestrator.cli._parser import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, build_parser, log_level
 from orchestrator.cli._render import Output
-from orchestrator.cli._rows import status_row
 from orchestrator.cli._stderr import STDERR as STDERR
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config, load_config
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.logging import configure_logging
+from orchestrator.rows import status_row
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "status_row"]
 

@@ -17,17 +17,18 @@ import sys
 import anyio
 import attrs
 
-from orchestrator.cli._costs import Estimated, check_estimates
 from orchestrator.cli._ledger import CliError, ledger_missing, open_ledger
 from orchestrator.cli._parser import EXIT_OK, EXIT_USAGE
 from orchestrator.cli._render import Output
 from orchestrator.clock import Clock
 from orchestrator.config import Config, InputOrigin, load_jobs_dir, missing_inputs
+from orchestrator.costs import Estimated, check_estimates
 from orchestrator.daemon.intake import raw_definition_hash
 from orchestrator.errors import ConfigError, InputError, LedgerError
 from orchestrator.inputs import InputLimits, definition_hash, rules_for, validate_inputs
 from orchestrator.ledger.engine import display_url
 from orchestrator.model import IN_FLIGHT_STATES, Job, JobSpec, JobState, pending, redefinable
+from orchestrator.service.access import is_loopback
 
 SUPPORTED_PROVIDERS = ("mistral",)
 """Providers the daemon can drive today (the config also knows ``openai``)."""
@@ -70,6 +71,7 @@ async def check_config(args: argparse.Namespace, config: Config, clock: Clock, o
         else:
             report.error(f"error: {error}")
     _check_workspaces(config, report)
+    _check_http(config, report)
     recorded = await _ledger_jobs(config, clock, report)
 
     report.ok("")
@@ -127,6 +129,29 @@ async def check_config(args: argparse.Namespace, config: Config, clock: Clock, o
         return EXIT_USAGE
     report.out.line("config ok: nothing was sent", style="bold green")
     return EXIT_OK
+
+
+def _check_http(config: Config, report: _Report) -> None:
+    """The dashboard and API of ``[http] listen``: who may read and write (nothing if off)."""
+    http, address = config.http, config.http.address()
+    if address is None:
+        return
+    token = http.token(os.environ)
+    open_reads = is_loopback(address[0]) or http.allow_anonymous_reads
+    writes = f"writes need the token from ${http.token_env}" if token else "writes answer 403"
+    reads = "reads open" if open_reads else "reads need the token"
+    report.ok(f"http {http.listen}: health, metrics, dashboard and API; {reads}, {writes}")
+    if http.token_env is not None and token is None:
+        report.warn(
+            f"warning: {config.path}: http.token_env: ${http.token_env} is not set: every "
+            "write (submit, cancel) answers 403 until it is"
+        )
+    if not open_reads and token is None:
+        report.warn(
+            f"warning: {config.path}: http.listen: {http.listen} is not a loopback address and "
+            "no token is configured: the dashboard and /api reads answer 403 (set "
+            "http.token_env, or http.allow_anonymous_reads = true)"
+        )
 
 
 def _check_workspaces(config: Config, report: _Report) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 import attrs
 import structlog
 
-from orchestrator.cli._costs import job_costs, spend_rows, usage_table
 from orchestrator.cli._ledger import CliError, find_job, open_ledger, wake_daemon
 from orchestrator.cli._parser import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from orchestrator.cli._render import (
@@ -25,20 +24,23 @@ from orchestrator.cli._render import (
     status_plain,
     status_rich,
 )
-from orchestrator.cli._rows import (
+from orchestrator.clock import Clock
+from orchestrator.config import Config, InputOrigin, job_from_flags
+from orchestrator.costs import job_costs, spend_rows, usage_table
+from orchestrator.daemon.commands import cancel_message, config_clash
+from orchestrator.daemon.intake import admit_spec, conflict_message
+from orchestrator.daemon.layout import result_dir
+from orchestrator.errors import DefinitionConflict, InputError
+from orchestrator.inputs import rules_for
+from orchestrator.model import FINAL_STATES, Job, JobSpec, JobState
+from orchestrator.pricing import month_bounds
+from orchestrator.rows import (
     budgets,
     results_detail,
     show_detail,
     status_row,
     with_attempt_limit,
 )
-from orchestrator.clock import Clock
-from orchestrator.config import Config, InputOrigin, job_from_flags, load_jobs_dir
-from orchestrator.daemon.intake import admit_spec, conflict_message
-from orchestrator.errors import DefinitionConflict, InputError
-from orchestrator.inputs import rules_for
-from orchestrator.model import FINAL_STATES, Job, JobSpec, JobState
-from orchestrator.pricing import month_bounds
 
 log = structlog.get_logger(__name__)
 
@@ -130,7 +132,7 @@ async def results(args: argparse.Namespace, config: Config, clock: Clock, out: O
     async with open_ledger(config, clock) as ledger:
         job = await find_job(ledger, args.name, config)
         files = await ledger.files(job.id)
-    detail = results_detail(job, files, config.results.dir)
+    detail = results_detail(job, files, result_dir(config.results.dir, job))
     if args.json:
         _json_out(out, detail)
     else:
@@ -226,23 +228,9 @@ async def cancel(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
     async with open_ledger(config, clock) as ledger:
         before = await find_job(ledger, args.name, config)
         job = await ledger.request_cancel(args.name)
+    out.line(cancel_message(before, job))
     if job.state in FINAL_STATES:
-        outcome = f", {job.outcome.value}" if job.outcome else ""
-        out.line(f"job {job.name!r} is already {job.state.value}{outcome}: nothing to cancel")
         return EXIT_OK
-    if before.cancel_requested:
-        out.line(f"cancel of {job.name!r} was already requested (state {job.state.value})")
-    elif job.state in (JobState.QUEUED, JobState.ADMITTED):
-        out.line(
-            f"cancel requested for {job.name!r} ({job.state.value}): nothing was sent to the "
-            "provider; the daemon marks it done, cancelled"
-        )
-    else:
-        remote = f" {job.remote_id}" if job.remote_id else ""
-        out.line(
-            f"cancel requested for {job.name!r} ({job.state.value}): the daemon cancels remote "
-            f"job{remote}, then downloads any partial results"
-        )
     report_wake(config, out)
     return EXIT_OK
 
@@ -325,13 +313,9 @@ def refuse_config_clash(spec: JobSpec, config: Config, *, command: str, advice: 
     The message starts with ``command`` (the command and flag that gave the name) and says
     ``advice``.
     """
-    scan = load_jobs_dir(config)
-    defined = {s.name: s for s in (*config.jobs, *scan.jobs)}
-    other = defined.get(spec.name)
-    if other is None or attrs.evolve(other, priority=0) == attrs.evolve(spec, priority=0):
+    where = config_clash(spec, config)
+    if where is None:
         return
-    origins = scan.input_origins.get(spec.name)
-    where = config.job_origins.get(spec.name) or (origins[0].file if origins else None)
     raise CliError(
         f"{command}: job name {spec.name!r} is defined in {where} with another definition: "
         f"{advice} (or edit the config instead)",

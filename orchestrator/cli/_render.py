@@ -18,8 +18,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli._costs import COST_HEADER, Costs, cost_cells, cost_lines, spend_notes
-from orchestrator.cli._rows import (
+from orchestrator.costs import COST_HEADER, Costs, cost_cells, cost_lines, spend_notes
+from orchestrator.ledger import JobEvent, ResultFile
+from orchestrator.model import Job, JobState, pending
+from orchestrator.rows import (
     WorkspaceBudget,
     attempt_label,
     duration,
@@ -30,8 +32,6 @@ from orchestrator.cli._rows import (
     timestamp,
     total,
 )
-from orchestrator.ledger import JobEvent, ResultFile
-from orchestrator.model import Job, JobState, pending
 
 STATE_STYLES = {
     JobState.QUEUED: "yellow",

@@ -47,6 +47,7 @@ from orchestrator.config._read import (
 )
 from orchestrator.config._workspace import (
     EMBEDDED,
+    ENV_NAME,
     OPENAI_KEYS,
     PROVIDERS,
     check_base_url,
@@ -100,10 +101,18 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
     rescan = intake.duration("rescan_interval", 30.0, positive=True)
 
     http = root.table("http")
-    http.only({"listen"}, elsewhere=_ELSEWHERE)
+    http.only({"listen", "token_env", "allow_anonymous_reads"}, elsewhere=_ELSEWHERE)
     listen = None
     if http.has("listen"):
         listen = listen_address(http.string("listen"), file=file, key="http.listen")
+    token_env = http.optional_string("token_env")
+    if token_env is not None and not ENV_NAME.fullmatch(token_env):
+        # Not echoed: a token pasted here by mistake must not end up in a log.
+        raise http.error(
+            "token_env",
+            "must name an environment variable (letters, digits and '_'), e.g. "
+            '"ORCH_HTTP_TOKEN"; the value is not shown in case it is the token itself',
+        )
 
     overrides = EnvOverrides(environ)
     url = overrides.ledger_url(url)
@@ -132,7 +141,11 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
         polling=polling,
         workspaces=workspaces,
         intake=IntakeConfig(jobs_dir=jobs_dir, rescan_interval=rescan),
-        http=HttpConfig(listen=listen),
+        http=HttpConfig(
+            listen=listen,
+            token_env=token_env,
+            allow_anonymous_reads=http.boolean("allow_anonymous_reads", False),
+        ),
         emulator=_emulator(root.table("emulator")),
         daemon=_daemon(root.table("daemon")),
         jobs=tuple(jobs),
@@ -169,6 +182,8 @@ _ELSEWHERE: Mapping[str, str] = {
     "jobs_dir": "intake.jobs_dir",
     "rescan_interval": "intake.rescan_interval",
     "listen": "http.listen",
+    "token_env": "http.token_env",
+    "allow_anonymous_reads": "http.allow_anonymous_reads",
     "grace_period": "daemon.grace_period",
     "reconcile_grace": "daemon.reconcile_grace",
     "replica_id": "daemon.replica_id",

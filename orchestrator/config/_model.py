@@ -82,10 +82,20 @@ class IntakeConfig:
 
 @attrs.frozen(kw_only=True)
 class HttpConfig:
-    """``[http]``: the optional health and metrics endpoint."""
+    """``[http]``: the optional endpoint: health, metrics, the dashboard and the JSON API."""
 
     listen: str | None = None
     """``HOST:PORT``, e.g. ``127.0.0.1:9464``; None disables it."""
+    token_env: str | None = None
+    """The environment variable holding the API's bearer token (None: writes answer 403)."""
+    allow_anonymous_reads: bool = False
+    """On a non-loopback address, serve the dashboard and ``/api/*`` reads without the token."""
+
+    def token(self, environ: Mapping[str, str]) -> str | None:
+        """The bearer token from ``token_env`` (None when unset, empty or not configured)."""
+        if self.token_env is None:
+            return None
+        return environ.get(self.token_env, "").strip() or None
 
     def address(self) -> tuple[str, int] | None:
         """``(host, port)`` to bind (an IPv6 host without brackets), or None when disabled."""

@@ -25,6 +25,7 @@ from orchestrator.budget import TokenBudget
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config, WorkspaceConfig
 from orchestrator.daemon.collect import Collector
+from orchestrator.daemon.commands import DaemonCommands
 from orchestrator.daemon.context import Runtime, WorkspaceRuntime
 from orchestrator.daemon.intake import Intake
 from orchestrator.daemon.poll import Poller
@@ -179,7 +180,19 @@ class Daemon:
             if address is not None:
                 from orchestrator.service.http import HttpService
 
-                self.http = HttpService(self.view, host=address[0], port=address[1])
+                commands = DaemonCommands(
+                    config=config,
+                    ledger=ledger,
+                    on_new_job=self._on_new_job,
+                    on_cancel=self._on_cancel,
+                )
+                self.http = HttpService(
+                    self.view,
+                    host=address[0],
+                    port=address[1],
+                    commands=commands,
+                    token=config.http.token(self._environ),
+                )
                 self.http.bind()
                 stack.callback(self.http.close)
             # End of the service endpoint set-up.

@@ -42,6 +42,7 @@ from orchestrator.ledger._queries import add_event, job_row
 from orchestrator.ledger._reads import ReadMethods
 from orchestrator.ledger._writes import cas_transition, cas_update, flag_cancel
 from orchestrator.ledger.engine import create_engine, display_url, sqlite_path
+from orchestrator.ledger.feed import FeedMethods
 from orchestrator.ledger.leases import claim_changes
 from orchestrator.ledger.lock import DAEMON_LOCK_KEY, DaemonLock, postgres_session_lock
 from orchestrator.ledger.migrate import head_revision, revision_of
@@ -67,7 +68,7 @@ log = structlog.get_logger(__name__)
 D = TypeVar("D", bound=leases.Decision)
 
 
-class SqlLedger(AttemptMethods, ReadMethods):
+class SqlLedger(AttemptMethods, ReadMethods, FeedMethods):
     """The job ledger on SQLite (one daemon per file) or PostgreSQL (several replicas).
 
     Open it with :meth:`connect`, close it with :meth:`close` or ``async with``. Every

@@ -89,6 +89,10 @@ class LedgerReader(Protocol):
         """The parts of the split job ``parent_id``, in part order (empty for another job)."""
         ...
 
+    async def attempts_of(self, job_id: int) -> list[Job]:
+        """The retry attempts (2, 3, ...) of job ``job_id``, in order (empty: none)."""
+        ...
+
     async def get(self, job_id: int) -> Job:
         """The job with id ``job_id``.
 
@@ -127,6 +131,41 @@ class LedgerReader(Protocol):
 
     async def held_count(self) -> int:
         """In-flight jobs this replica holds a live lease on."""
+        ...
+
+    # The JSON API's reads (orchestrator.ledger.feed) ----------------------------------
+
+    async def jobs_page(
+        self,
+        *,
+        states: Iterable[JobState] | None = None,
+        workspace: str | None = None,
+        parts: bool = False,
+        after: tuple[int, int] | None = None,
+        limit: int = 500,
+    ) -> tuple[list[Job], int]:
+        """One page of jobs in admission order after ``after`` (``(priority, id)`` of the
+        previous page's last job), and how many match the filters in all pages."""
+        ...
+
+    async def jobs_by_ids(self, ids: Iterable[int]) -> dict[int, Job]:
+        """The jobs with these ids, by id (unknown ids are absent)."""
+        ...
+
+    async def events_after(self, after: int, *, limit: int = 500) -> list[JobEvent]:
+        """Events of every job with an id above ``after``, in id order."""
+        ...
+
+    async def recent_events(self, count: int) -> list[JobEvent]:
+        """The last ``count`` events of every job, oldest first."""
+        ...
+
+    async def changed_since(self, since: float, *, limit: int = 1000) -> list[Job]:
+        """Jobs updated at or after ``since``."""
+        ...
+
+    async def fingerprint(self) -> tuple[int, float, int]:
+        """``(jobs, latest updated_at, latest event id)``: it changes whenever a job does."""
         ...
 
     async def usage_totals(self) -> dict[tuple[str, str], Usage]:

@@ -1,4 +1,5 @@
-"""Usage, cost and the spend limit as the read commands show them (status, show, budget, usage).
+"""Usage, cost and the spend limit as the read commands (status, show, budget, usage) and the
+JSON API show them (pure: imported by the CLI and the service alike).
 
 Everything here is computed from the ledger's jobs and the config's prices, with the same pure
 rules the daemon admits by (:mod:`orchestrator.budget`, :mod:`orchestrator.pricing`), so what
