@@ -10,11 +10,12 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import attrs
 
 from orchestrator.errors import IllegalTransition
+from orchestrator.usage import Usage
 
 
 class JobState(StrEnum):
@@ -181,6 +182,9 @@ class JobSpec:
     split_requests: int | None = None
     """Largest part, in requests, as written in the job's table: None inherits the
     workspace's ``split_requests``, 0 disables splitting for this job."""
+    max_attempts: int | None = None
+    """Remote attempts allowed for a line (1 = never resubmit), as written in the job's
+    table: None inherits the workspace's ``max_attempts``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -217,7 +221,7 @@ class Job:
     failed: int = 0
     error: str | None = None
     cancel_requested: bool = False
-    attempts: int = 0
+    step_retries: int = 0
     """Create attempts refused for capacity or transient faults (drives backoff)."""
     not_before: float | None = None
     """Epoch seconds before which the job must not be retried (backoff)."""
@@ -237,6 +241,22 @@ class Job:
     """Prompt tokens of the inputs, estimated at intake (what a token budget counts)."""
     input_file_sha256s: tuple[str, ...] = ()
     """The sha256 of each uploaded file's bytes, aligned with :attr:`input_file_ids`."""
+    retry_of: int | None = None
+    """For an attempt (issue #14): the id of the job whose failed lines it runs again."""
+    attempt: int = 1
+    """An attempt's number (2, 3...); on the job it retries, its latest attempt's number."""
+    max_attempts: int | None = None
+    """The job's limit on remote attempts, resolved at intake (None: the workspace's)."""
+    attempt_info: Mapping[str, Any] | None = None
+    """An attempt's reason (lines retried, by reason); on the job, how attempt 1 ended."""
+    max_output_tokens: int = 0
+    """Σ of the output caps (``max_tokens``...) its requests set, counted at intake."""
+    uncapped_requests: int | None = None
+    """Its requests that set no output cap (None: recorded before caps were counted; then
+    every request counts as uncapped)."""
+    usage: Usage | None = None
+    """Tokens its own result files reported, once they are in (None before). A job with
+    children adds theirs: :func:`orchestrator.usage.rolled_up`."""
 
     @property
     def is_parent(self) -> bool:
@@ -332,10 +352,14 @@ class JobChanges(TypedDict, total=False):
     failed: int
     error: str | None
     cancel_requested: bool
-    attempts: int
+    step_retries: int
     not_before: float | None
     submitted_at: float | None
     finished_at: float | None
+    attempt: int
+    attempt_info: Mapping[str, Any] | None
+    usage: Usage | None
+    """Set once the job's own results are in (the sum over its result files)."""
 
 
 PART_SEPARATOR = "/part-"

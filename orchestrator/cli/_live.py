@@ -22,7 +22,6 @@ from rich.text import Text
 
 from orchestrator.cli._parser import EXIT_OK
 from orchestrator.cli._render import Output, budget_rich, status_table
-from orchestrator.cli._rows import budgets, duration, state_counts
 from orchestrator.cli._stderr import STDERR
 from orchestrator.clock import Clock
 from orchestrator.daemon import Daemon
@@ -30,6 +29,7 @@ from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.engine import display_url
 from orchestrator.logging import configure_logging
 from orchestrator.model import FINAL_STATES, STATE_ORDER, Job
+from orchestrator.rows import budgets, duration, state_counts, with_attempt_limit
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +100,8 @@ class LiveView:
             self._ledger = await SqlLedger.connect(
                 self._daemon.config.ledger.url, clock=self._clock
             )
-        jobs = await self._ledger.list_jobs()
+        config = self._daemon.config
+        jobs = [with_attempt_limit(job, config) for job in await self._ledger.list_jobs()]
         return self.render(jobs, now=self._clock.now())
 
     async def run(self, live: Live) -> None:

@@ -33,6 +33,7 @@ from orchestrator.config._model import (
     ResultsConfig,
     WorkspaceConfig,
 )
+from orchestrator.config._pricing import WORKSPACE_SPEND_KEYS, read_pricing, workspace_spend
 from orchestrator.config._read import (
     Section,
     check_dir,
@@ -46,6 +47,7 @@ from orchestrator.config._read import (
 )
 from orchestrator.config._workspace import (
     EMBEDDED,
+    ENV_NAME,
     OPENAI_KEYS,
     PROVIDERS,
     check_base_url,
@@ -56,6 +58,7 @@ from orchestrator.config._workspace import (
 from orchestrator.errors import ConfigError
 from orchestrator.inputs import rules_for
 from orchestrator.model import JobSpec
+from orchestrator.retries import MAX_ATTEMPTS_LIMIT
 
 
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -98,10 +101,18 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
     rescan = intake.duration("rescan_interval", 30.0, positive=True)
 
     http = root.table("http")
-    http.only({"listen"}, elsewhere=_ELSEWHERE)
+    http.only({"listen", "token_env", "allow_anonymous_reads"}, elsewhere=_ELSEWHERE)
     listen = None
     if http.has("listen"):
         listen = listen_address(http.string("listen"), file=file, key="http.listen")
+    token_env = http.optional_string("token_env")
+    if token_env is not None and not ENV_NAME.fullmatch(token_env):
+        # Not echoed: a token pasted here by mistake must not end up in a log.
+        raise http.error(
+            "token_env",
+            "must name an environment variable (letters, digits and '_'), e.g. "
+            '"ORCH_HTTP_TOKEN"; the value is not shown in case it is the token itself',
+        )
 
     overrides = EnvOverrides(environ)
     url = overrides.ledger_url(url)
@@ -130,12 +141,17 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
         polling=polling,
         workspaces=workspaces,
         intake=IntakeConfig(jobs_dir=jobs_dir, rescan_interval=rescan),
-        http=HttpConfig(listen=listen),
+        http=HttpConfig(
+            listen=listen,
+            token_env=token_env,
+            allow_anonymous_reads=http.boolean("allow_anonymous_reads", False),
+        ),
         emulator=_emulator(root.table("emulator")),
         daemon=_daemon(root.table("daemon")),
         jobs=tuple(jobs),
         job_origins=origins,
         input_origins=inputs,
+        pricing=read_pricing(root.table("pricing")),
     )
 
 
@@ -150,7 +166,10 @@ _WORKSPACE_KEYS = frozenset(
         "split_requests",
         "token_budget",
         "token_budgets",
+        "max_attempts",
+        "retry_delay",
         *OPENAI_KEYS,
+        *WORKSPACE_SPEND_KEYS,
     }
 )
 _ELSEWHERE: Mapping[str, str] = {
@@ -163,6 +182,8 @@ _ELSEWHERE: Mapping[str, str] = {
     "jobs_dir": "intake.jobs_dir",
     "rescan_interval": "intake.rescan_interval",
     "listen": "http.listen",
+    "token_env": "http.token_env",
+    "allow_anonymous_reads": "http.allow_anonymous_reads",
     "grace_period": "daemon.grace_period",
     "reconcile_grace": "daemon.reconcile_grace",
     "replica_id": "daemon.replica_id",
@@ -177,6 +198,7 @@ _ELSEWHERE: Mapping[str, str] = {
     "base_url": "workspaces.<name>.base_url",
     "api_key_env": "workspaces.<name>.api_key_env",
     "provider": "workspaces.<name>.provider",
+    "spend_limit": "workspaces.<name>.spend_limit",
 }
 """Keys that only exist in one table, to redirect a key written in the wrong one."""
 
@@ -199,7 +221,14 @@ def _polling(table: Section) -> PollingConfig:
 
 def _emulator(table: Section) -> EmulatorConfig:
     table.only(
-        {"time_scale", "throughput", "validation_seconds", "failure_fraction", "seed"},
+        {
+            "time_scale",
+            "throughput",
+            "validation_seconds",
+            "failure_fraction",
+            "transient_fraction",
+            "seed",
+        },
         elsewhere=_ELSEWHERE,
     )
     return EmulatorConfig(
@@ -207,6 +236,7 @@ def _emulator(table: Section) -> EmulatorConfig:
         throughput=table.number("throughput", 1000.0, above=0.0),
         validation_seconds=table.duration("validation_seconds", 5.0),
         failure_fraction=table.number("failure_fraction", 0.0, low=0.0, high=1.0),
+        transient_fraction=table.number("transient_fraction", 0.0, low=0.0, high=1.0),
         seed=table.integer("seed", 0),
     )
 
@@ -281,6 +311,7 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
         budget = ws.integer("pending_budget", 1_000_000, low=1)
         split = _workspace_split(ws, provider, budget)
         token_budget, token_budgets = _token_budgets(ws)
+        spend_limit, batch_discount = workspace_spend(ws)
         workspaces[name] = WorkspaceConfig(
             name=name,
             provider=provider,
@@ -296,6 +327,10 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
             completion_window=window,
             organization=organization,
             project=project,
+            max_attempts=ws.integer("max_attempts", 3, low=1, high=MAX_ATTEMPTS_LIMIT),
+            retry_delay=ws.duration("retry_delay", 60.0),
+            spend_limit=spend_limit,
+            batch_discount=batch_discount,
         )
     return workspaces
 

@@ -13,6 +13,7 @@ import attrs
 
 from orchestrator.config._workspace import EMBEDDED, read_api_key
 from orchestrator.model import JobSpec
+from orchestrator.pricing import Pricing
 
 DEFAULT_LEDGER_URL = "sqlite:///var/ledger.db"
 
@@ -20,7 +21,18 @@ MIN_LEASE_TTL = 3.0
 """Shortest ``[daemon] lease_ttl`` accepted, in seconds."""
 
 TOP_KEYS = frozenset(
-    {"ledger", "results", "polling", "workspaces", "intake", "http", "emulator", "daemon", "jobs"}
+    {
+        "ledger",
+        "results",
+        "polling",
+        "workspaces",
+        "intake",
+        "http",
+        "emulator",
+        "daemon",
+        "jobs",
+        "pricing",
+    }
 )
 """The tables of the main config file."""
 
@@ -70,10 +82,20 @@ class IntakeConfig:
 
 @attrs.frozen(kw_only=True)
 class HttpConfig:
-    """``[http]``: the optional health and metrics endpoint."""
+    """``[http]``: the optional endpoint: health, metrics, the dashboard and the JSON API."""
 
     listen: str | None = None
     """``HOST:PORT``, e.g. ``127.0.0.1:9464``; None disables it."""
+    token_env: str | None = None
+    """The environment variable holding the API's bearer token (None: writes answer 403)."""
+    allow_anonymous_reads: bool = False
+    """On a non-loopback address, serve the dashboard and ``/api/*`` reads without the token."""
+
+    def token(self, environ: Mapping[str, str]) -> str | None:
+        """The bearer token from ``token_env`` (None when unset, empty or not configured)."""
+        if self.token_env is None:
+            return None
+        return environ.get(self.token_env, "").strip() or None
 
     def address(self) -> tuple[str, int] | None:
         """``(host, port)`` to bind (an IPv6 host without brackets), or None when disabled."""
@@ -94,7 +116,9 @@ class EmulatorConfig:
     validation_seconds: float = 5.0
     """Simulated seconds a new job stays ``QUEUED`` before it runs."""
     failure_fraction: float = 0.0
-    """Share of requests that fail (land in the error file)."""
+    """Share of requests that fail (land in the error file), the same on every attempt."""
+    transient_fraction: float = 0.0
+    """Share of requests that fail with a 503 on one attempt (drawn again per attempt)."""
     seed: int = 0
     """Seeds the synthetic results and the choice of failing requests."""
 
@@ -149,6 +173,16 @@ class WorkspaceConfig:
     """OpenAI only: sent as the ``OpenAI-Organization`` header when set."""
     project: str | None = None
     """OpenAI only: sent as the ``OpenAI-Project`` header when set."""
+    max_attempts: int = 3
+    """Remote attempts a request line may get (issue #14): lines that failed transiently or
+    never ran are resubmitted until then; 1 never resubmits. A job's own key overrides it."""
+    retry_delay: float = 60.0
+    """Seconds before the first follow-up attempt; it doubles for each later one."""
+    spend_limit: float | None = None
+    """Most the workspace may spend in a calendar month (UTC), in the prices' currency; None:
+    no limit. Admission holds back work whose cost estimate does not fit."""
+    batch_discount: float | None = None
+    """The workspace's own batch discount (None: ``[pricing] batch_discount``)."""
 
     @property
     def embedded(self) -> bool:
@@ -158,6 +192,10 @@ class WorkspaceConfig:
     def token_budget_for(self, model: str) -> int | None:
         """The token budget of ``model`` in this workspace (None: not limited)."""
         return self.token_budgets.get(model, self.token_budget)
+
+    def attempts_for(self, max_attempts: int | None) -> int:
+        """The attempt limit of a job whose own ``max_attempts`` is this (None: inherit)."""
+        return self.max_attempts if max_attempts is None else max_attempts
 
     def part_size(self, spec: JobSpec) -> int | None:
         """The part size that applies to ``spec`` (its own, else the workspace's), or None."""
@@ -206,3 +244,5 @@ class Config:
     """Where each of ``jobs`` is defined (``file: jobs[i]``), for duplicate-name errors."""
     input_origins: Mapping[str, tuple[InputOrigin, ...]] = attrs.field(factory=dict)
     """Job name -> where each of its inputs is written (for errors about a missing file)."""
+    pricing: Pricing = attrs.field(factory=Pricing)
+    """``[pricing]``: the models' prices and the batch discount."""

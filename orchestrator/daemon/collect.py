@@ -9,8 +9,9 @@ fails the job: it is retried with backoff and the error is visible in ``status``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import attrs
@@ -21,10 +22,13 @@ from orchestrator.daemon.layout import RESULT_NAMES as RESULT_NAMES
 from orchestrator.daemon.layout import job_summary as job_summary
 from orchestrator.daemon.layout import result_dir as result_dir
 from orchestrator.daemon.parts import PartsKeeper
+from orchestrator.daemon.retry import RetryKeeper, attempt_entry
 from orchestrator.errors import ForeignResults, OrchestratorError, StaleTransition
 from orchestrator.fsutil import write_json_atomic
 from orchestrator.ledger import FileKind, ResultFile
 from orchestrator.model import Job, JobState, Outcome
+from orchestrator.pricing import rolled_up, rolled_up_cost
+from orchestrator.usage import ZERO_USAGE
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +44,7 @@ class Collector:
         self._ws = workspace
         self._limiter = anyio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
         self._parts = PartsKeeper(runtime, workspace)
+        self._retries = RetryKeeper(runtime, workspace)
 
     async def run(self) -> None:
         """Loop forever: collect every job whose remote job has ended."""
@@ -54,7 +59,8 @@ class Collector:
         jobs = await self._rt.ledger.list_jobs(
             states=(JobState.COLLECTING,), workspace=self._ws.name, held=True
         )
-        jobs = [j for j in jobs if not j.is_parent]  # a parent is merged by the parts keeper
+        # A parent is merged by the parts keeper; a job whose attempts run, by the retry keeper.
+        jobs = [j for j in jobs if not j.is_parent and not (j.retry_of is None and j.attempt > 1)]
         due = [j for j in jobs if j.not_before is None or j.not_before <= now]
         if self._rt.stopping.is_set():
             due = []  # stopping: start no download
@@ -62,10 +68,12 @@ class Collector:
         async with anyio.create_task_group() as tg:
             for job in due:
                 tg.start_soon(self._collect_guarded, job)
-        # Split jobs follow their parts (a part collected just now counts at once).
-        retry = await self._parts.cycle()
-        if retry is not None:
-            waits.append(retry)
+        # Jobs whose attempts run follow them (one collected just now counts at once); then
+        # split jobs follow their parts.
+        for keeper in (self._retries, self._parts):
+            retry = await keeper.cycle()
+            if retry is not None:
+                waits.append(retry)
         return min([IDLE_WAIT, *waits])
 
     async def _collect_guarded(self, job: Job) -> None:
@@ -111,7 +119,7 @@ class Collector:
         dests: dict[str, Path] = {kind: folder / name for kind, name in RESULT_NAMES.items()}
         due: dict[str, str] = {}
         for kind, file_id in wanted:
-            intact = kind in recorded and _intact(recorded[kind], dests[kind])
+            intact = kind in recorded and _intact(recorded[kind], Path(recorded[kind].path))
             if file_id is not None and not intact:  # downloaded before a restart: not again
                 due[kind] = file_id
         try:
@@ -138,6 +146,7 @@ class Collector:
                 bytes=got.bytes,
                 sha256=got.sha256,
                 lines=got.lines,
+                usage=got.usage,
             )
             log.info(
                 "collect.downloaded",
@@ -146,15 +155,24 @@ class Collector:
                 bytes=got.bytes,
                 lines=got.lines,
                 sha256=got.sha256,
+                total_tokens=got.usage.total_tokens,
+                lines_without_usage=got.usage.lines_without_usage,
             )
         files = {f.kind: f for f in await ledger.files(job.id)}
         problems = _count_mismatches(job, files)
         for problem in problems:
             log.warning("collect.count_mismatch", job=job.name, job_id=job.id, problem=problem)
         error = "; ".join(problems) or None
+        usage = sum((f.usage or ZERO_USAGE for f in files.values()), ZERO_USAGE)
+        if await self._retries.after_collection(job, files, usage=usage):
+            self._rt.activity.wake()  # stays collecting: its attempt 2 is queued
+            return job
+        finished = attrs.evolve(job, state=JobState.DONE, error=error, usage=usage)
         # job.json first: a crash before the transition re-collects and rewrites it, while a
         # crash after a transition-first order would leave a done job without its summary.
-        summary = job_summary(attrs.evolve(job, state=JobState.DONE, error=error), files.values())
+        summary = await self._summary(finished, files.values())
+        if job.retry_of is None:
+            summary["attempts"] = [attempt_entry(finished, files, number=1)]
         await anyio.to_thread.run_sync(write_json_atomic, folder / "job.json", summary)
         done = await ledger.transition(
             job.id,
@@ -163,9 +181,19 @@ class Collector:
             detail="results collected",
             error=error,
             not_before=None,
+            usage=usage,
         )
-        log.info("collect.done", job=job.name, job_id=job.id, outcome=done.outcome)
+        log.info(
+            "collect.done",
+            job=job.name,
+            job_id=job.id,
+            outcome=done.outcome,
+            total_tokens=usage.total_tokens,
+            cost=summary["cost"],
+        )
         self._rt.activity.wake()
+        if self._ws.spend_limit is not None:
+            self._ws.admission.wake()  # its actual cost replaces its estimate: room may free
         return done
 
     async def _foreign(self, job: Job, exc: ForeignResults) -> Job:
@@ -191,6 +219,18 @@ class Collector:
         )
         self._rt.activity.wake()
         return done
+
+    async def _summary(self, job: Job, files: Iterable[ResultFile]) -> dict[str, Any]:
+        """``job.json`` of ``job``, its usage and cost summed with its children's."""
+        family = [job, *await self._rt.ledger.descendants(job.id)]
+        pricing, discount = self._ws.pricing, self._ws.batch_discount
+        return job_summary(
+            job,
+            files,
+            usage=rolled_up(family).get(job.id),
+            cost=rolled_up_cost(family, pricing, discount=discount).get(job.id),
+            currency=pricing.currency,
+        )
 
 
 def _intact(record: ResultFile, dest: Path) -> bool:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 
 import anyio
 import attrs
 
-from orchestrator.budget import TokenBudget, TokenScale, learn_token_scale
+from orchestrator.budget import SpendWait, TokenBudget, TokenScale, learn_token_scale
 from orchestrator.clock import Clock
 from orchestrator.daemon.waker import Waker
 from orchestrator.ledger import SqlLedger
 from orchestrator.model import Job
 from orchestrator.polling import PollPolicy
+from orchestrator.pricing import Pricing
 from orchestrator.providers.base import Provider
 
 RECONCILE_GRACE = 180.0
@@ -49,6 +51,8 @@ class Runtime:
     wakers: list[Waker] = attrs.field(factory=list)
     """Every loop's waker, so a stop can wake them all."""
     bytes_downloaded: int = 0
+    retried_lines: Counter[str] = attrs.field(factory=Counter)
+    """Request lines written into a follow-up attempt since start, by reason (metrics)."""
     reconcile_grace: float = RECONCILE_GRACE
     """Seconds a ``submitting`` job waits before recovery lists for it (see RECONCILE_GRACE)."""
 
@@ -98,6 +102,26 @@ class WorkspaceRuntime:
     """Set by admission while the queue's head does not fit; the poller plans by it."""
     tokens: TokenBudget = attrs.field(factory=TokenBudget)
     """The token budgets per model, and the scale learnt from the provider's refusals."""
+    max_attempts: int = 1
+    """Remote attempts a line may get unless its job says otherwise (1: no retries)."""
+    retry_delay: float = 60.0
+    """Seconds before a job's first follow-up attempt (doubling for each later one)."""
+    pricing: Pricing = attrs.field(factory=Pricing)
+    """The prices (``[pricing]``): what results cost and what work is estimated to cost."""
+    batch_discount: float | None = None
+    """The workspace's own batch discount (None: the pricing's)."""
+    spend_limit: float | None = None
+    """Most the workspace may spend per calendar month (UTC); None: no limit."""
+    spend_used: float = 0.0
+    """This month's actual plus in-flight estimated cost, as the last admission pass saw it."""
+    spend_wait: SpendWait | None = None
+    """Set by admission while the queue's head waits for the spend limit."""
+
+    def cost(self, job: Job) -> float | None:
+        """What ``job``'s own results cost (None: not in yet, or its model has no price)."""
+        if job.usage is None:
+            return None
+        return self.pricing.cost(job.model, job.usage, discount=self.batch_discount)
 
     def token_limit_refused(
         self, *, provider_limit: int | None, estimated_in_flight: int
@@ -131,11 +155,11 @@ async def retry_later(runtime: Runtime, job: Job, error: str) -> Job:
         StaleTransition: the job left its state meanwhile (finished, or taken over by another
             replica); nothing was recorded.
     """
-    attempts = job.attempts + 1
+    attempts = job.step_retries + 1
     return await runtime.ledger.update(
         job.id,
         job.state,
         error=error,
-        attempts=attempts,
+        step_retries=attempts,
         not_before=runtime.clock.now() + backoff(attempts),
     )

@@ -8,6 +8,8 @@ from typing import Any
 
 from orchestrator.ledger import FileKind
 from orchestrator.model import Job, split_part_name
+from orchestrator.retries import split_attempt_name
+from orchestrator.usage import Usage
 
 RESULT_NAMES: Mapping[FileKind, str] = {"output": "output.jsonl", "error": "errors.jsonl"}
 PARTS_DIR = "parts"
@@ -25,14 +27,48 @@ def result_dir(results: Path, job: Job) -> Path:
     A job's name is a safe slug (checked at intake); a part's name holds a '/', so it is never
     used as a folder name: its files go to ``<results>/<parent>/parts/<NNNN>/``.
     """
+    if job.retry_of is not None:
+        attempt = split_attempt_name(job.name)
+        if attempt is not None:
+            return _name_folder(results, attempt[0]) / "attempts" / f"{attempt[1]:02d}"
     split = split_part_name(job.name) if job.parent_id is not None else None
     if split is not None:
         return part_folder(results, *split)
     return results / job.name
 
 
-def job_summary(job: Job, files: Any) -> dict[str, Any]:
-    """The content of ``job.json``: what a script needs to know about a finished job."""
+def _name_folder(results: Path, name: str) -> Path:
+    """The results folder of the job or part named ``name``."""
+    split = split_part_name(name)
+    return part_folder(results, *split) if split is not None else results / name
+
+
+def usage_fields(
+    usage: Usage | None, cost: float | None, currency: str | None = None
+) -> dict[str, Any]:
+    """``usage`` and ``cost`` as ``job.json`` writes them (None: not known)."""
+    return {
+        "usage": None
+        if usage is None
+        else {**usage.tokens(), "lines_without_usage": usage.lines_without_usage},
+        "cost": None if cost is None else round(cost, 6),
+        "currency": currency,
+    }
+
+
+def job_summary(
+    job: Job,
+    files: Any,
+    *,
+    usage: Usage | None = None,
+    cost: float | None = None,
+    currency: str | None = None,
+) -> dict[str, Any]:
+    """The content of ``job.json``: what a script needs to know about a finished job.
+
+    ``usage`` and ``cost`` are the job's with its children's (parts, attempts); ``cost`` is
+    None when a model has no price.
+    """
     return {
         "name": job.name,
         "workspace": job.workspace,
@@ -57,4 +93,5 @@ def job_summary(job: Job, files: Any) -> dict[str, Any]:
             }
             for f in files
         },
+        **usage_fields(usage, cost, currency),
     }

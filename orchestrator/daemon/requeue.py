@@ -3,7 +3,7 @@
 OpenAI fails a batch at validation with ``token_limit_exceeded`` when the organisation's
 enqueued prompt tokens for the model would pass its limit (``shared/api/openai-batch.md`` §7).
 Nothing ran, so the job is not failed: it returns to ``queued`` with the capacity refusals'
-backoff (``attempts`` + ``not_before``), its uploaded file kept for the next create, and an
+backoff (``step_retries`` + ``not_before``), its uploaded file kept for the next create, and an
 event that says why. What the refusal teaches about the token estimate is recorded as a
 :class:`TokenLimitObservation` in that event and handed to :func:`learn_token_scale`, which
 scales the workspace's token estimates from then on (``orchestrator/budget.py``).
@@ -100,7 +100,7 @@ async def requeue(
     """Move ``job`` (running) back to ``queued`` after ``remote`` failed for capacity.
 
     Its remote fields are cleared (the failed batch's id stays in the event), its uploaded
-    files kept, ``attempts`` counted and ``not_before`` set by :func:`backoff`. The budget
+    files kept, ``step_retries`` counted and ``not_before`` set by :func:`backoff`. The budget
     the job held is released and admission woken.
 
     Raises:
@@ -108,7 +108,7 @@ async def requeue(
     """
     observation = observe(workspace.name, job, remote, running)
     learn_token_scale(workspace, observation)
-    attempts = job.attempts + 1
+    attempts = job.step_retries + 1
     delay = backoff(attempts)
     reason = "; ".join(remote.errors) or ", ".join(remote.error_codes)
     moved = await runtime.ledger.transition(
@@ -130,7 +130,7 @@ async def requeue(
         failed=0,
         submitted_at=None,
         error=f"the provider refused the batch for capacity, will retry: {reason}",
-        attempts=attempts,
+        step_retries=attempts,
         not_before=runtime.clock.now() + delay,
     )
     workspace.released += pending(job)
@@ -140,7 +140,7 @@ async def requeue(
         job_id=job.id,
         remote_id=remote.id,
         remote_status=remote.status,
-        attempts=attempts,
+        step_retries=attempts,
         retry_in=delay,
         reason=reason,
     )

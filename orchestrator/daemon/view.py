@@ -54,6 +54,7 @@ class WorkspaceRuntimeView:
                 consecutive_failures=poller.consecutive_failures,
                 durations=poller.durations.snapshot(),
             ),
+            spend_used=None if ws.spend_limit is None else ws.spend_used,
         )
 
 
@@ -116,3 +117,7 @@ class RuntimeView:
     @property
     def bytes_downloaded(self) -> int:
         return self._runtime.bytes_downloaded
+
+    @property
+    def retried_lines(self) -> Mapping[str, int]:
+        return dict(self._runtime.retried_lines)

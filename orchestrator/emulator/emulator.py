@@ -212,6 +212,8 @@ class Emulator:
         if self._closed:
             return
         self._closed = True
+        if hasattr(self, "_jobs"):  # a dialect check failed before it existed
+            self._jobs.close()
         self._store.close()
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -43,6 +43,7 @@ from orchestrator.emulator.results import (
 )
 from orchestrator.emulator.rows import FileRow, JobIndex, JobRow, JobSpec, Snapshot
 from orchestrator.emulator.rules import InputRules, Scan
+from orchestrator.emulator.runs import LineRuns
 from orchestrator.emulator.settings import EmulatorSettings
 from orchestrator.emulator.simulation import (
     TERMINAL,
@@ -107,6 +108,7 @@ class Jobs:
         self.settings = settings
         self.clock = clock
         self.store = store
+        self._runs: LineRuns | None = None
         self.files = files
         self.results = results
         self.rules = rules
@@ -186,6 +188,7 @@ class Jobs:
                     validation_seconds=s.validation_seconds,
                     cancel_seconds=s.cancel_seconds,
                     failure_fraction=s.failure_fraction,
+                    transient_fraction=s.transient_fraction,
                     seed=s.seed,
                     finalizing_seconds=s.finalizing_seconds if self._finalizing else 0.0,
                 ),
@@ -255,6 +258,20 @@ class Jobs:
             started_at=int(job.created_at) if phase.started else None,
         )
 
+    def close(self) -> None:
+        """Close the run counter, if it was opened."""
+        if self._runs is not None:
+            self._runs.close()
+            self._runs = None
+
+    def _line_runs(self, job: JobRow) -> LineRuns | None:
+        """The run counter, opened on first use (only jobs with transient failures count)."""
+        if job.params.transient_fraction <= 0:
+            return None
+        if self._runs is None:
+            self._runs = LineRuns(self.store.root)
+        return self._runs
+
     def _reload(self, job: JobRow) -> JobRow:
         fresh = self.store.get_job(job.workspace, job.id)
         if fresh is None:
@@ -266,7 +283,9 @@ class Jobs:
             job = self._reload(job)
             if job.validation is not None or job.final is not None:
                 return job
-            usable, failed, errors = validate_input(job, self.store.job_dir(job.id), self.rules)
+            usable, failed, errors = validate_input(
+                job, self.store.job_dir(job.id), self.rules, self._line_runs(job)
+            )
             self.store.set_validation(
                 job.id, Validation(usable=usable, failed_total=failed), errors
             )

@@ -107,12 +107,30 @@ def fails_by_chance(seed: int, custom_id: str, fraction: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
+def fails_transiently(seed: int, custom_id: str, run: int, fraction: float) -> bool:
+    """Whether a valid request fails transiently on its ``run``-th run (1 = first job that
+    holds it): drawn afresh for every run, fixed by ``seed``, ``custom_id`` and ``run``."""
+    if fraction <= 0.0:
+        return False
+    digest = hashlib.blake2b(f"{seed}\x00{custom_id}\x00{run}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
+
+
 SIMULATED_FAILURE = LineError(
-    status_code=500,
-    message="The model failed to process this request (simulated failure).",
-    type="server_error",
+    status_code=422,
+    message="The request was refused (simulated permanent failure).",
+    type="invalid_request_error",
     code="simulated_failure",
 )
+"""A ``failure_fraction`` line: the same request fails on every run (never worth a retry)."""
+
+SIMULATED_TRANSIENT = LineError(
+    status_code=503,
+    message="The service was overloaded while processing this request (simulated).",
+    type="server_error",
+    code="simulated_transient",
+)
+"""A ``transient_fraction`` line: this run failed; another run of it may succeed."""
 
 
 def _check_body(endpoint: str, body: dict[str, Any], model: str | None) -> LineError | None:

@@ -19,9 +19,16 @@ from typing import IO, Any, Literal, Protocol
 
 import attrs
 
-from orchestrator.emulator.lines import SIMULATED_FAILURE, Line, LineError
+from orchestrator.emulator.lines import (
+    SIMULATED_FAILURE,
+    SIMULATED_TRANSIENT,
+    Line,
+    LineError,
+    fails_transiently,
+)
 from orchestrator.emulator.rows import FileRow, JobRow
 from orchestrator.emulator.rules import InputRules
+from orchestrator.emulator.runs import LineRuns
 from orchestrator.emulator.simulation import Phase, State, clock_at, line_finished_at
 from orchestrator.emulator.synthetic import DEFAULT_MODEL, Synth
 
@@ -76,6 +83,9 @@ class Written:
 
 
 BITMAP_NAME = "failures.bin"
+TRANSIENT_NAME = "transient.bin"
+"""The lines that failed transiently on this run (a subset of the failure bitmap)."""
+_RUN_BATCH = 4096
 
 
 def input_paths(job_dir: Path) -> list[Path]:
@@ -93,9 +103,13 @@ def _fsync_write(path: Path, data: bytes) -> None:
 
 
 def validate_input(
-    job: JobRow, job_dir: Path, rules: InputRules
+    job: JobRow, job_dir: Path, rules: InputRules, runs: LineRuns | None = None
 ) -> tuple[bool, int, list[dict[str, Any]]]:
     """Judge every line of the job's input; store the failure bitmap in ``job_dir``.
+
+    With a ``transient_fraction`` (and ``runs``), each valid line counts one more run of its
+    custom_id and fails transiently when :func:`fails_transiently` draws so for that run;
+    those lines are also kept in their own bitmap, which the result pass reads.
 
     Returns:
         ``(usable, failed_total, job_errors)``: ``usable`` is false when the wire's
@@ -103,11 +117,33 @@ def validate_input(
         input is empty or every line is invalid), and ``job_errors`` then says why.
     """
     bitmap = bytearray((job.requests + 7) // 8)
+    transient = bytearray(len(bitmap))
+    fraction = job.params.transient_fraction if runs is not None else 0.0
+    waiting: list[tuple[int, str]] = []
     failed = invalid = count = 0
     problems: Counter[str] = Counter()
+
+    def draw() -> int:
+        assert runs is not None
+        hits = 0
+        numbers = runs.bump([custom_id for _, custom_id in waiting])
+        for (index, custom_id), run in zip(waiting, numbers, strict=True):
+            if index < job.requests and fails_transiently(
+                job.params.seed, custom_id, run, fraction
+            ):
+                bitmap[index >> 3] |= 1 << (index & 7)
+                transient[index >> 3] |= 1 << (index & 7)
+                hits += 1
+        waiting.clear()
+        return hits
+
     for line in rules.classify(input_paths(job_dir), job):
         count += 1
         if line.error is None:
+            if fraction > 0 and line.custom_id is not None:
+                waiting.append((line.index, line.custom_id))
+                if len(waiting) >= _RUN_BATCH:
+                    failed += draw()
             continue
         failed += 1
         if line.index < job.requests:
@@ -115,6 +151,10 @@ def validate_input(
         if line.error is not SIMULATED_FAILURE:
             invalid += 1
             problems[line.error.code] += 1
+    if waiting:
+        failed += draw()
+    if any(transient):
+        _fsync_write(job_dir / TRANSIENT_NAME, bytes(transient))
     if count != job.requests:
         # The upload counted lines with the same rule; a mismatch means the files changed.
         raise RuntimeError(f"job {job.id}: input has {count} lines, expected {job.requests}")
@@ -123,6 +163,11 @@ def validate_input(
     if 0 < failed < count:
         _fsync_write(job_dir / BITMAP_NAME, bytes(bitmap))
     return usable, failed, errors
+
+
+def _bit(bitmap: bytes, index: int) -> bool:
+    """Whether line ``index`` is set in ``bitmap`` (a short or empty bitmap: not set)."""
+    return index >> 3 < len(bitmap) and bool(bitmap[index >> 3] >> (index & 7) & 1)
 
 
 def failed_prefix(bitmap: bytes, processed: int) -> int:
@@ -199,6 +244,8 @@ def write_results(
     usage: Counter[str] = Counter()
     expired = phase.state is State.EXPIRED
     cancelled = phase.state is State.CANCELLED
+    transient_path = job_dir / TRANSIENT_NAME
+    transient = transient_path.read_bytes() if transient_path.exists() else b""
     try:
         if phase.processed or expired or cancelled:
             for line in rules.classify(input_paths(job_dir), job):
@@ -214,9 +261,12 @@ def write_results(
                         break
                     err.write(record)
                     continue
-                if line.error is not None:
+                error = line.error
+                if error is None and _bit(transient, line.index):
+                    error = SIMULATED_TRANSIENT
+                if error is not None:
                     failed += 1
-                    err.write(results.failure(job, line, line.error))
+                    err.write(results.failure(job, line, error))
                     continue
                 assert line.body is not None
                 custom_id = line.custom_id if line.custom_id is not None else str(line.index)

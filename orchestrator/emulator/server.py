@@ -237,6 +237,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fraction of valid requests that fail (to the error file)",
     )  # fmt: skip
     _option(
+        sim, "--transient-fraction", default="0", type=_number(float, low=0, high=1),
+        help="fraction of valid requests that fail with a 503 on one run (drawn per run)",
+    )  # fmt: skip
+    _option(
         sim, "--pending-budget", default="1000000", type=_number(int, low=1),
         help="the most pending requests per workspace",
     )  # fmt: skip
@@ -306,6 +310,7 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
             validation_seconds=args.validation_seconds,
             cancel_seconds=args.cancel_seconds,
             failure_fraction=args.failure_fraction,
+            transient_fraction=args.transient_fraction,
             pending_budget=args.pending_budget,
             seed=args.seed,
             api_keys=args.api_key or None,

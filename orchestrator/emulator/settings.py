@@ -226,7 +226,10 @@ class EmulatorSettings:
         throughput: requests processed per simulated second, per job.
         validation_seconds: simulated seconds a job stays ``QUEUED`` (``total_requests = 0``).
         cancel_seconds: simulated seconds from ``CANCELLATION_REQUESTED`` to ``CANCELLED``.
-        failure_fraction: fraction of valid requests that fail (chosen per ``custom_id``).
+        failure_fraction: fraction of valid requests that fail (chosen per ``custom_id``),
+            the same way on every run: a 422 that no retry changes.
+        transient_fraction: fraction of valid requests that fail with a 503 on one run,
+            drawn again for each run of the custom_id (a retry usually succeeds).
         pending_budget: the most pending requests a workspace may hold.
         seed: seeds the synthetic results and the choice of failing requests.
         api_keys: the accepted bearer keys; ``None`` accepts any non-empty key.
@@ -248,6 +251,7 @@ class EmulatorSettings:
     validation_seconds: float = attrs.field(default=5.0, validator=_non_negative)
     cancel_seconds: float = attrs.field(default=2.0, validator=_non_negative)
     failure_fraction: float = attrs.field(default=0.0, validator=_fraction)
+    transient_fraction: float = attrs.field(default=0.0, validator=_fraction)
     pending_budget: int = attrs.field(default=1_000_000, validator=_positive)
     seed: int = 0
     api_keys: frozenset[str] | None = attrs.field(default=None, converter=_api_keys)

@@ -73,6 +73,8 @@ class SimParams:
     finalizing_seconds: float = 0.0
     """Simulated seconds in FINALIZING after the last line (0: none; jobs stored before the
     field existed have none)."""
+    transient_fraction: float = 0.0
+    """Share of valid lines that fail transiently on a run (drawn per custom_id and run)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from orchestrator.ledger._attempts import flag_attempts
 from orchestrator.ledger._queries import add_event, job_row, raise_missing_or_stale
 from orchestrator.ledger.schema import jobs
 from orchestrator.ledger.values import job_from_row
@@ -136,6 +137,7 @@ async def flag_cancel(conn: AsyncConnection, name: str, *, now: float) -> Any:
         return await job_row(conn, jobs.c.name == name)
     await add_event(conn, row, JobState(row.state), at=now, detail="cancel requested")
     log.info("ledger.cancel_requested", job=name, job_id=row.id, state=row.state)
+    roots = [row.id]
     if row.part_count > 0:
         parts = (
             await conn.execute(
@@ -149,4 +151,6 @@ async def flag_cancel(conn: AsyncConnection, name: str, *, now: float) -> Any:
             await add_event(
                 conn, part, JobState(part.state), at=now, detail=f"cancel requested (with {name})"
             )
+        roots += [part.id for part in parts]
+    await flag_attempts(conn, roots, now=now, name=name)  # no further attempt runs either
     return row

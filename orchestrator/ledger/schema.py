@@ -95,7 +95,7 @@ jobs = sa.Table(
     sa.Column("failed", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("step_retries", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("not_before", Timestamp, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
@@ -112,12 +112,32 @@ jobs = sa.Table(
     # The sha256 of each uploaded file's bytes (what the provider got, which may differ from
     # the input file: OpenAI lines gain method, url and model), aligned with input_file_ids.
     sa.Column("input_file_sha256s", JSONText, nullable=False, server_default=sa.text("'[]'")),
+    # Retries (issue #14): an attempt points at the job it retries (``retry_of``) and has its
+    # number; the job itself is attempt 1 and ``attempt`` is then its latest attempt's number.
+    # ``max_attempts`` is the limit resolved at intake (NULL: the workspace's, for jobs
+    # recorded before); ``attempt_info`` is JSON: why an attempt was made, or, on the job,
+    # how its own remote job (attempt 1) ended.
+    sa.Column("retry_of", sa.Integer, sa.ForeignKey("jobs.id"), nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("1")),
+    sa.Column("max_attempts", sa.Integer, nullable=True),
+    sa.Column("attempt_info", JSONText, nullable=True),
+    # The output tokens its requests may produce (the cost estimate's output side): the sum of
+    # the caps they set, and how many set none (NULL: recorded before it was counted).
+    sa.Column("max_output_tokens", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("uncapped_requests", sa.BigInteger, nullable=True),
+    # Usage from results (sums over the job's own result files), NULL until they are in.
+    sa.Column("usage_prompt_tokens", sa.BigInteger, nullable=True),
+    sa.Column("usage_completion_tokens", sa.BigInteger, nullable=True),
+    sa.Column("usage_total_tokens", sa.BigInteger, nullable=True),
+    sa.Column("usage_lines", sa.BigInteger, nullable=True),
+    sa.Column("usage_lines_without", sa.BigInteger, nullable=True),
     sa.UniqueConstraint("name"),
     sa.UniqueConstraint("client_token"),
     sa.CheckConstraint(_in("state", _STATES), name="state"),
     sa.CheckConstraint(f"outcome IS NULL OR {_in('outcome', _OUTCOMES)}", name="outcome"),
     sa.Index("ix_jobs_workspace_state", "workspace", "state"),
     sa.Index("ix_jobs_parent_id", "parent_id"),
+    sa.Index("ix_jobs_retry_of", "retry_of"),
 )
 
 job_events = sa.Table(
@@ -143,6 +163,11 @@ result_files = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("lines", sa.BigInteger, nullable=False),
     sa.Column("recorded_at", Timestamp, nullable=False),
+    # Tokens its lines reported, summed while it was downloaded (NULL: recorded before).
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=True),
+    sa.Column("completion_tokens", sa.BigInteger, nullable=True),
+    sa.Column("total_tokens", sa.BigInteger, nullable=True),
+    sa.Column("usage_lines_without", sa.BigInteger, nullable=True),
     sa.PrimaryKeyConstraint("job_id", "kind"),
     sa.CheckConstraint(_in("kind", FILE_KINDS), name="kind"),
 )

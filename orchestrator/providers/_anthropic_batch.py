@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import attrs
 
@@ -15,6 +16,7 @@ from orchestrator.errors import PermanentProviderError
 from orchestrator.model import RemotePhase
 from orchestrator.providers._transport import expect_object, int_field, malformed, optional_str
 from orchestrator.providers.base import RemoteJob
+from orchestrator.retries import LineResult, Reason, ResultLines, Verdict
 
 INTENT_PREFIX = "inline"
 COUNT_KEYS = ("processing", "succeeded", "errored", "canceled", "expired")
@@ -125,3 +127,58 @@ def parse_job(data: object, *, operation: str = "get_job") -> RemoteJob:
         created_at=created or 0,
         completed_at=_timestamp(data.get("ended_at"), operation=operation, field="ended_at"),
     )
+
+
+_RETRIED_ERRORS: Mapping[str, Reason] = {
+    "rate_limit_error": Reason.RATE_LIMITED,
+    "api_error": Reason.SERVER_ERROR,
+    "overloaded_error": Reason.SERVER_ERROR,
+    "timeout_error": Reason.TRANSIENT,
+}
+"""Errored results worth another attempt: the Batch guide says only ``invalid_request_error``
+"must be fixed before re-sending"; server-side types "can be retried directly"."""
+
+
+class AnthropicResultLines(ResultLines):
+    """``{custom_id, result: {type, ...}}`` lines: succeeded; errored (retried unless the
+    request itself is invalid); expired (never ran: retried); canceled (final: a cancel)."""
+
+    def classify(self, record: object) -> LineResult:
+        if not isinstance(record, Mapping):
+            return LineResult(custom_id=None, verdict=Verdict.FINAL)
+        custom_id = record.get("custom_id")
+        custom_id = custom_id if isinstance(custom_id, str) and custom_id else None
+        result = record.get("result")
+        kind = result.get("type") if isinstance(result, Mapping) else None
+        if kind == "succeeded":
+            return LineResult(custom_id=custom_id, verdict=Verdict.SUCCEEDED)
+        if kind == "expired":
+            return LineResult(
+                custom_id=custom_id, verdict=Verdict.RETRY, reason=Reason.NOT_PROCESSED
+            )
+        if kind == "errored" and isinstance(result, Mapping):
+            outer = result.get("error")
+            inner = outer.get("error") if isinstance(outer, Mapping) else None
+            error_type = inner.get("type") if isinstance(inner, Mapping) else None
+            reason = _RETRIED_ERRORS.get(str(error_type))
+            if reason is not None:
+                return LineResult(custom_id=custom_id, verdict=Verdict.RETRY, reason=reason)
+        return LineResult(custom_id=custom_id, verdict=Verdict.FINAL)
+
+    def never_ran(self, custom_id: str, message: str) -> dict[str, Any]:
+        """An errored line in Anthropic's shape, typed ``not_processed``."""
+        return {
+            "custom_id": custom_id,
+            "result": {
+                "type": "errored",
+                "error": {
+                    "type": "error",
+                    "error": {"type": "not_processed", "message": message},
+                    "request_id": None,
+                },
+            },
+        }
+
+
+ANTHROPIC_RESULT_LINES = AnthropicResultLines()
+"""How Anthropic's result lines read (``result.type``, and an errored line's error type)."""

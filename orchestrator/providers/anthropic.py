@@ -49,6 +49,7 @@ from orchestrator.errors import (
     PermanentProviderError,
     ProviderError,
 )
+from orchestrator.providers._anthropic_batch import ANTHROPIC_RESULT_LINES
 from orchestrator.providers._anthropic_batch import COUNT_KEYS as COUNT_KEYS
 from orchestrator.providers._anthropic_batch import Intent as Intent
 from orchestrator.providers._anthropic_batch import ended_phase as ended_phase
@@ -140,6 +141,7 @@ class AnthropicProvider(HttpProvider):
     """
 
     name = "anthropic"
+    result_lines = ANTHROPIC_RESULT_LINES
     vendor = "Anthropic"
     example_url = "https://api.anthropic.com"
     lists_by_status = False

@@ -14,6 +14,8 @@ from typing import ClassVar
 import attrs
 
 from orchestrator.model import RemotePhase
+from orchestrator.retries import ResultLines
+from orchestrator.usage import ZERO_USAGE, Usage
 
 
 @attrs.frozen(kw_only=True)
@@ -59,6 +61,8 @@ class DownloadedFile:
     bytes: int
     sha256: str
     lines: int
+    usage: Usage = ZERO_USAGE
+    """Tokens its lines report, summed in the download's pass (dialect's field names mapped)."""
 
 
 class Provider(abc.ABC):
@@ -80,6 +84,10 @@ class Provider(abc.ABC):
     records the request count and the custom_id set's digest (the upload's id) before the
     create, keeps one create in flight per workspace, and reconciles by size and creation
     time, confirming the adoption when the results arrive."""
+    result_lines: ClassVar[ResultLines]
+    """How this dialect's result lines read: which custom_id, succeeded, retried (and why)
+    or final. Line retries (:mod:`orchestrator.retries`) rest on it; ``docs/retries.md``
+    has each dialect's table."""
 
     def input_groups(self, inputs: Sequence[Path]) -> list[tuple[Path, ...]]:
         """How a job's input files become uploads, in order: one upload per group.

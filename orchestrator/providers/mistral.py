@@ -31,6 +31,7 @@ from orchestrator.providers._transport import (
     string_map,
 )
 from orchestrator.providers.base import RemoteJob
+from orchestrator.retries import HttpStatusLines
 
 log = structlog.get_logger(__name__)
 
@@ -174,10 +175,21 @@ def _capacity_refusal(
     return None
 
 
+MISTRAL_RESULT_LINES = HttpStatusLines(
+    # Mistral's 429 bodies carry code "1300" (shared/api/batch-apis.md M7); a line whose
+    # error names it without a status is rate limited like a 429.
+    transient_codes=frozenset({"1300", "rate_limited", "server_error"}),
+    # A timed-out job's unreached lines appear in neither file (no code names them).
+    not_processed_codes=frozenset(),
+)
+"""How Mistral's result lines read (``response.status_code`` first; docs/retries.md)."""
+
+
 class MistralProvider(HttpProvider):
     """One Mistral workspace (API key + base URL); arguments as :class:`HttpProvider`."""
 
     name = "mistral"
+    result_lines = MISTRAL_RESULT_LINES
     vendor = "Mistral"
     example_url = "https://api.mistral.ai"
     jobs_url = "/v1/batch/jobs"

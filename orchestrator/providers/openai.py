@@ -47,6 +47,7 @@ from orchestrator.providers._transport import (
 )
 from orchestrator.providers._transport.upload import UploadBody
 from orchestrator.providers.base import RemoteJob, UploadedFile
+from orchestrator.retries import HttpStatusLines
 
 log = structlog.get_logger(__name__)
 
@@ -230,6 +231,23 @@ def _capacity_refusal(
     return None
 
 
+class _OpenAIResultLines(HttpStatusLines):
+    """OpenAI's lines; a failed batch is resubmitted whole only for a code that passes."""
+
+    def retries_job_failure(self, error_codes: Sequence[str]) -> bool:
+        # Validation codes (invalid_json_line, url_mismatch...) blame the input; a capacity
+        # refusal (token_limit_exceeded) is requeued before it ever gets here.
+        return all(code in self.transient_codes for code in error_codes)
+
+
+OPENAI_RESULT_LINES = _OpenAIResultLines(
+    transient_codes=frozenset({"server_error", "rate_limit_exceeded", "internal_error", "timeout"}),
+    # An expired batch writes each unreached request as a batch_expired line (§5).
+    not_processed_codes=frozenset({"batch_expired"}),
+)
+"""How OpenAI's result lines read (``response.status_code``, else ``error.code``)."""
+
+
 class OpenAIProvider(HttpProvider):
     """One OpenAI project (API key + base URL); arguments as :class:`HttpProvider`, plus:
 
@@ -245,6 +263,7 @@ class OpenAIProvider(HttpProvider):
     """
 
     name = "openai"
+    result_lines = OPENAI_RESULT_LINES
     vendor = "OpenAI"
     example_url = "https://api.openai.com"
     lists_by_status = False

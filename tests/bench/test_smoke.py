@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench import api_calls, budget_use, downloads, intake_upload, scale
+from bench import api_calls, budget_use, downloads, intake_upload, retry_merge, scale
 from tests.bench.conftest import needs_curl
 
 Runner = Callable[..., tuple[str, dict[str, Any]]]
@@ -166,3 +166,14 @@ def test_scale_measures_poll_cycles_of_a_real_daemon(run_harness: Runner) -> Non
     assert entry["cycles"] == entry["polled"] == 2
     assert entry["api_calls_per_cycle"] >= 1
     assert entry["cpu_per_cycle"] > 0
+
+
+def test_retry_merge_memory_stays_flat(run_harness: Runner) -> None:
+    """The retry passes at two toy sizes: counts right, peak RSS not growing with lines."""
+    report, figures = run_harness(retry_merge.main, "--sizes", "1000,20000")
+    assert "peak RSS" in report
+    small, large = figures["runs"]
+    assert (small["retry_lines"], large["retry_lines"]) == (100, 2000)
+    assert large["output_lines"] + large["error_lines"] == 20_000
+    assert large["error_lines"] == 20_000 // 50  # the 422s; every 500 succeeded by attempt 3
+    assert large["peak_rss_mib"] - small["peak_rss_mib"] < 16

@@ -132,7 +132,7 @@ async def test_capacity_refusal_requeues_with_backoff_never_fails(
         await ledger.close()
     # Whichever create came second was refused, went back to queued, and later ran.
     assert len(refused) == 1
-    assert refused[0].attempts >= 1
+    assert refused[0].step_retries >= 1
 
 
 async def test_count_external_keeps_room_for_jobs_we_did_not_create(

@@ -213,8 +213,8 @@ async def test_token_limit_failure_requeues_with_backoff_and_says_why(tmp_path: 
         events = await w.ledger.events(job.id)
     assert after.state is JobState.QUEUED
     assert after.outcome is None
-    assert after.attempts == job.attempts + 1
-    assert after.not_before == pytest.approx(w.clock.now() + backoff(after.attempts))
+    assert after.step_retries == job.step_retries + 1
+    assert after.not_before == pytest.approx(w.clock.now() + backoff(after.step_retries))
     assert after.remote_id is None
     assert after.input_file_ids == job.input_file_ids  # the upload is reused
     assert after.error is not None and "token_limit_exceeded" in after.error

@@ -64,7 +64,7 @@ async def test_a_deleted_input_is_retried_then_rejected_and_the_loop_goes_on(
             assert tries < 20, "the job was never rejected"
             clock.advance(600.0)
         rejected = await ledger.get(lost.id)
-        assert rejected.attempts == submit_module.INPUT_READ_ATTEMPTS - 1
+        assert rejected.step_retries == submit_module.INPUT_READ_ATTEMPTS - 1
         assert rejected.error is not None
         assert rejected.error.startswith("an input cannot be read for the upload: ")
         assert str(gone) in rejected.error

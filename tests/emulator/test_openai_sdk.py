@@ -116,7 +116,7 @@ def test_batch_lifecycle_and_results() -> None:
                 body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
             )
         for record in errors:
-            assert record["error"] is None and record["response"]["status_code"] == 500
+            assert record["error"] is None and record["response"]["status_code"] == 422
             check_error_json(record["response"]["body"])
         assert done.usage is not None
         prompt = sum(r["response"]["body"]["usage"]["prompt_tokens"] for r in outputs)

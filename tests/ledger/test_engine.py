@@ -135,11 +135,11 @@ async def test_read_modify_write_transactions_lose_no_update(
         for _ in range(25):
             async with engine.begin() as conn:
                 current = await conn.scalar(
-                    sa.select(jobs.c.attempts).where(jobs.c.id == job.id).with_for_update()
+                    sa.select(jobs.c.step_retries).where(jobs.c.id == job.id).with_for_update()
                 )
                 assert current is not None
                 await conn.execute(
-                    jobs.update().where(jobs.c.id == job.id).values(attempts=current + 1)
+                    jobs.update().where(jobs.c.id == job.id).values(step_retries=current + 1)
                 )
 
     try:
@@ -148,4 +148,4 @@ async def test_read_modify_write_transactions_lose_no_update(
                 tg.start_soon(increment_many)
     finally:
         await engine.dispose()
-    assert (await ledger.get(job.id)).attempts == 500
+    assert (await ledger.get(job.id)).step_retries == 500

@@ -40,7 +40,8 @@ async def test_add_job_records_every_field(ledger: SqlLedger, clock: FakeClock) 
     assert job.state is JobState.QUEUED
     assert job.outcome is None
     assert job.input_file_ids == ()
-    assert (job.total, job.completed, job.succeeded, job.failed, job.attempts) == (0, 0, 0, 0, 0)
+    counts = (job.total, job.completed, job.succeeded, job.failed, job.step_retries)
+    assert counts == (0, 0, 0, 0, 0)
     assert job.cancel_requested is False
     assert job.created_at == job.updated_at == clock.now()
     assert job.finished_at is None

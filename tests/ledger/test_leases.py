@@ -118,7 +118,7 @@ async def test_a_stale_owner_writes_nothing(replicas: list[SqlLedger], clock: Fa
         await a.transition(job.id, JobState.ADMITTED, JobState.SUBMITTING, detail="intent")
     with pytest.raises(LeaseLost):
         await a.update(job.id, JobState.ADMITTED, input_file_ids=("file-x",))
-    result = await a.update_many([(job.id, JobState.ADMITTED, {"attempts": 7})])
+    result = await a.update_many([(job.id, JobState.ADMITTED, {"step_retries": 7})])
     assert (result.updated, result.stale) == ((), (job.id,))
     with pytest.raises(LeaseLost):
         await a.record_file(job.id, "output", path="/x", bytes=1, sha256=SHA, lines=1)

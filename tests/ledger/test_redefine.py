@@ -87,14 +87,14 @@ async def test_a_job_rejected_after_an_upload_starts_again_from_nothing(
     """File ids, attempts and backoff of the refused create are not carried over."""
     job = await bring_to(ledger, await add(ledger), JobState.SUBMITTING)
     job = await ledger.update(
-        job.id, JobState.SUBMITTING, input_file_ids=("file-1",), attempts=2, not_before=5.0
+        job.id, JobState.SUBMITTING, input_file_ids=("file-1",), step_retries=2, not_before=5.0
     )
     job = await ledger.transition(
         job.id, JobState.SUBMITTING, JobState.REJECTED, detail="create refused", error="422"
     )
     fixed, written = await ledger.add_job(make_spec(), definition_hash="fixed", request_count=3)
     assert written and fixed.id == job.id
-    assert fixed.input_file_ids == () and fixed.attempts == 0 and fixed.not_before is None
+    assert fixed.input_file_ids == () and fixed.step_retries == 0 and fixed.not_before is None
     assert fixed.remote_id is None and fixed.submitted_at is None
 
 

@@ -90,7 +90,7 @@ async def test_transition_of_a_missing_job_is_not_found(ledger: SqlLedger) -> No
     with pytest.raises(JobNotFound):
         await ledger.transition(999, JobState.QUEUED, JobState.ADMITTED)
     with pytest.raises(JobNotFound):
-        await ledger.update(999, JobState.QUEUED, attempts=1)
+        await ledger.update(999, JobState.QUEUED, step_retries=1)
 
 
 async def test_transition_applies_changes(ledger: SqlLedger, clock: FakeClock) -> None:
@@ -168,11 +168,15 @@ async def test_update_changes_fields_within_the_state(ledger: SqlLedger, clock: 
     events_before = await ledger.events(job.id)
     clock.advance(5)
     updated = await ledger.update(
-        job.id, JobState.ADMITTED, input_file_ids=("file-1", "file-2"), attempts=2, not_before=9.5
+        job.id,
+        JobState.ADMITTED,
+        input_file_ids=("file-1", "file-2"),
+        step_retries=2,
+        not_before=9.5,
     )
     assert updated.state is JobState.ADMITTED
     assert updated.input_file_ids == ("file-1", "file-2")
-    assert (updated.attempts, updated.not_before, updated.updated_at) == (2, 9.5, clock.now())
+    assert (updated.step_retries, updated.not_before, updated.updated_at) == (2, 9.5, clock.now())
     assert await ledger.get(job.id) == updated
     assert await ledger.events(job.id) == events_before
 
@@ -203,9 +207,9 @@ async def test_update_in_another_state_is_stale(ledger: SqlLedger) -> None:
     job = await add(ledger)
     await ledger.transition(job.id, JobState.QUEUED, JobState.ADMITTED)
     with pytest.raises(StaleTransition):
-        await ledger.update(job.id, JobState.QUEUED, attempts=3, detail="late")
+        await ledger.update(job.id, JobState.QUEUED, step_retries=3, detail="late")
     after = await ledger.get(job.id)
-    assert after.attempts == 0
+    assert after.step_retries == 0
     assert len(await ledger.events(job.id)) == 2
 
 
@@ -218,7 +222,7 @@ async def test_racing_transitions_have_exactly_one_winner(ledger: SqlLedger) -> 
     async def race(n: int) -> None:
         try:
             await ledger.transition(
-                job.id, JobState.QUEUED, JobState.ADMITTED, detail=f"task {n}", attempts=n
+                job.id, JobState.QUEUED, JobState.ADMITTED, detail=f"task {n}", step_retries=n
             )
             wins.append(n)
         except StaleTransition as exc:
@@ -231,7 +235,7 @@ async def test_racing_transitions_have_exactly_one_winner(ledger: SqlLedger) -> 
     assert len(stale) == 19
     after = await ledger.get(job.id)
     assert after.state is JobState.ADMITTED
-    assert after.attempts == wins[0]
+    assert after.step_retries == wins[0]
     transitions = [e for e in await ledger.events(job.id) if e.from_state is not None]
     assert [e.detail for e in transitions] == [f"task {wins[0]}"]
 

@@ -99,13 +99,13 @@ async def test_rows_with_different_fields_in_one_call(ledger: SqlLedger) -> None
     result = await ledger.update_many(
         [
             (running[0].id, JobState.RUNNING, {"completed": 3}),
-            (admitted.id, JobState.ADMITTED, {"input_file_ids": ("f-1",), "attempts": 2}),
+            (admitted.id, JobState.ADMITTED, {"input_file_ids": ("f-1",), "step_retries": 2}),
         ]
     )
     assert result.updated == (running[0].id, admitted.id)
     assert (await ledger.get(running[0].id)).completed == 3
     changed = await ledger.get(admitted.id)
-    assert (changed.input_file_ids, changed.attempts) == (("f-1",), 2)
+    assert (changed.input_file_ids, changed.step_retries) == (("f-1",), 2)
 
 
 async def test_many_chunks_of_ids(ledger: SqlLedger, monkeypatch: pytest.MonkeyPatch) -> None:

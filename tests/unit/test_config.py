@@ -125,18 +125,27 @@ def test_example_config_loads_and_sets_every_key() -> None:
     document = tomllib.loads(path.read_text())
     assert set(document) == {
         "ledger", "results", "polling", "workspaces", "intake", "http", "emulator", "daemon",
-        "jobs",
+        "jobs", "pricing",
     }  # fmt: skip
+    assert set(document["pricing"]) == {"batch_discount", "models"}
+    assert set(document["pricing"]["models"]["mistral-small-latest"]) == {"input", "output"}
+    for shown in ("# currency = ", "# max_tokens = 1_024", "# spend_limit = ", "# batch_discount"):
+        assert shown in path.read_text()  # optional, shown as comments
+    assert config.pricing.price("mistral-small-latest") is not None
     assert set(document["polling"]) == {"initial", "max", "factor", "jitter"}
+    assert set(document["http"]) == {"listen", "token_env", "allow_anonymous_reads"}
+    assert config.http.token_env == "ORCH_HTTP_TOKEN"
+    assert config.http.allow_anonymous_reads is False
     assert set(document["intake"]) == {"jobs_dir", "rescan_interval"}
     assert set(document["emulator"]) == {
-        "time_scale", "throughput", "validation_seconds", "failure_fraction", "seed",
+        "time_scale", "throughput", "validation_seconds", "failure_fraction",
+        "transient_fraction", "seed",
     }  # fmt: skip
     assert set(document["daemon"]) == {"grace_period", "reconcile_grace", "lease_ttl"}
     assert "# replica_id = " in path.read_text()  # optional, shown as a comment
     assert set(document["workspaces"]["main"]) == {
         "provider", "base_url", "api_key_env", "pending_budget", "count_external",
-        "split_requests",
+        "split_requests", "max_attempts", "retry_delay",
     }  # fmt: skip
     assert "api_key_file" in path.read_text()  # the alternative, shown as a comment
     assert "# token_budget = 2_000_000" in path.read_text()  # optional, shown as comments
@@ -147,6 +156,7 @@ def test_example_config_loads_and_sets_every_key() -> None:
     }  # fmt: skip
     assert "inputs" in document["jobs"][1]
     assert "# split_requests = 50_000" in path.read_text()  # a job's override, as a comment
+    assert "# max_attempts = 5" in path.read_text()  # a job's override, as a comment
     assert config.workspaces["main"].split_requests == 100_000
 
 

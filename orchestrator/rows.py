@@ -1,8 +1,9 @@
-"""What the read commands report, as plain values: the ``--json`` objects and their sums.
+"""What the read commands and the HTTP API report, as plain values: the ``--json`` objects.
 
 Pure: no I/O and no clock (``now`` is passed in). The human renderings in
-:mod:`orchestrator.cli._render` are built from the same values, so the table and the JSON never
-disagree.
+:mod:`orchestrator.cli._render` and the JSON API (:mod:`orchestrator.service.api`) are built
+from the same values, so the table, ``status --json`` and ``GET /api/jobs`` never disagree.
+It imports neither the daemon nor the CLI, so both the CLI and the service use it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from typing import Any
 
 import attrs
 
-from orchestrator.config import WorkspaceConfig
-from orchestrator.daemon.layout import result_dir
+from orchestrator.config import Config, WorkspaceConfig
 from orchestrator.ledger import JobEvent, ResultFile
 from orchestrator.model import (
     IN_FLIGHT_STATES,
@@ -75,11 +75,46 @@ def parent_name(job: Job) -> str | None:
     return split[0] if split else None
 
 
-def status_row(job: Job, *, now: float, parent_field: bool = False) -> dict[str, Any]:
+def attempt_row(attempt: Job) -> dict[str, Any]:
+    """One follow-up attempt of a job, as ``status --json`` and ``show --json`` list it."""
+    return {
+        "attempt": attempt.attempt,
+        "name": attempt.name,
+        "state": attempt.state.value,
+        "outcome": attempt.outcome.value if attempt.outcome else None,
+        "remote_id": attempt.remote_id,
+        "remote_status": attempt.remote_status,
+        "requests": attempt.request_count,
+        "succeeded": attempt.succeeded,
+        "failed": attempt.failed,
+        "reasons": dict((attempt.attempt_info or {}).get("reasons") or {}),
+    }
+
+
+def with_attempt_limit(job: Job, config: Config) -> Job:
+    """``job`` with its attempt limit resolved (its own, else its workspace's setting)."""
+    if job.max_attempts is not None or job.workspace not in config.workspaces:
+        return job
+    return attrs.evolve(job, max_attempts=config.workspaces[job.workspace].max_attempts)
+
+
+def attempt_label(job: Job) -> str | None:
+    """``attempt k/n`` for a job whose follow-up attempt ``k`` runs (None otherwise)."""
+    if job.retry_of is not None or job.attempt <= 1 or job.state is not JobState.COLLECTING:
+        return None
+    return f"attempt {job.attempt}/{job.max_attempts or '?'}"
+
+
+def status_row(
+    job: Job, *, now: float, parent_field: bool = False, attempts: Sequence[Job] = ()
+) -> dict[str, Any]:
     """The ``status --json`` object of one job (design.md §9, plus a few more fields).
 
     A split job's parent has ``part_count`` (how many parts; 0 for any other job); with
     ``parent_field`` every row also has ``parent`` (the parent's name for a part, else null).
+    ``attempt`` is the number of the job's latest remote attempt (1 unless lines were
+    resubmitted), ``max_attempts`` its limit (as resolved by the caller), and ``attempts``
+    lists its follow-up attempts (``attempts``: the rows whose ``retry_of`` is the job).
     """
     share = progress(job)
     row = {
@@ -104,6 +139,9 @@ def status_row(job: Job, *, now: float, parent_field: bool = False) -> dict[str,
         "updated_at": timestamp(job.updated_at),
         "age_seconds": round(max(0.0, now - job.created_at), 3),
         "part_count": job.part_count,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "attempts": [attempt_row(a) for a in attempts],
     }
     if parent_field:
         row["parent"] = parent_name(job)
@@ -117,14 +155,17 @@ def show_detail(
     *,
     now: float,
     parts: Sequence[Job] = (),
+    attempts: Sequence[Job] = (),
 ) -> dict[str, Any]:
     """The ``show --json`` object: the status row, the definition, remote ids, files, history.
 
     A split job's parent also lists its ``parts`` (their status rows); a part names its
-    ``parent``.
+    ``parent``; ``attempts`` lists the job's follow-up attempts; ``retry_of`` names the job
+    an attempt retries.
     """
     return {
-        **status_row(job, now=now, parent_field=True),
+        **status_row(job, now=now, parent_field=True, attempts=attempts),
+        "retry_of": job.retry_of,
         "parts": [status_row(part, now=now, parent_field=True) for part in parts],
         "id": job.id,
         "model": job.model,
@@ -136,7 +177,7 @@ def show_detail(
         "input_file_ids": list(job.input_file_ids),
         "output_file_id": job.output_file_id,
         "error_file_id": job.error_file_id,
-        "attempts": job.attempts,
+        "step_retries": job.step_retries,
         "not_before": timestamp(job.not_before),
         "submitted_at": timestamp(job.submitted_at),
         "finished_at": timestamp(job.finished_at),
@@ -168,9 +209,8 @@ def file_row(record: ResultFile) -> dict[str, Any]:
     }
 
 
-def results_detail(job: Job, files: Sequence[ResultFile], results_dir: Path) -> dict[str, Any]:
-    """The ``results --json`` object: where the job's results are, and their counts."""
-    folder = result_dir(results_dir, job)
+def results_detail(job: Job, files: Sequence[ResultFile], folder: Path) -> dict[str, Any]:
+    """The ``results --json`` object: where the job's results are (``folder``), and counts."""
     summary = folder / "job.json"
     return {
         "name": job.name,
@@ -312,6 +352,35 @@ def budgets(
             )
         )
     return rows
+
+
+def budget_dimensions(row: WorkspaceBudget) -> list[dict[str, Any]]:
+    """One gauge per budget dimension of a workspace: what is used of what limit.
+
+    Requests pending (design §3) always; prompt tokens in flight per model where the workspace
+    has a token budget or tokens in flight. A new dimension (spend, ...) is one more entry:
+    the dashboard draws every entry the same way.
+    """
+    dimensions: list[dict[str, Any]] = [
+        {
+            "name": "requests",
+            "label": "requests pending",
+            "used": row.in_flight + (row.external or 0),
+            "limit": row.budget,
+            "unit": "requests",
+        }
+    ]
+    dimensions += [
+        {
+            "name": f"tokens:{entry.model}",
+            "label": f"prompt tokens in flight, {entry.model}",
+            "used": entry.in_flight,
+            "limit": entry.budget,
+            "unit": "tokens",
+        }
+        for entry in row.tokens
+    ]
+    return dimensions
 
 
 def _model_tokens(ws: WorkspaceConfig | None, flying: Sequence[Job]) -> tuple[ModelTokens, ...]:
