@@ -48,6 +48,8 @@ URLs), then ``_env`` (the overrides) and ``_workspace`` (providers, secrets, API
 
 from __future__ import annotations
 
+from orchestrator.config._hooks import HookConfig as HookConfig
+from orchestrator.config._hooks import WebhookConfig as WebhookConfig
 from orchestrator.config._jobs import job_from_flags as job_from_flags
 from orchestrator.config._jobs import missing_inputs as missing_inputs
 from orchestrator.config._jobsdir import JobsDirScan as JobsDirScan
@@ -76,6 +78,7 @@ __all__ = [
     "Config",
     "DaemonConfig",
     "EmulatorConfig",
+    "HookConfig",
     "HttpConfig",
     "InputOrigin",
     "IntakeConfig",
@@ -83,6 +86,7 @@ __all__ = [
     "LedgerConfig",
     "PollingConfig",
     "ResultsConfig",
+    "WebhookConfig",
     "WorkspaceConfig",
     "job_from_flags",
     "load_config",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import attrs
 
+from orchestrator.config._hooks import HookConfig, WebhookConfig
 from orchestrator.config._workspace import EMBEDDED, read_api_key
 from orchestrator.model import JobSpec
 
@@ -21,6 +22,7 @@ MIN_LEASE_TTL = 3.0
 
 TOP_KEYS = frozenset(
     {"ledger", "results", "polling", "workspaces", "intake", "http", "emulator", "daemon", "jobs"}
+    | {"webhooks", "hooks"}
 )
 """The tables of the main config file."""
 
@@ -206,3 +208,12 @@ class Config:
     """Where each of ``jobs`` is defined (``file: jobs[i]``), for duplicate-name errors."""
     input_origins: Mapping[str, tuple[InputOrigin, ...]] = attrs.field(factory=dict)
     """Job name -> where each of its inputs is written (for errors about a missing file)."""
+    webhooks: tuple[WebhookConfig, ...] = ()
+    """The ``[[webhooks]]`` receivers, in order."""
+    hooks: tuple[HookConfig, ...] = ()
+    """The ``[[hooks]]`` commands, in order."""
+
+    @property
+    def endpoints(self) -> tuple[WebhookConfig | HookConfig, ...]:
+        """Every place events are delivered to: the webhooks, then the hooks."""
+        return (*self.webhooks, *self.hooks)

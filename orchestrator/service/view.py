@@ -152,6 +152,20 @@ class PollStats:
 
 
 @attrs.frozen(kw_only=True)
+class DeliveryStats:
+    """What one webhook or hook endpoint's delivery task counted since the daemon started."""
+
+    delivered: int
+    """Deliveries that reached the endpoint (a 2xx answer, a hook that exited 0)."""
+    failed: int
+    """Attempts that did not (each retry counts)."""
+    dead: int
+    """Deliveries given up after the endpoint's max_age."""
+    latency: Histogram
+    """How long attempts took."""
+
+
+@attrs.frozen(kw_only=True)
 class WorkspaceStats:
     """The live numbers of one workspace that the ledger does not hold."""
 
@@ -240,6 +254,11 @@ class DaemonView(Protocol):
     @property
     def bytes_downloaded(self) -> int:
         """Bytes of result files this process downloaded."""
+        ...
+
+    @property
+    def deliveries(self) -> Mapping[str, DeliveryStats]:
+        """Endpoint (a webhook's URL, ``hook:[...]``) -> what its delivery task counted."""
         ...
 
 
