@@ -129,7 +129,9 @@ class Daemon:
             await upgrade(config.ledger.url)
         async with _ShieldedExitStack() as stack:
             # Secrets and hook programs first: a bad one stops the daemon before it wires anything.
-            senders = build_senders(config, self._environ)
+            senders = build_senders(
+                config, self._environ, wrap=self._transport if self._wrap_transport else None
+            )
             for sender in senders:
                 stack.push_async_callback(sender.aclose)
             ledger = await SqlLedger.connect(config.ledger.url, clock=self.clock)

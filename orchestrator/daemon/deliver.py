@@ -26,7 +26,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,11 +260,17 @@ def _one_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
-def build_senders(config: Config, environ: Mapping[str, str]) -> list[Sender]:
+def build_senders(
+    config: Config,
+    environ: Mapping[str, str],
+    *,
+    wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+) -> list[Sender]:
     """One sender per ``[[webhooks]]`` and ``[[hooks]]`` table, the secrets read now.
 
     Every secret value (and every workspace's API key variable) is handed to the log
-    redactor, and none of those variables reaches a hook's environment.
+    redactor, and none of those variables reaches a hook's environment. ``wrap`` is the
+    daemon's transport seam, where tests inject crashes.
 
     Raises:
         ConfigError: a secret variable is unset or not a ``whsec_`` secret, or a hook's
@@ -278,7 +284,12 @@ def build_senders(config: Config, environ: Mapping[str, str]) -> list[Sender]:
     }
     redactor.add(environ[name] for name in hidden if environ.get(name))
     environment = {name: value for name, value in environ.items() if name not in hidden}
-    senders: list[Sender] = [WebhookSender(w, keys[w.url]) for w in config.webhooks]
+    senders: list[Sender] = [
+        WebhookSender(
+            w, keys[w.url], transport=None if wrap is None else wrap(httpx.AsyncHTTPTransport())
+        )
+        for w in config.webhooks
+    ]
     senders.extend(HookSender(hook, environment) for hook in config.hooks)
     return senders
 
@@ -384,7 +395,7 @@ class Deliverer:
             structlog.contextvars.unbind_contextvars("job", "webhook_id", "endpoint")
         fields: dict[str, Any] = {
             "delivery": delivery.id,
-            "event": delivery.type,
+            "type": delivery.type,
             "job": delivery.job_name,
             "endpoint": sender.endpoint,
             "status": outcome.status,
