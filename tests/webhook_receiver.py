@@ -1,13 +1,12 @@
 """A real webhook receiver on 127.0.0.1 that verifies with the ``standardwebhooks`` package.
 
-It runs in a thread of the test process (or, with ``python -m tests.webhook_receiver``, as a
-process of its own that outlives a killed daemon) and records every request: the headers, the
-body, and whether the reference library accepted the signature.
+It runs in a thread of the test process (so it outlives a daemon process the test kills) and
+records every request: the headers, the body, and whether the reference library accepted the
+signature.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import threading
@@ -103,25 +102,3 @@ def receiving(**options: Any) -> Iterator[Receiver]:
         receiver.server.shutdown()
         receiver.server.server_close()
         thread.join(5)
-
-
-def main() -> None:
-    """Serve as a process: print the URL, append each request to --log as a JSON line."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--log", type=Path, required=True)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--delay", type=float, default=0.0)
-    args = parser.parse_args()
-    receiver = Receiver(log=args.log, delay=args.delay)
-    if args.port:
-        receiver.server.server_close()
-        receiver.server = ThreadingHTTPServer(
-            ("127.0.0.1", args.port), receiver.server.RequestHandlerClass
-        )
-        receiver.server.daemon_threads = True
-    print(f"http://127.0.0.1:{receiver.server.server_address[1]}/hooks", flush=True)
-    receiver.server.serve_forever()
-
-
-if __name__ == "__main__":
-    main()
