@@ -24,6 +24,7 @@ from orchestrator.cli._render import (
     status_rich,
 )
 from orchestrator.cli._rows import budgets, results_detail, show_detail, status_row
+from orchestrator.cli._webhooks import delivery_row, show_section
 from orchestrator.clock import Clock
 from orchestrator.config import Config, InputOrigin, job_from_flags, load_jobs_dir
 from orchestrator.daemon.intake import admit_spec, conflict_message
@@ -65,13 +66,19 @@ async def show(args: argparse.Namespace, config: Config, clock: Clock, out: Outp
         files = await ledger.files(job.id)
         events = await ledger.events(job.id)
         parts = await ledger.parts(job.id) if job.is_parent else []
+        deliveries = await ledger.deliveries(job_id=job.id)
     now = clock.now()
     if args.json:
-        _json_out(out, show_detail(job, files, events, now=now, parts=parts))
-    elif out.rich:
+        detail = show_detail(job, files, events, now=now, parts=parts)
+        configured = [endpoint.endpoint for endpoint in config.endpoints]
+        detail["deliveries"] = [delivery_row(d, configured) for d in deliveries]
+        _json_out(out, detail)
+        return EXIT_OK
+    if out.rich:
         out.show(show_rich(job, files, events, now=now, parts=parts))
     else:
         out.write(show_plain(job, files, events, now=now, parts=parts))
+    show_section(out, deliveries, config)
     return EXIT_OK
 
 

@@ -1,0 +1,62 @@
+"""`orchestrator webhooks` and the deliveries in `show NAME`, after a daemon run with hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.cli.conftest import CliRunner, Project, lines
+
+HOOKS = (
+    '[[hooks]]\ncommand = ["/bin/true"]\nevents = ["job.done"]\n'
+    '[[hooks]]\ncommand = ["/bin/false"]\nevents = ["job.done"]\nbackoff = "1s"\nmax_age = "2s"\n'
+)
+
+
+def _ran(project: Project, run_daemon: Callable[..., dict[str, int]]) -> Project:
+    project.extra = HOOKS
+    project.add_job("cheese", 3)
+    run_daemon(project.config)
+    return project
+
+
+def test_show_lists_the_jobs_deliveries(
+    cli: CliRunner, project: Project, run_daemon: Callable[..., dict[str, int]]
+) -> None:
+    """show NAME ends with each delivery: event, state, attempts, last status, endpoint."""
+    _ran(project, run_daemon)
+    result = cli("show", "cheese", "--config", project.config)
+    assert result.code == 0, result.err
+    text = result.out[result.out.index("deliveries (2):") :]
+    delivered, dead = lines(text)[1:]
+    assert "job.done" in delivered and "delivered" in delivered and "exit 0" in delivered
+    assert 'hook:["/bin/true"]' in delivered
+    assert "dead" in dead and "exit 1" in dead and "the hook ended with exit 1" in dead
+    detail = cli("show", "cheese", "--config", project.config, "--json").json()
+    states = {d["endpoint"]: d["state"] for d in detail["deliveries"]}
+    assert states == {'hook:["/bin/true"]': "delivered", 'hook:["/bin/false"]': "dead"}
+    assert all(d["configured"] and d["webhook_id"].startswith("msg_") for d in detail["deliveries"])
+
+
+def test_webhooks_lists_pending_and_dead_and_redelivers(
+    cli: CliRunner, project: Project, run_daemon: Callable[..., dict[str, int]]
+) -> None:
+    """The dead one is listed (not the delivered one); --redeliver makes it pending again."""
+    _ran(project, run_daemon)
+    listed = cli("webhooks", "--config", project.config, "--json")
+    assert listed.code == 0, listed.err
+    (dead,) = listed.json()
+    assert (dead["state"], dead["last_status"], dead["attempts"] >= 1) == ("dead", "exit 1", True)
+    assert len(cli("webhooks", "--config", project.config, "--all", "--json").json()) == 2
+    again = cli("webhooks", "--config", project.config, "--redeliver", str(dead["id"]))
+    assert again.code == 0, again.err
+    assert f"delivery #{dead['id']}" in again.out and dead["webhook_id"] in again.out
+    (pending,) = cli("webhooks", "--config", project.config, "--json").json()
+    assert (pending["id"], pending["state"], pending["webhook_id"]) == (
+        dead["id"],
+        "pending",
+        dead["webhook_id"],
+    )
+    missing = cli("webhooks", "--config", project.config, "--redeliver", "msg_nope")
+    assert missing.code == 1 and "no delivery 'msg_nope'" in missing.err
+    plain = cli("webhooks", "--config", project.config)
+    assert "pending" in plain.out and 'hook:["/bin/false"]' in plain.out
