@@ -22,6 +22,7 @@ from orchestrator.config._read import Section, describe, suggestion
 from orchestrator.errors import ConfigError
 from orchestrator.webhooks import (
     EVENT_TYPES,
+    SECRET_PREFIX,
     Subscription,
     hook_endpoint,
     parse_secret,
@@ -178,6 +179,12 @@ def parse_webhooks(root: Section) -> tuple[WebhookConfig, ...]:
         if any(other.url == url for other in webhooks):
             raise table.error("url", f"{url} is already a webhook above: give each URL once")
         secret_env = table.string("secret_env")
+        if secret_env.startswith(SECRET_PREFIX):
+            raise table.error(
+                "secret_env",
+                "this looks like the secret itself; secrets never go in the file: put it in an "
+                "environment variable and give its name here (such as ORCH_WEBHOOK_SECRET)",
+            )
         if not _ENV_NAME.fullmatch(secret_env):
             raise table.error(
                 "secret_env",

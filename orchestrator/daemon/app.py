@@ -125,15 +125,16 @@ class Daemon:
     async def run(self, *, exit_when_idle: bool = False, migrate: bool = False) -> None:
         """Run until cancelled, a signal, or (with ``exit_when_idle``) every job is final."""
         config = self.config
-        if migrate:
-            await upgrade(config.ledger.url)
         async with _ShieldedExitStack() as stack:
-            # Secrets and hook programs first: a bad one stops the daemon before it wires anything.
+            # Secrets and hook programs first: a bad one stops the daemon before it touches
+            # anything (the ledger included).
             senders = build_senders(
                 config, self._environ, wrap=self._transport if self._wrap_transport else None
             )
             for sender in senders:
                 stack.push_async_callback(sender.aclose)
+            if migrate:
+                await upgrade(config.ledger.url)
             ledger = await SqlLedger.connect(config.ledger.url, clock=self.clock)
             stack.push_async_callback(ledger.close)
             self.replica_id = await self._take_jobs(ledger, stack)

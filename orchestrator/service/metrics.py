@@ -51,6 +51,8 @@ class LedgerSnapshot:
     """In-flight jobs this replica holds a live lease on."""
     tokens: dict[str, dict[str, int]] = attrs.field(factory=dict)
     """Estimated prompt tokens of the in-flight jobs, per workspace and model."""
+    deliveries: dict[tuple[str, str], int] = attrs.field(factory=dict)
+    """Webhook and hook deliveries per ``(endpoint, state)``."""
 
 
 class DaemonCollector(Collector):
@@ -75,6 +77,7 @@ class DaemonCollector(Collector):
                 counts = await ledger.counts_by_state()
                 active = await ledger.list_jobs(states=(JobState.QUEUED, *IN_FLIGHT_STATES))
                 held = await ledger.held_count() if ledger.owner else 0
+                deliveries = await ledger.delivery_counts()
         except Exception as exc:  # any database error: the scrape itself must still answer
             log.warning("metrics.ledger_unavailable", error=str(exc) or type(exc).__name__)
             return
@@ -90,6 +93,7 @@ class DaemonCollector(Collector):
             queued_jobs={name: d.queued_jobs for name, d in demands.items()},
             queued_requests={name: d.queued_requests for name, d in demands.items()},
             held=held,
+            deliveries=deliveries,
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -103,6 +107,7 @@ class DaemonCollector(Collector):
             yield from self._budgets(self._snapshot, workspaces, stats)
         yield from self._calls(stats)
         yield from self._polling(stats)
+        yield from self._deliveries(self._snapshot)
 
     def _process(self) -> Iterator[Metric]:
         view = self._view
@@ -276,3 +281,44 @@ class DaemonCollector(Collector):
             timing = poll.durations
             durations.add_metric([name], list(timing.buckets), timing.sum)
         yield from (durations, cycles, failures)
+
+    def _deliveries(self, snapshot: LedgerSnapshot | None) -> Iterator[Metric]:
+        """Webhook and hook deliveries by endpoint: this process's counts, the ledger's rows."""
+        labels = ["endpoint"]
+        delivered = CounterMetricFamily(
+            f"{PREFIX}_webhook_delivered",
+            "Deliveries that reached their endpoint (a 2xx answer, a hook that exited 0).",
+            labels=labels,
+        )
+        failed = CounterMetricFamily(
+            f"{PREFIX}_webhook_failed_attempts",
+            "Delivery attempts that failed (non-2xx, timeout, refused, non-zero exit).",
+            labels=labels,
+        )
+        dead = CounterMetricFamily(
+            f"{PREFIX}_webhook_dead",
+            "Deliveries given up after the endpoint's max_age.",
+            labels=labels,
+        )
+        latency = HistogramMetricFamily(
+            f"{PREFIX}_webhook_attempt_duration_seconds",
+            "Time one delivery attempt takes (request and answer, or the hook's run).",
+            labels=labels,
+        )
+        for endpoint, stats in sorted(self._view.deliveries.items()):
+            delivered.add_metric([endpoint], stats.delivered)
+            failed.add_metric([endpoint], stats.failed)
+            dead.add_metric([endpoint], stats.dead)
+            latency.add_metric([endpoint], list(stats.latency.buckets), stats.latency.sum)
+        yield from (delivered, failed, dead, latency)
+        if snapshot is None:
+            return
+        rows = GaugeMetricFamily(
+            f"{PREFIX}_webhook_deliveries",
+            "Deliveries in the ledger by endpoint and state (pending, delivered, dead), every "
+            "replica's.",
+            labels=["endpoint", "state"],
+        )
+        for (endpoint, state), count in sorted(snapshot.deliveries.items()):
+            rows.add_metric([endpoint, state], count)
+        yield rows

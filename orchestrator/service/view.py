@@ -128,6 +128,10 @@ class LedgerReader(Protocol):
         """In-flight jobs this replica holds a live lease on."""
         ...
 
+    async def delivery_counts(self) -> dict[tuple[str, str], int]:
+        """Webhook and hook deliveries per ``(endpoint, state)``; absent pairs have none."""
+        ...
+
 
 @attrs.frozen(kw_only=True)
 class Histogram:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from tests.cli.conftest import CliRunner, Project, lines
 
 HOOKS = (
@@ -60,3 +62,18 @@ def test_webhooks_lists_pending_and_dead_and_redelivers(
     assert missing.code == 1 and "no delivery 'msg_nope'" in missing.err
     plain = cli("webhooks", "--config", project.config)
     assert "pending" in plain.out and 'hook:["/bin/false"]' in plain.out
+
+
+def test_run_refuses_a_missing_secret_before_touching_anything(
+    cli: CliRunner, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --migrate` with an unset secret variable: exit 2 naming the key, no ledger made."""
+    monkeypatch.delenv("ORCH_TEST_UNSET_SECRET", raising=False)
+    project.extra = (
+        '[[webhooks]]\nurl = "https://example.com/h"\nsecret_env = "ORCH_TEST_UNSET_SECRET"\n'
+    )
+    project.add_job("cheese", 3)
+    result = cli("run", "--config", project.config, "--migrate", "--exit-when-idle")
+    assert result.code == 2
+    assert "webhooks[0].secret_env" in result.err and "ORCH_TEST_UNSET_SECRET" in result.err
+    assert not (project.root / "var" / "ledger.db").exists()

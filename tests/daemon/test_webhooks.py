@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.clock import FakeClock, SystemClock
 from orchestrator.config import Config
@@ -21,6 +23,7 @@ from orchestrator.daemon import Daemon
 from orchestrator.emulator import Emulator, EmulatorSettings
 from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.outbox import Delivery
+from orchestrator.service.metrics import DaemonCollector
 from orchestrator.webhooks import JOB_DONE, JOB_SUBMITTED
 from tests.daemon.conftest import Crash, CrashingTransport, load, write_config
 from tests.webhook_receiver import SECRET, receiving
@@ -153,6 +156,27 @@ async def test_signed_events_reach_a_live_receiver_while_another_is_dead(
     assert (stats[receiver.url].delivered, stats[receiver.url].failed) == (2, 0)
     assert (stats[gone].delivered, stats[gone].dead) == (0, 1)
     assert stats[gone].failed == dead.attempts
+    # The same numbers on /metrics, by endpoint; the ledger's rows too.
+    assert daemon.view is not None
+    collector = DaemonCollector(daemon.view)
+    await collector.refresh()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+    }
+    assert samples[("orchestrator_webhook_delivered_total", (("endpoint", receiver.url),))] == 2
+    assert samples[("orchestrator_webhook_dead_total", (("endpoint", gone),))] == 1
+    assert samples[("orchestrator_webhook_failed_attempts_total", (("endpoint", gone),))] == (
+        dead.attempts
+    )
+    latency = ("orchestrator_webhook_attempt_duration_seconds_count", (("endpoint", gone),))
+    assert samples[latency] == dead.attempts
+    assert (
+        samples[("orchestrator_webhook_deliveries", (("endpoint", gone), ("state", "dead")))] == 1
+    )
 
 
 async def test_failures_are_retried_with_the_same_id_and_body(
