@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -232,3 +233,21 @@ def test_daemon_wiring_refuses_a_hook_that_cannot_run(tmp_path: Path) -> None:
         build_senders(config, {})
     assert caught.value.key == "hooks[0].command[0]"
     assert "not an executable file" in str(caught.value)
+
+
+def test_example_config_documents_webhooks_and_hooks(tmp_path: Path) -> None:
+    """The commented [[webhooks]] and [[hooks]] of config/example.toml load once uncommented."""
+    text = (Path(__file__).resolve().parents[2] / "config" / "example.toml").read_text()
+    block = text[text.index("# [[webhooks]]:") : text.index("[[jobs]]")]
+    tables = [
+        line[2:] for line in block.splitlines() if re.fullmatch(r"# (\[\[\w+\]\]|\w+ = .*)", line)
+    ]
+    config = load_config(_write(tmp_path, "\n".join(tables) + "\n"), environ={})
+    (webhook,) = config.webhooks
+    assert (webhook.url, webhook.secret_env, webhook.events) == (
+        "https://example.com/hooks/batches",
+        "ORCH_WEBHOOK_SECRET",
+        {"job.done", "job.rejected"},
+    )
+    (hook,) = config.hooks
+    assert hook.command == ("/usr/local/bin/notify-team", "{job_json}")
