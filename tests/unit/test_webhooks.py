@@ -238,7 +238,8 @@ def test_daemon_wiring_refuses_a_hook_that_cannot_run(tmp_path: Path) -> None:
 def test_example_config_documents_webhooks_and_hooks(tmp_path: Path) -> None:
     """The commented [[webhooks]] and [[hooks]] of config/example.toml load once uncommented."""
     text = (Path(__file__).resolve().parents[2] / "config" / "example.toml").read_text()
-    block = text[text.index("# [[webhooks]]:") : text.index("[[jobs]]")]
+    start = text.index("# [[webhooks]]:")
+    block = text[start : text.index("\n[[jobs]]", start)]
     tables = [
         line[2:] for line in block.splitlines() if re.fullmatch(r"# (\[\[\w+\]\]|\w+ = .*)", line)
     ]
