@@ -34,6 +34,7 @@ class Receiver:
         default: int = 204,
         delay: float = 0.0,
         log: Path | None = None,
+        port: int = 0,
     ) -> None:
         self.webhook = Webhook(secret)
         self.statuses = list(statuses or [])
@@ -80,7 +81,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
 

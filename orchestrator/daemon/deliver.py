@@ -302,6 +302,7 @@ class Deliverer:
         self.senders = list(senders)
         for sender in self.senders:
             sender.waker = Waker(runtime.clock)
+            runtime.wakers.append(sender.waker)  # a stop wakes the endpoint tasks at once
 
     @property
     def endpoints(self) -> list[str]:
