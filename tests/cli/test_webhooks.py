@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.cli.conftest import CliRunner, Project, lines
+from tests.webhook_receiver import SECRET
 
 HOOKS = (
     '[[hooks]]\ncommand = ["/bin/true"]\nevents = ["job.done"]\n'
@@ -77,3 +78,25 @@ def test_run_refuses_a_missing_secret_before_touching_anything(
     assert result.code == 2
     assert "webhooks[0].secret_env" in result.err and "ORCH_TEST_UNSET_SECRET" in result.err
     assert not (project.root / "var" / "ledger.db").exists()
+
+
+def test_check_config_checks_secrets_and_hook_programs(
+    cli: CliRunner, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check-config reports a missing secret or hook program by key (exit 2), never a value."""
+    monkeypatch.delenv("ORCH_TEST_UNSET_SECRET", raising=False)
+    project.extra = (
+        '[[webhooks]]\nurl = "https://example.com/h"\nsecret_env = "ORCH_TEST_UNSET_SECRET"\n'
+        '[[hooks]]\ncommand = ["/nonexistent/notify"]\n'
+    )
+    project.write()
+    bad = cli("check-config", "--config", project.config)
+    assert bad.code == 2
+    assert "webhooks[0].secret_env" in bad.out and "hooks[0].command[0]" in bad.out
+    monkeypatch.setenv("ORCH_TEST_UNSET_SECRET", SECRET)
+    project.extra = project.extra.replace("/nonexistent/notify", "/bin/true")
+    project.write()
+    good = cli("check-config", "--config", project.config)
+    assert good.code == 0, good.out
+    assert "secret from $ORCH_TEST_UNSET_SECRET: present" in good.out
+    assert SECRET not in good.out
