@@ -47,6 +47,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                arrived = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("content-length", "0"))).decode()
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 try:
@@ -63,6 +64,7 @@ class Receiver:
                         "error": error,
                         "payload": payload,
                         "status": status,
+                        "arrived": arrived,
                     }
                     receiver.requests.append(record)
                     if receiver.log is not None:
@@ -70,6 +72,7 @@ class Receiver:
                             f.write(json.dumps(record) + "\n")
                 if receiver.delay:
                     time.sleep(receiver.delay)
+                record["answered"] = time.monotonic()
                 try:
                     self.send_response(status)
                     self.send_header("content-length", "2")

@@ -21,6 +21,7 @@ and webhook secrets, plus ``ORCH_EVENT``, ``ORCH_JOB`` and ``ORCH_WEBHOOK_ID``.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import os
@@ -88,7 +89,7 @@ class EndpointCounters:
         )
 
 
-class Sender:
+class Sender(abc.ABC):
     """One endpoint: its settings, its way of attempting a delivery, its counters."""
 
     def __init__(self, config: WebhookConfig | HookConfig) -> None:
@@ -97,10 +98,12 @@ class Sender:
         self.counters = EndpointCounters()
         self.waker: Waker | None = None
 
+    @abc.abstractmethod
     async def attempt(self, delivery: Delivery, body: str, now: float) -> Outcome:
-        raise NotImplementedError
+        """Deliver ``body`` once, at ``now`` (epoch seconds); never raises for the endpoint's
+        failures (they are the outcome)."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 (most senders hold nothing)
         """Release what the sender holds (connections)."""
 
 
