@@ -101,9 +101,7 @@ WORKSPACE = '[workspaces.main]\nbase_url = "embedded"\n'
 
 
 def _load(tmp_path: Path, text: str) -> object:
-    path = tmp_path / "config.toml"
-    path.write_text(WORKSPACE + text)
-    return load_config(path, environ={})
+    return load_config(_write(tmp_path, text), environ={})
 
 
 @pytest.mark.parametrize(
@@ -187,7 +185,7 @@ def test_endpoints_load_with_defaults(tmp_path: Path) -> None:
     (hook,) = config.hooks
     assert (hook.command, hook.events, hook.timeout) == (
         ("/bin/echo", "{job_json}"),
-        {"job.done"},
+        frozenset({"job.done"}),
         60.0,
     )
 
@@ -248,7 +246,7 @@ def test_example_config_documents_webhooks_and_hooks(tmp_path: Path) -> None:
     assert (webhook.url, webhook.secret_env, webhook.events) == (
         "https://example.com/hooks/batches",
         "ORCH_WEBHOOK_SECRET",
-        {"job.done", "job.rejected"},
+        frozenset({"job.done", "job.rejected"}),
     )
     (hook,) = config.hooks
     assert hook.command == ("/usr/local/bin/notify-team", "{job_json}")
