@@ -10,13 +10,19 @@ Two budgets hold at once:
   Estimates (``Job.prompt_tokens``) are multiplied by a :class:`TokenScale` the workspace learns
   when the provider refuses a batch for its token limit (:func:`learn_token_scale`).
 
-Admission walks the queue in priority-then-FIFO order and admits the head while it fits both.
+- **Spend** (optional, :class:`SpendBudget`). A workspace's ``spend_limit`` per calendar month
+  (UTC): a job's cost estimate (:meth:`orchestrator.pricing.Pricing.estimate`) must fit in the
+  limit less this month's actual cost of finished work and the estimates of the work in flight
+  (:func:`spend_used`). Once a job's results are in, its actual cost replaces its estimate.
+  The month rolls over on its own: ``spend_used`` counts from the start of ``now``'s month.
+
+Admission walks the queue in priority-then-FIFO order and admits the head while it fits all.
 It never skips a head that does not fit yet, so a large job is not starved by a stream of small
-ones: a head short of requests holds back the whole queue; a head short of its model's tokens
-holds back the jobs of that model only (other models' tokens are other budgets). A job that can
-never fit, in either dimension, is reported with its figures (:class:`Misfit`); a job the
-estimate fits but the learnt scale puts over its model's budget is charged the whole budget
-(it runs alone) rather than rejected.
+ones: a head short of requests (or of spend) holds back the whole queue; a head short of its
+model's tokens holds back the jobs of that model only (other models' tokens are other
+budgets). A job that can never fit, in any dimension, is reported with its figures
+(:class:`Misfit`); a job the estimate fits but the learnt scale puts over its model's budget
+is charged the whole budget (it runs alone) rather than rejected.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from typing import Final, Literal
 import attrs
 
 from orchestrator.model import IN_FLIGHT_STATES, Job, JobState, pending
+from orchestrator.pricing import Pricing
+from orchestrator.usage import Usage
 
 MAX_TOKEN_SCALE: Final = 3.0
 """The largest learnt scale: the estimate counts a token per 3 bytes of text, and a byte-level
@@ -72,11 +80,12 @@ class Misfit:
     """Why a job can never be admitted: what it needs and the most there ever is."""
 
     job_id: int
-    dimension: Literal["requests", "tokens"]
-    needed: int
-    """Its requests, or its estimated prompt tokens."""
-    limit: int
-    """The workspace's pending budget, or its model's token budget."""
+    dimension: Literal["requests", "tokens", "spend", "price"]
+    needed: float
+    """Its requests, its estimated prompt tokens, or its cost estimate (``price``: 0, the
+    model has no price, so no estimate can be made under a spend limit)."""
+    limit: float
+    """The workspace's pending budget, its model's token budget, or its spend limit."""
     model: str
 
 
@@ -88,6 +97,33 @@ class TokenWait:
     model: str
     shortfall: int
     """Tokens (charged) that must be released before it fits."""
+
+
+@attrs.frozen(kw_only=True)
+class SpendBudget:
+    """A workspace's monthly spend limit, what this month holds of it, and the estimates."""
+
+    limit: float
+    used: float
+    """This month's actual cost of finished work plus the estimates of the work in flight
+    (:func:`spend_used`)."""
+    estimates: Mapping[int, float | None] = attrs.field(factory=dict)
+    """Cost estimate of each queued job by id (None: its model has no price)."""
+
+    @property
+    def left(self) -> float:
+        """What may still be spent this month (never below 0)."""
+        return max(0.0, self.limit - self.used)
+
+
+@attrs.frozen(kw_only=True)
+class SpendWait:
+    """The queue's head waits for the spend limit: its estimate is more than what is left."""
+
+    job_id: int
+    estimate: float
+    left: float
+    """What the month had left when it was decided (limit - actual - in flight)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -110,6 +146,10 @@ class Admission:
     """Per model with a token budget: charged tokens in flight once ``admit`` is applied."""
     token_waits: tuple[TokenWait, ...] = ()
     """Per model, the job that waits for its tokens (it holds back that model's later jobs)."""
+    spend_after: float | None = None
+    """With a spend limit: actual + estimated cost in flight once ``admit`` is applied."""
+    spend_wait: SpendWait | None = None
+    """The head that waits for the spend limit (it holds back the whole queue)."""
 
 
 def queue_order(jobs: Iterable[Job]) -> list[Job]:
@@ -142,6 +182,7 @@ def admit(
     now: float,
     tokens: TokenBudget | None = None,
     tokens_in_flight: Mapping[str, int] | None = None,
+    spend: SpendBudget | None = None,
 ) -> Admission:
     """Decide which of ``queued`` to admit.
 
@@ -156,11 +197,14 @@ def admit(
         tokens: the workspace's token budgets and learnt scale (None: requests only).
         tokens_in_flight: per model, charged tokens already in flight
             (:func:`in_flight_tokens` with the same scale).
+        spend: the workspace's spend limit, this month's use of it and the queued jobs' cost
+            estimates (None: no spend limit).
 
     Invariants: ``in_flight + external + Σ requests(admitted) <= budget`` whenever the input
     already satisfied ``in_flight + external <= budget``; and per model with a token budget
     ``L``, ``tokens_in_flight[model] + Σ charged tokens(admitted of that model) <= L`` whenever
-    ``tokens_in_flight[model] <= L``.
+    ``tokens_in_flight[model] <= L``; and with a spend limit ``S``,
+    ``spend.used + Σ estimates(admitted) <= S`` whenever ``spend.used <= S``.
     """
     used = in_flight + external
     held = dict(tokens_in_flight or {})
@@ -168,6 +212,8 @@ def admit(
     misfits: list[Misfit] = []
     blocked: Job | None = None
     waits: dict[str, TokenWait] = {}
+    spent = None if spend is None else spend.used
+    spend_wait: SpendWait | None = None
     for job in queue_order(queued):
         if job.state is not JobState.QUEUED or job.cancel_requested or job.is_parent:
             continue  # a split job's parent is never admitted: its parts are
@@ -199,21 +245,43 @@ def admit(
                 )
             )
             continue
-        if blocked is not None or (job.not_before is not None and job.not_before > now):
+        cost = None if spend is None else spend.estimates.get(job.id)
+        if spend is not None and (cost is None or cost > spend.limit):
+            misfits.append(
+                Misfit(
+                    job_id=job.id,
+                    dimension="price" if cost is None else "spend",
+                    needed=0.0 if cost is None else cost,
+                    limit=spend.limit,
+                    model=job.model,
+                )
+            )
+            continue
+        if blocked is not None or spend_wait is not None:
             continue  # keep scanning only to find jobs that can never fit
+        if job.not_before is not None and job.not_before > now:
+            continue
         if job.model in waits:
             continue  # behind the job of its model that waits for tokens
         if used + job.request_count > budget:
             blocked = job  # the head waits for room; nothing behind it jumps the queue
             continue
-        if limit is not None:
+        if limit is not None and held.get(job.model, 0) + need > limit:
             model_used = held.get(job.model, 0)
-            if model_used + need > limit:
-                waits[job.model] = TokenWait(
-                    job_id=job.id, model=job.model, shortfall=model_used + need - limit
+            waits[job.model] = TokenWait(
+                job_id=job.id, model=job.model, shortfall=model_used + need - limit
+            )
+            continue
+        if spend is not None and spent is not None and cost is not None:
+            if spent + cost > spend.limit:
+                # Like a head short of requests: nothing behind it jumps the queue.
+                spend_wait = SpendWait(
+                    job_id=job.id, estimate=cost, left=max(0.0, spend.limit - spent)
                 )
                 continue
-            held[job.model] = model_used + need
+            spent += cost
+        if limit is not None:
+            held[job.model] = held.get(job.model, 0) + need
         used += job.request_count
         admitted.append(job.id)
     return Admission(
@@ -229,7 +297,46 @@ def admit(
             if tokens is not None and tokens.limit(model) is not None
         },
         token_waits=tuple(waits.values()),
+        spend_after=spent,
+        spend_wait=spend_wait,
     )
+
+
+FINISHED_COUNTED = JobState.DONE
+"""The state whose jobs count their actual cost against the month's spend."""
+
+
+def spend_used(
+    jobs: Iterable[Job],
+    *,
+    pricing: Pricing,
+    discount: float | None,
+    since: float,
+    finished: Mapping[str, Usage] | None = None,
+) -> float:
+    """This month's use of a spend limit: actual plus estimated cost in flight.
+
+    Actual: the cost of the usage of every job that finished ``done`` at or after ``since``
+    (the month's first instant): ``finished`` (per model, as the ledger sums it) when given,
+    else the done jobs among ``jobs``. Estimated: the cost estimate of every job that holds budget
+    or is being collected (admitted, submitting, running, collecting; its actual cost is not
+    in yet). A split job's parent counts nothing: its parts do. A cost that cannot be known
+    (no price) counts 0: such a job is never admitted under a spend limit.
+    """
+    total = 0.0
+    for model, usage in (finished or {}).items():
+        total += pricing.cost(model, usage, discount=discount) or 0.0
+    for job in jobs:
+        if job.is_parent:
+            continue
+        if job.state is FINISHED_COUNTED:
+            if finished is not None:
+                continue  # counted in ``finished``
+            if job.usage is not None and (job.finished_at or 0.0) >= since:
+                total += pricing.cost(job.model, job.usage, discount=discount) or 0.0
+        elif job.state in IN_FLIGHT_STATES or job.state is JobState.COLLECTING:
+            total += pricing.estimate(job, discount=discount) or 0.0
+    return total
 
 
 def learn_token_scale(

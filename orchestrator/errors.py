@@ -22,7 +22,8 @@
     │       └── CapacityRefused      the provider refused a create for its pending budget
     ├── DownloadIntegrityError       a downloaded file is short or does not match its length
     ├── BudgetExhausted              a job can never fit the workspace budget
-    └── TokenBudgetExhausted         a job can never fit its model's token budget
+    ├── TokenBudgetExhausted         a job can never fit its model's token budget
+    └── SpendLimitExceeded           a job's cost estimate can never fit the monthly spend limit
 
 Constructors take the ids and facts, and format the message themselves.
 """
@@ -214,3 +215,30 @@ class TokenBudgetExhausted(OrchestratorError):
             f"budget for {model} is {budget:,}: it can never be admitted; split it (a smaller "
             "split_requests) or raise token_budget (or token_budgets) if the provider allows it",
         )
+
+
+class SpendLimitExceeded(OrchestratorError):
+    """A job's cost estimate is more than its workspace's whole monthly spend limit, or its
+    model has no price (so under a spend limit it can never be estimated)."""
+
+    def __init__(
+        self, name: str, model: str, estimate: float | None, limit: float, currency: str | None
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.estimate = estimate
+        self.limit = limit
+        unit = f" {currency}" if currency else ""
+        if estimate is None:
+            message = (
+                f"job {name!r}: its workspace has a spend_limit of {limit:.4f}{unit} a month but "
+                f"model {model!r} has no price, so its cost cannot be estimated: add "
+                f'[pricing.models."{model}"] with input and output prices per 1,000,000 tokens'
+            )
+        else:
+            message = (
+                f"job {name!r} is estimated to cost {estimate:.4f}{unit} but its workspace's "
+                f"spend_limit is {limit:.4f}{unit} a month: it can never be admitted; split it "
+                "(split_requests), cap its requests' output (max_tokens), or raise spend_limit"
+            )
+        super().__init__(message)

@@ -15,6 +15,7 @@ from typing import TypedDict
 import attrs
 
 from orchestrator.errors import IllegalTransition
+from orchestrator.usage import Usage
 
 
 class JobState(StrEnum):
@@ -237,6 +238,14 @@ class Job:
     """Prompt tokens of the inputs, estimated at intake (what a token budget counts)."""
     input_file_sha256s: tuple[str, ...] = ()
     """The sha256 of each uploaded file's bytes, aligned with :attr:`input_file_ids`."""
+    max_output_tokens: int = 0
+    """Σ of the output caps (``max_tokens``...) its requests set, counted at intake."""
+    uncapped_requests: int | None = None
+    """Its requests that set no output cap (None: recorded before caps were counted; then
+    every request counts as uncapped)."""
+    usage: Usage | None = None
+    """Tokens its own result files reported, once they are in (None before). A job with
+    children adds theirs: :func:`orchestrator.usage.rolled_up`."""
 
     @property
     def is_parent(self) -> bool:
@@ -336,6 +345,8 @@ class JobChanges(TypedDict, total=False):
     not_before: float | None
     submitted_at: float | None
     finished_at: float | None
+    usage: Usage | None
+    """Set once the job's own results are in (the sum over its result files)."""
 
 
 PART_SEPARATOR = "/part-"

@@ -1,6 +1,6 @@
 """The command line: ``orchestrator COMMAND``, one of run, submit, status, show, results,
-budget, cancel, rerun, webhooks, check-config, migrate, ledger copy and emulate (``main`` is the
-``orchestrator`` script).
+budget, usage, cancel, rerun, webhooks, check-config, migrate, ledger copy and emulate (``main``
+is the ``orchestrator`` script).
 
 Exit codes (design.md §9): 0 success, 2 usage or configuration error (the message names the
 file and key), 1 anything else. Errors go to stderr in one readable line, never a traceback
@@ -24,12 +24,12 @@ import anyio
 from orchestrator.cli._ledger import CliError
 from orchestrator.cli._parser import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, build_parser, log_level
 from orchestrator.cli._render import Output
-from orchestrator.cli._rows import status_row
 from orchestrator.cli._stderr import STDERR as STDERR
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.config import Config, load_config
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.logging import configure_logging
+from orchestrator.rows import status_row
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "status_row"]
 
@@ -147,6 +147,7 @@ async def _dispatch(args: argparse.Namespace, config: Config, clock: Clock, out:
         "show": _commands.show,
         "results": _commands.results,
         "budget": _commands.budget,
+        "usage": _commands.usage,
         "cancel": _commands.cancel,
         "submit": _commands.submit,
         "rerun": _rerun.rerun,

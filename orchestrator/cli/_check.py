@@ -22,11 +22,13 @@ from orchestrator.cli._parser import EXIT_OK, EXIT_USAGE
 from orchestrator.cli._render import Output
 from orchestrator.clock import Clock
 from orchestrator.config import Config, InputOrigin, WebhookConfig, load_jobs_dir, missing_inputs
+from orchestrator.costs import Estimated, check_estimates
 from orchestrator.daemon.intake import raw_definition_hash
 from orchestrator.errors import ConfigError, InputError, LedgerError
 from orchestrator.inputs import InputLimits, definition_hash, rules_for, validate_inputs
 from orchestrator.ledger.engine import display_url
 from orchestrator.model import IN_FLIGHT_STATES, Job, JobSpec, JobState, pending, redefinable
+from orchestrator.service.access import is_loopback
 
 SUPPORTED_PROVIDERS = ("mistral",)
 """Providers the daemon can drive today (the config also knows ``openai``)."""
@@ -70,6 +72,7 @@ async def check_config(args: argparse.Namespace, config: Config, clock: Clock, o
             report.error(f"error: {error}")
     _check_workspaces(config, report)
     _check_endpoints(config, report)
+    _check_http(config, report)
     recorded = await _ledger_jobs(config, clock, report)
 
     report.ok("")
@@ -77,12 +80,19 @@ async def check_config(args: argparse.Namespace, config: Config, clock: Clock, o
     width = max((len(spec.name) for spec, _ in definitions), default=0)
     ws_width = max((len(spec.workspace) for spec, _ in definitions), default=0)
     new: dict[str, list[int]] = {name: [] for name in config.workspaces}
+    estimated: dict[str, Estimated] = {}
     for spec, origins in definitions:
         requests = await _check_job(
-            spec, origins, recorded.get(spec.name), config, report, (width, ws_width)
+            spec, origins, recorded.get(spec.name), config, report, (width, ws_width), estimated
         )
         if requests is not None:
             new.setdefault(spec.workspace, []).append(requests)
+    costs = check_estimates(config, estimated)
+    if costs:
+        report.ok("")
+        report.ok("cost (estimated: prompt tokens as input, max_tokens a request as output):")
+        for text in costs:
+            report.ok(f"  {text}")
 
     report.ok("")
     report.ok("budget (what `orchestrator run` would submit now):")
@@ -120,6 +130,29 @@ async def check_config(args: argparse.Namespace, config: Config, clock: Clock, o
         return EXIT_USAGE
     report.out.line("config ok: nothing was sent", style="bold green")
     return EXIT_OK
+
+
+def _check_http(config: Config, report: _Report) -> None:
+    """The dashboard and API of ``[http] listen``: who may read and write (nothing if off)."""
+    http, address = config.http, config.http.address()
+    if address is None:
+        return
+    token = http.token(os.environ)
+    open_reads = is_loopback(address[0]) or http.allow_anonymous_reads
+    writes = f"writes need the token from ${http.token_env}" if token else "writes answer 403"
+    reads = "reads open" if open_reads else "reads need the token"
+    report.ok(f"http {http.listen}: health, metrics, dashboard and API; {reads}, {writes}")
+    if http.token_env is not None and token is None:
+        report.warn(
+            f"warning: {config.path}: http.token_env: ${http.token_env} is not set: every "
+            "write (submit, cancel) answers 403 until it is"
+        )
+    if not open_reads and token is None:
+        report.warn(
+            f"warning: {config.path}: http.listen: {http.listen} is not a loopback address and "
+            "no token is configured: the dashboard and /api reads answer 403 (set "
+            "http.token_env, or http.allow_anonymous_reads = true)"
+        )
 
 
 def _check_workspaces(config: Config, report: _Report) -> None:
@@ -194,8 +227,12 @@ async def _check_job(
     config: Config,
     report: _Report,
     widths: tuple[int, int],
+    estimated: dict[str, Estimated],
 ) -> int | None:
-    """Check one job; return its request count when it would be submitted now."""
+    """Check one job; return its request count when it would be submitted now.
+
+    A job whose inputs are valid is added to ``estimated`` (for its cost estimate).
+    """
     head = f"  {spec.name.ljust(widths[0])}  {spec.workspace.ljust(widths[1])}"
     missing = missing_inputs(spec, origins)
     if missing:
@@ -241,6 +278,15 @@ async def _check_job(
         token_budget is not None and tokens > token_budget
     )
     splits = split is not None and (requests > split or by_size)
+    estimated[spec.name] = Estimated(
+        workspace=spec.workspace,
+        model=spec.model,
+        requests=requests,
+        tokens=tokens,
+        split=splits,
+        max_output_tokens=sum(s.max_output_tokens for s in summaries),
+        uncapped_requests=sum(s.uncapped_requests for s in summaries),
+    )
     digest = definition_hash(spec, summaries, split_requests=split if splits else None)
     # As intake decides: a job recorded whole before splitting was switched on stays whole.
     same = {digest, definition_hash(spec, summaries)} if splits else {digest}

@@ -17,20 +17,25 @@ from orchestrator.cli._render import (
     Output,
     budget_plain,
     budget_rich,
+    plain_table,
     results_lines,
     show_plain,
     show_rich,
     status_plain,
     status_rich,
 )
-from orchestrator.cli._rows import budgets, results_detail, show_detail, status_row
 from orchestrator.cli._webhooks import delivery_row, show_section
 from orchestrator.clock import Clock
-from orchestrator.config import Config, InputOrigin, job_from_flags, load_jobs_dir
+from orchestrator.config import Config, InputOrigin, job_from_flags
+from orchestrator.costs import job_costs, spend_rows, usage_table
+from orchestrator.daemon.commands import cancel_message, config_clash
 from orchestrator.daemon.intake import admit_spec, conflict_message
+from orchestrator.daemon.layout import result_dir
 from orchestrator.errors import DefinitionConflict, InputError
 from orchestrator.inputs import rules_for
 from orchestrator.model import FINAL_STATES, JobSpec, JobState
+from orchestrator.pricing import month_bounds
+from orchestrator.rows import budgets, results_detail, show_detail, status_row
 
 log = structlog.get_logger(__name__)
 
@@ -43,19 +48,34 @@ async def status(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
     """``status``: one row per job (``--json``: the §9 objects)."""
     async with open_ledger(config, clock) as ledger:
         states = [JobState(s) for s in args.state] if args.state else None
-        jobs = await ledger.list_jobs(states=states, workspace=args.workspace)
+        every = await ledger.list_jobs()
+    wanted = set(states or JobState)
+    jobs = [job for job in every if job.state in wanted and args.workspace in (None, job.workspace)]
     if not args.parts:
         jobs = [job for job in jobs if job.parent_id is None]
     now = clock.now()
+    # Usage and cost sum over every job's children, and a spend wait reads the whole
+    # workspace: computed over the whole ledger, whatever the filters show.
+    costs = job_costs(config, every, now)
     if args.json:
-        _json_out(out, [status_row(job, now=now, parent_field=args.parts) for job in jobs])
+        _json_out(
+            out,
+            [
+                status_row(job, now=now, parent_field=args.parts) | costs[job.id].as_json()
+                for job in jobs
+            ],
+        )
     elif not jobs:
         filtered = " matching the filters" if (args.state or args.workspace) else ""
         out.line(f"no jobs{filtered} in the ledger {ledger.url}")
-    elif out.rich:
-        out.show(status_rich(jobs, now=now))
     else:
-        out.write(status_plain(jobs, now=now))
+        # TOKENS and COST columns once there is anything to show in them.
+        known = config.pricing.models or any(costs[job.id].usage for job in jobs)
+        shown = (costs, config.pricing) if known else None
+        if out.rich:
+            out.show(status_rich(jobs, now=now, costs=shown))
+        else:
+            out.write(status_plain(jobs, now=now, costs=shown))
     return EXIT_OK
 
 
@@ -66,18 +86,26 @@ async def show(args: argparse.Namespace, config: Config, clock: Clock, out: Outp
         files = await ledger.files(job.id)
         events = await ledger.events(job.id)
         parts = await ledger.parts(job.id) if job.is_parent else []
+        # Its children (of any kind) are in its workspace, and so is what its spend reads.
+        neighbours = await ledger.list_jobs(workspace=job.workspace)
         deliveries = await ledger.deliveries(job_id=job.id)
     now = clock.now()
+    costs = job_costs(config, neighbours, now)
     if args.json:
         detail = show_detail(job, files, events, now=now, parts=parts)
+        detail.update(costs[job.id].as_json())
+        for row, part in zip(detail["parts"], parts, strict=True):
+            row.update(costs[part.id].as_json())
         configured = [endpoint.endpoint for endpoint in config.endpoints]
         detail["deliveries"] = [delivery_row(d, configured) for d in deliveries]
         _json_out(out, detail)
         return EXIT_OK
     if out.rich:
-        out.show(show_rich(job, files, events, now=now, parts=parts))
+        out.show(show_rich(job, files, events, now=now, parts=parts, costs=(costs, config.pricing)))
     else:
-        out.write(show_plain(job, files, events, now=now, parts=parts))
+        out.write(
+            show_plain(job, files, events, now=now, parts=parts, costs=(costs, config.pricing))
+        )
     show_section(out, deliveries, config)
     return EXIT_OK
 
@@ -90,7 +118,7 @@ async def results(args: argparse.Namespace, config: Config, clock: Clock, out: O
     async with open_ledger(config, clock) as ledger:
         job = await find_job(ledger, args.name, config)
         files = await ledger.files(job.id)
-    detail = results_detail(job, files, config.results.dir)
+    detail = results_detail(job, files, result_dir(config.results.dir, job))
     if args.json:
         _json_out(out, detail)
     else:
@@ -109,12 +137,75 @@ async def budget(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
     async with open_ledger(config, clock) as ledger:
         jobs = await ledger.list_jobs()
     rows = budgets(config.workspaces, jobs)
+    spends = spend_rows(config, jobs, clock.now())
     if args.json:
-        _json_out(out, [row.as_json() for row in rows])
-    elif out.rich:
+        _json_out(
+            out,
+            [
+                # ``spend`` only for a workspace with a spend limit.
+                row.as_json()
+                | ({"spend": spends[row.name].as_json()} if row.name in spends else {})
+                for row in rows
+            ],
+        )
+        return EXIT_OK
+    notes = [spends[row.name].note(config.pricing) for row in rows if row.name in spends]
+    if out.rich:
         out.show(budget_rich(rows))
+        for note in notes:
+            out.line(note)
     else:
-        out.write(budget_plain(rows))
+        out.write(budget_plain(rows) + "".join(f"{note}\n" for note in notes))
+    return EXIT_OK
+
+
+async def usage(args: argparse.Namespace, config: Config, clock: Clock, out: Output) -> int:
+    """``usage``: tokens and cost by workspace x model x month (``--month YYYY-MM``)."""
+    try:
+        month_bounds(args.month) if args.month else None
+    except ValueError as exc:
+        raise CliError(f"--month: {exc}", code=EXIT_USAGE) from None
+    async with open_ledger(config, clock) as ledger:
+        jobs = await ledger.list_jobs(workspace=args.workspace)
+    rows = usage_table(config, jobs, month=args.month)
+    if args.json:
+        _json_out(out, rows)
+        return EXIT_OK
+    if not rows:
+        when = f" in {args.month}" if args.month else ""
+        out.line(f"no usage recorded{when}: no job has finished with results yet")
+        return EXIT_OK
+    currency = f" ({config.pricing.currency})" if config.pricing.currency else ""
+    out.write(
+        plain_table(
+            (
+                "WORKSPACE",
+                "MODEL",
+                "MONTH",
+                "JOBS",
+                "PROMPT",
+                "COMPLETION",
+                "TOTAL",
+                "COST" + currency,
+            ),
+            (
+                [
+                    row["workspace"],
+                    row["model"],
+                    row["month"],
+                    f"{row['jobs']:,}",
+                    f"{row['prompt_tokens']:,}",
+                    f"{row['completion_tokens']:,}",
+                    f"{row['total_tokens']:,}",
+                    attrs.evolve(config.pricing, currency=None).label(row["cost"]),
+                ]
+                for row in rows
+            ),
+            right=(3, 4, 5, 6, 7),
+        )
+    )
+    if any(row["cost"] is None for row in rows):
+        out.line('cost "-": the model has no price in [pricing.models] (cost unknown, not 0)')
     return EXIT_OK
 
 
@@ -123,23 +214,9 @@ async def cancel(args: argparse.Namespace, config: Config, clock: Clock, out: Ou
     async with open_ledger(config, clock) as ledger:
         before = await find_job(ledger, args.name, config)
         job = await ledger.request_cancel(args.name)
+    out.line(cancel_message(before, job))
     if job.state in FINAL_STATES:
-        outcome = f", {job.outcome.value}" if job.outcome else ""
-        out.line(f"job {job.name!r} is already {job.state.value}{outcome}: nothing to cancel")
         return EXIT_OK
-    if before.cancel_requested:
-        out.line(f"cancel of {job.name!r} was already requested (state {job.state.value})")
-    elif job.state in (JobState.QUEUED, JobState.ADMITTED):
-        out.line(
-            f"cancel requested for {job.name!r} ({job.state.value}): nothing was sent to the "
-            "provider; the daemon marks it done, cancelled"
-        )
-    else:
-        remote = f" {job.remote_id}" if job.remote_id else ""
-        out.line(
-            f"cancel requested for {job.name!r} ({job.state.value}): the daemon cancels remote "
-            f"job{remote}, then downloads any partial results"
-        )
     report_wake(config, out)
     return EXIT_OK
 
@@ -222,13 +299,9 @@ def refuse_config_clash(spec: JobSpec, config: Config, *, command: str, advice: 
     The message starts with ``command`` (the command and flag that gave the name) and says
     ``advice``.
     """
-    scan = load_jobs_dir(config)
-    defined = {s.name: s for s in (*config.jobs, *scan.jobs)}
-    other = defined.get(spec.name)
-    if other is None or attrs.evolve(other, priority=0) == attrs.evolve(spec, priority=0):
+    where = config_clash(spec, config)
+    if where is None:
         return
-    origins = scan.input_origins.get(spec.name)
-    where = config.job_origins.get(spec.name) or (origins[0].file if origins else None)
     raise CliError(
         f"{command}: job name {spec.name!r} is defined in {where} with another definition: "
         f"{advice} (or edit the config instead)",

@@ -22,7 +22,6 @@ from rich.text import Text
 
 from orchestrator.cli._parser import EXIT_OK
 from orchestrator.cli._render import Output, budget_rich, status_table
-from orchestrator.cli._rows import budgets, duration, state_counts
 from orchestrator.cli._stderr import STDERR
 from orchestrator.clock import Clock
 from orchestrator.daemon import Daemon
@@ -30,6 +29,7 @@ from orchestrator.ledger import SqlLedger
 from orchestrator.ledger.engine import display_url
 from orchestrator.logging import configure_logging
 from orchestrator.model import FINAL_STATES, STATE_ORDER, Job
+from orchestrator.rows import budgets, duration, state_counts
 
 log = structlog.get_logger(__name__)
 

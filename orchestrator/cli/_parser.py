@@ -252,6 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(budget)
     _json(budget, "the workspaces")
 
+    usage = command(
+        "usage",
+        "tokens and cost by workspace, model and month",
+        "Tokens the results reported and what they cost, by workspace, model and calendar "
+        "month (UTC, the month a job finished), from the ledger and [pricing].",
+    )
+    _add_common(usage)
+    _json(usage, "the rows")
+    usage.add_argument("--month", metavar="YYYY-MM", help="only this month (UTC), e.g. 2026-12")
+    usage.add_argument("--workspace", metavar="NAME", help="only this workspace")
+
     check = command(
         "check-config",
         "validate the config and every input; send nothing",

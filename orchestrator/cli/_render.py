@@ -18,7 +18,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.cli._rows import (
+from orchestrator.costs import COST_HEADER, Costs, cost_cells, cost_lines, spend_notes
+from orchestrator.ledger import JobEvent, ResultFile
+from orchestrator.model import Job, JobState, pending
+from orchestrator.rows import (
     WorkspaceBudget,
     duration,
     first_line,
@@ -28,8 +31,6 @@ from orchestrator.cli._rows import (
     timestamp,
     total,
 )
-from orchestrator.ledger import JobEvent, ResultFile
-from orchestrator.model import Job, JobState, pending
 
 STATE_STYLES = {
     JobState.QUEUED: "yellow",
@@ -152,11 +153,23 @@ def _status_cells(job: Job, now: float) -> list[str]:
     ]
 
 
-def status_plain(jobs: Sequence[Job], *, now: float) -> str:
-    """The ``status`` table for a pipe: one row per job, then any errors."""
-    text = plain_table(_STATUS_HEADER, (_status_cells(j, now) for j in jobs), right=(4, 5, 6, 7, 8))
+def status_plain(jobs: Sequence[Job], *, now: float, costs: Costs | None = None) -> str:
+    """The ``status`` table for a pipe: one row per job, then any errors.
+
+    With ``costs`` (each job's usage, cost and spend wait, and the prices), the table gains
+    TOKENS and COST, and a job waiting for the spend limit says so below it.
+    """
+    header = _STATUS_HEADER + (COST_HEADER if costs is not None else ())
+    text = plain_table(
+        header,
+        (_status_cells(j, now) + cost_cells(j, costs) for j in jobs),
+        right=(4, 5, 6, 7, 8, 10, 11),
+    )
     errors = [f"  {job.name}: {first_line(job.error)}" for job in jobs if job.error]
     text += "\n" + state_counts(jobs) + "\n"
+    waits = spend_notes(jobs, costs)
+    if waits:
+        text += "waiting:\n" + "\n".join(waits) + "\n"
     if errors:
         text += (
             "errors (`orchestrator show NAME` has the full report):\n" + "\n".join(errors) + "\n"
@@ -164,11 +177,13 @@ def status_plain(jobs: Sequence[Job], *, now: float) -> str:
     return text
 
 
-def status_table(jobs: Sequence[Job], *, now: float, title: str | None = None) -> Table:
+def status_table(
+    jobs: Sequence[Job], *, now: float, title: str | None = None, costs: Costs | None = None
+) -> Table:
     """The ``status`` table for a terminal: coloured states and progress bars."""
     table = Table(title=title, box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
-    for header in _STATUS_HEADER:
-        numeric = header in ("DONE", "FAILED", "PENDING", "AGE", "")
+    for header in _STATUS_HEADER + (COST_HEADER if costs is not None else ()):
+        numeric = header in ("DONE", "FAILED", "PENDING", "AGE", "", *COST_HEADER)
         table.add_column(
             header,
             justify="right" if numeric else "left",
@@ -193,13 +208,21 @@ def status_table(jobs: Sequence[Job], *, now: float, title: str | None = None) -
             cells[7],
             cells[8],
             Text(outcome, style=OUTCOME_STYLES.get(outcome, "dim" if outcome == "-" else "yellow")),
+            *cost_cells(job, costs),
         )
     return table
 
 
-def status_rich(jobs: Sequence[Job], *, now: float) -> RenderableType:
+def status_rich(jobs: Sequence[Job], *, now: float, costs: Costs | None = None) -> RenderableType:
     """The whole ``status`` view for a terminal: the table, the counts, the errors."""
-    parts: list[RenderableType] = [status_table(jobs, now=now), Text(state_counts(jobs))]
+    parts: list[RenderableType] = [
+        status_table(jobs, now=now, costs=costs),
+        Text(state_counts(jobs)),
+    ]
+    waits = spend_notes(jobs, costs)
+    if waits:
+        parts.append(Text("waiting:", style="bold"))
+        parts.extend(Text(line, style="yellow") for line in waits)
     errors = [job for job in jobs if job.error]
     if errors:
         parts.append(Text("errors (`orchestrator show NAME` has the full report):", style="bold"))
@@ -217,8 +240,10 @@ def show_lines(
     *,
     now: float,
     parts: Sequence[Job] = (),
+    costs: Costs | None = None,
 ) -> list[tuple[str, str]]:
-    """``show`` as (label, value) pairs: definition, remote side, counts, times, parts."""
+    """``show`` as (label, value) pairs: definition, remote side, counts, times, parts (and,
+    with ``costs``, usage, cost and a spend-limit wait)."""
     share = progress(job)
     state = job.state.value + (f" (remote {job.remote_status})" if job.remote_status else "")
     metadata = ", ".join(f"{k}={v}" for k, v in sorted(job.metadata.items())) or "-"
@@ -253,6 +278,7 @@ def show_lines(
         ("submitted", when(job.submitted_at)),
         ("finished", when(job.finished_at)),
     ]
+    rows.extend(cost_lines(job, costs))
     if job.attempts:
         rows.append(("attempts", f"{job.attempts} (next not before {timestamp(job.not_before)})"))
     if job.claimed_by:
@@ -279,9 +305,10 @@ def show_plain(
     *,
     now: float,
     parts: Sequence[Job] = (),
+    costs: Costs | None = None,
 ) -> str:
     """``show NAME`` for a pipe: fields, error, files, then the full event history."""
-    pairs = show_lines(job, files, events, now=now, parts=parts)
+    pairs = show_lines(job, files, events, now=now, parts=parts, costs=costs)
     width = max(len(label) for label, _ in pairs)
     out = [f"{label.ljust(width)}  {value}".rstrip() for label, value in pairs]
     if job.error:
@@ -317,12 +344,13 @@ def show_rich(
     *,
     now: float,
     parts: Sequence[Job] = (),
+    costs: Costs | None = None,
 ) -> RenderableType:
     """``show NAME`` for a terminal."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    for label, value in show_lines(job, files, events, now=now, parts=parts):
+    for label, value in show_lines(job, files, events, now=now, parts=parts, costs=costs):
         style = ""
         if label == "state":
             style = STATE_STYLES[job.state]

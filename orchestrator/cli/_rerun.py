@@ -18,7 +18,6 @@ from orchestrator.cli._commands import refuse_config_clash, report_wake
 from orchestrator.cli._ledger import CliError, find_job, open_ledger
 from orchestrator.cli._parser import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from orchestrator.cli._render import Output
-from orchestrator.cli._rows import status_row
 from orchestrator.clock import Clock
 from orchestrator.config import Config, load_jobs_dir
 from orchestrator.daemon.intake import admit_spec, missing_input_error
@@ -34,6 +33,7 @@ from orchestrator.model import (
     Outcome,
     is_safe_job_name,
 )
+from orchestrator.rows import status_row
 
 RERUN_WITHOUT_FORCE = frozenset({Outcome.FAILED, Outcome.EXPIRED, Outcome.CANCELLED})
 """Outcomes a job is rerun from as a matter of course; any other final job needs ``--force``."""

@@ -20,10 +20,10 @@ from rich.text import Text
 from orchestrator.cli._ledger import CliError, open_ledger, wake_daemon
 from orchestrator.cli._parser import EXIT_OK
 from orchestrator.cli._render import Output
-from orchestrator.cli._rows import timestamp
 from orchestrator.clock import Clock
 from orchestrator.config import Config
 from orchestrator.ledger.outbox import DEAD, DELIVERED, PENDING, Delivery
+from orchestrator.rows import timestamp
 
 STATE_STYLES = {PENDING: "yellow", DELIVERED: "green", DEAD: "bold red"}
 

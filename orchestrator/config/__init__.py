@@ -50,6 +50,8 @@ from __future__ import annotations
 
 from orchestrator.config._hooks import HookConfig as HookConfig
 from orchestrator.config._hooks import WebhookConfig as WebhookConfig
+from orchestrator.config._jobs import DEFINITION_KEYS as DEFINITION_KEYS
+from orchestrator.config._jobs import job_from_definition as job_from_definition
 from orchestrator.config._jobs import job_from_flags as job_from_flags
 from orchestrator.config._jobs import missing_inputs as missing_inputs
 from orchestrator.config._jobsdir import JobsDirScan as JobsDirScan
@@ -73,6 +75,7 @@ from orchestrator.config._workspace import EMBEDDED as EMBEDDED
 from orchestrator.config._workspace import PROVIDERS as PROVIDERS
 
 __all__ = [
+    "DEFINITION_KEYS",
     "EMBEDDED",
     "PROVIDERS",
     "Config",
@@ -88,6 +91,7 @@ __all__ = [
     "ResultsConfig",
     "WebhookConfig",
     "WorkspaceConfig",
+    "job_from_definition",
     "job_from_flags",
     "load_config",
     "load_jobs_dir",

@@ -337,3 +337,42 @@ def _as_flag_error(exc: ConfigError) -> ConfigError:
     if head == "metadata" and "." in key:
         message = f"{key.split('.', 1)[1]}: {message}"
     return ConfigError(message, file=SUBMIT, key=flag)
+
+
+DEFINITION_KEYS = JOB_KEYS - {"input", "inputs"}
+"""The keys of a job definition sent to ``POST /api/jobs`` (its inputs come as file parts)."""
+
+
+def job_from_definition(
+    definition: Mapping[str, object],
+    inputs: Sequence[str],
+    *,
+    file: str,
+    providers: Mapping[str, str],
+    budgets: Mapping[str, int] | None = None,
+) -> JobSpec:
+    """The job a JSON definition describes, checked exactly like a ``[[jobs]]`` table.
+
+    Args:
+        definition: The keys of a ``[[jobs]]`` table but ``input``/``inputs``; ``workspace``
+            may be left out when the config defines exactly one.
+        inputs: The paths the uploaded inputs were stored at (absolute).
+        file: What errors name as the file (e.g. ``POST /api/jobs: definition``).
+        providers: Each workspace of the config and its provider.
+        budgets: Each workspace's pending budget (``split_requests`` must not exceed it).
+
+    Raises:
+        ConfigError: the first problem, named by ``file`` and key.
+    """
+    table = Section(dict(definition), file=file)
+    for key in ("input", "inputs"):
+        if key in definition:
+            raise table.error(
+                key, "the inputs are sent as file parts named 'input', not in the definition"
+            )
+    table.only(DEFINITION_KEYS)
+    data = dict(definition)
+    if "workspace" not in data and len(providers) == 1:
+        data["workspace"] = next(iter(providers))
+    data["inputs"] = list(inputs)
+    return parse_job(Section(data, file=file), Path("/"), providers, budgets)

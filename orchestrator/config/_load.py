@@ -34,6 +34,7 @@ from orchestrator.config._model import (
     ResultsConfig,
     WorkspaceConfig,
 )
+from orchestrator.config._pricing import WORKSPACE_SPEND_KEYS, read_pricing, workspace_spend
 from orchestrator.config._read import (
     Section,
     check_dir,
@@ -47,6 +48,7 @@ from orchestrator.config._read import (
 )
 from orchestrator.config._workspace import (
     EMBEDDED,
+    ENV_NAME,
     OPENAI_KEYS,
     PROVIDERS,
     check_base_url,
@@ -99,10 +101,18 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
     rescan = intake.duration("rescan_interval", 30.0, positive=True)
 
     http = root.table("http")
-    http.only({"listen"}, elsewhere=_ELSEWHERE)
+    http.only({"listen", "token_env", "allow_anonymous_reads"}, elsewhere=_ELSEWHERE)
     listen = None
     if http.has("listen"):
         listen = listen_address(http.string("listen"), file=file, key="http.listen")
+    token_env = http.optional_string("token_env")
+    if token_env is not None and not ENV_NAME.fullmatch(token_env):
+        # Not echoed: a token pasted here by mistake must not end up in a log.
+        raise http.error(
+            "token_env",
+            "must name an environment variable (letters, digits and '_'), e.g. "
+            '"ORCH_HTTP_TOKEN"; the value is not shown in case it is the token itself',
+        )
 
     overrides = EnvOverrides(environ)
     url = overrides.ledger_url(url)
@@ -131,7 +141,11 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
         polling=polling,
         workspaces=workspaces,
         intake=IntakeConfig(jobs_dir=jobs_dir, rescan_interval=rescan),
-        http=HttpConfig(listen=listen),
+        http=HttpConfig(
+            listen=listen,
+            token_env=token_env,
+            allow_anonymous_reads=http.boolean("allow_anonymous_reads", False),
+        ),
         emulator=_emulator(root.table("emulator")),
         daemon=_daemon(root.table("daemon")),
         jobs=tuple(jobs),
@@ -139,6 +153,7 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
         input_origins=inputs,
         webhooks=parse_webhooks(root),
         hooks=parse_hooks(root),
+        pricing=read_pricing(root.table("pricing")),
     )
 
 
@@ -154,6 +169,7 @@ _WORKSPACE_KEYS = frozenset(
         "token_budget",
         "token_budgets",
         *OPENAI_KEYS,
+        *WORKSPACE_SPEND_KEYS,
     }
 )
 _ELSEWHERE: Mapping[str, str] = {
@@ -166,6 +182,8 @@ _ELSEWHERE: Mapping[str, str] = {
     "jobs_dir": "intake.jobs_dir",
     "rescan_interval": "intake.rescan_interval",
     "listen": "http.listen",
+    "token_env": "http.token_env",
+    "allow_anonymous_reads": "http.allow_anonymous_reads",
     "grace_period": "daemon.grace_period",
     "reconcile_grace": "daemon.reconcile_grace",
     "replica_id": "daemon.replica_id",
@@ -180,6 +198,7 @@ _ELSEWHERE: Mapping[str, str] = {
     "base_url": "workspaces.<name>.base_url",
     "api_key_env": "workspaces.<name>.api_key_env",
     "provider": "workspaces.<name>.provider",
+    "spend_limit": "workspaces.<name>.spend_limit",
 }
 """Keys that only exist in one table, to redirect a key written in the wrong one."""
 
@@ -284,6 +303,7 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
         budget = ws.integer("pending_budget", 1_000_000, low=1)
         split = _workspace_split(ws, provider, budget)
         token_budget, token_budgets = _token_budgets(ws)
+        spend_limit, batch_discount = workspace_spend(ws)
         workspaces[name] = WorkspaceConfig(
             name=name,
             provider=provider,
@@ -299,6 +319,8 @@ def _workspaces(table: Section, base: Path) -> dict[str, WorkspaceConfig]:
             completion_window=window,
             organization=organization,
             project=project,
+            spend_limit=spend_limit,
+            batch_discount=batch_discount,
         )
     return workspaces
 

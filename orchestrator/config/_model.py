@@ -14,6 +14,7 @@ import attrs
 from orchestrator.config._hooks import HookConfig, WebhookConfig
 from orchestrator.config._workspace import EMBEDDED, read_api_key
 from orchestrator.model import JobSpec
+from orchestrator.pricing import Pricing
 
 DEFAULT_LEDGER_URL = "sqlite:///var/ledger.db"
 
@@ -21,8 +22,20 @@ MIN_LEASE_TTL = 3.0
 """Shortest ``[daemon] lease_ttl`` accepted, in seconds."""
 
 TOP_KEYS = frozenset(
-    {"ledger", "results", "polling", "workspaces", "intake", "http", "emulator", "daemon", "jobs"}
-    | {"webhooks", "hooks"}
+    {
+        "ledger",
+        "results",
+        "polling",
+        "workspaces",
+        "intake",
+        "http",
+        "emulator",
+        "daemon",
+        "jobs",
+        "pricing",
+        "webhooks",
+        "hooks",
+    }
 )
 """The tables of the main config file."""
 
@@ -72,10 +85,20 @@ class IntakeConfig:
 
 @attrs.frozen(kw_only=True)
 class HttpConfig:
-    """``[http]``: the optional health and metrics endpoint."""
+    """``[http]``: the optional endpoint: health, metrics, the dashboard and the JSON API."""
 
     listen: str | None = None
     """``HOST:PORT``, e.g. ``127.0.0.1:9464``; None disables it."""
+    token_env: str | None = None
+    """The environment variable holding the API's bearer token (None: writes answer 403)."""
+    allow_anonymous_reads: bool = False
+    """On a non-loopback address, serve the dashboard and ``/api/*`` reads without the token."""
+
+    def token(self, environ: Mapping[str, str]) -> str | None:
+        """The bearer token from ``token_env`` (None when unset, empty or not configured)."""
+        if self.token_env is None:
+            return None
+        return environ.get(self.token_env, "").strip() or None
 
     def address(self) -> tuple[str, int] | None:
         """``(host, port)`` to bind (an IPv6 host without brackets), or None when disabled."""
@@ -151,6 +174,11 @@ class WorkspaceConfig:
     """OpenAI only: sent as the ``OpenAI-Organization`` header when set."""
     project: str | None = None
     """OpenAI only: sent as the ``OpenAI-Project`` header when set."""
+    spend_limit: float | None = None
+    """Most the workspace may spend in a calendar month (UTC), in the prices' currency; None:
+    no limit. Admission holds back work whose cost estimate does not fit."""
+    batch_discount: float | None = None
+    """The workspace's own batch discount (None: ``[pricing] batch_discount``)."""
 
     @property
     def embedded(self) -> bool:
@@ -208,6 +236,8 @@ class Config:
     """Where each of ``jobs`` is defined (``file: jobs[i]``), for duplicate-name errors."""
     input_origins: Mapping[str, tuple[InputOrigin, ...]] = attrs.field(factory=dict)
     """Job name -> where each of its inputs is written (for errors about a missing file)."""
+    pricing: Pricing = attrs.field(factory=Pricing)
+    """``[pricing]``: the models' prices and the batch discount."""
     webhooks: tuple[WebhookConfig, ...] = ()
     """The ``[[webhooks]]`` receivers, in order."""
     hooks: tuple[HookConfig, ...] = ()

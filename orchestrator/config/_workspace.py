@@ -24,7 +24,9 @@ PROVIDERS: Mapping[str, str] = {
 }
 """Known providers and their default ``base_url``."""
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""An environment variable name."""
+_ENV_NAME = ENV_NAME
 _SECRET_KEYS = frozenset(
     {"api_key", "apikey", "api-key", "key", "token", "api_token", "secret", "password"}
 )

@@ -9,8 +9,9 @@ fails the job: it is retried with backoff and the error is visible in ``status``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import attrs
@@ -25,6 +26,8 @@ from orchestrator.errors import OrchestratorError, StaleTransition
 from orchestrator.fsutil import write_json_atomic
 from orchestrator.ledger import FileKind, ResultFile
 from orchestrator.model import Job, JobState, Outcome
+from orchestrator.pricing import rolled_up, rolled_up_cost
+from orchestrator.usage import ZERO_USAGE
 
 log = structlog.get_logger(__name__)
 
@@ -123,6 +126,7 @@ class Collector:
                 bytes=got.bytes,
                 sha256=got.sha256,
                 lines=got.lines,
+                usage=got.usage,
             )
             log.info(
                 "collect.downloaded",
@@ -131,15 +135,19 @@ class Collector:
                 bytes=got.bytes,
                 lines=got.lines,
                 sha256=got.sha256,
+                total_tokens=got.usage.total_tokens,
+                lines_without_usage=got.usage.lines_without_usage,
             )
         files = {f.kind: f for f in await ledger.files(job.id)}
         problems = _count_mismatches(job, files)
         for problem in problems:
             log.warning("collect.count_mismatch", job=job.name, job_id=job.id, problem=problem)
         error = "; ".join(problems) or None
+        usage = sum((f.usage or ZERO_USAGE for f in files.values()), ZERO_USAGE)
+        finished = attrs.evolve(job, state=JobState.DONE, error=error, usage=usage)
         # job.json first: a crash before the transition re-collects and rewrites it, while a
         # crash after a transition-first order would leave a done job without its summary.
-        summary = job_summary(attrs.evolve(job, state=JobState.DONE, error=error), files.values())
+        summary = await self._summary(finished, files.values())
         await anyio.to_thread.run_sync(write_json_atomic, folder / "job.json", summary)
         done = await ledger.transition(
             job.id,
@@ -148,10 +156,32 @@ class Collector:
             detail="results collected",
             error=error,
             not_before=None,
+            usage=usage,
         )
-        log.info("collect.done", job=job.name, job_id=job.id, outcome=done.outcome)
+        log.info(
+            "collect.done",
+            job=job.name,
+            job_id=job.id,
+            outcome=done.outcome,
+            total_tokens=usage.total_tokens,
+            cost=summary["cost"],
+        )
         self._rt.activity.wake()
+        if self._ws.spend_limit is not None:
+            self._ws.admission.wake()  # its actual cost replaces its estimate: room may free
         return done
+
+    async def _summary(self, job: Job, files: Iterable[ResultFile]) -> dict[str, Any]:
+        """``job.json`` of ``job``, its usage and cost summed with its children's."""
+        family = [job, *await self._rt.ledger.descendants(job.id)]
+        pricing, discount = self._ws.pricing, self._ws.batch_discount
+        return job_summary(
+            job,
+            files,
+            usage=rolled_up(family).get(job.id),
+            cost=rolled_up_cost(family, pricing, discount=discount).get(job.id),
+            currency=pricing.currency,
+        )
 
 
 def _intact(record: ResultFile, dest: Path) -> bool:

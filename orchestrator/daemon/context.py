@@ -8,12 +8,13 @@ from pathlib import Path
 import anyio
 import attrs
 
-from orchestrator.budget import TokenBudget, TokenScale, learn_token_scale
+from orchestrator.budget import SpendWait, TokenBudget, TokenScale, learn_token_scale
 from orchestrator.clock import Clock
 from orchestrator.daemon.waker import Waker
 from orchestrator.ledger import SqlLedger
 from orchestrator.model import Job
 from orchestrator.polling import PollPolicy
+from orchestrator.pricing import Pricing
 from orchestrator.providers.base import Provider
 
 RECONCILE_GRACE = 180.0
@@ -98,6 +99,22 @@ class WorkspaceRuntime:
     """Set by admission while the queue's head does not fit; the poller plans by it."""
     tokens: TokenBudget = attrs.field(factory=TokenBudget)
     """The token budgets per model, and the scale learnt from the provider's refusals."""
+    pricing: Pricing = attrs.field(factory=Pricing)
+    """The prices (``[pricing]``): what results cost and what work is estimated to cost."""
+    batch_discount: float | None = None
+    """The workspace's own batch discount (None: the pricing's)."""
+    spend_limit: float | None = None
+    """Most the workspace may spend per calendar month (UTC); None: no limit."""
+    spend_used: float = 0.0
+    """This month's actual plus in-flight estimated cost, as the last admission pass saw it."""
+    spend_wait: SpendWait | None = None
+    """Set by admission while the queue's head waits for the spend limit."""
+
+    def cost(self, job: Job) -> float | None:
+        """What ``job``'s own results cost (None: not in yet, or its model has no price)."""
+        if job.usage is None:
+            return None
+        return self.pricing.cost(job.model, job.usage, discount=self.batch_discount)
 
     def token_limit_refused(
         self, *, provider_limit: int | None, estimated_in_flight: int

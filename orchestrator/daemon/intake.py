@@ -233,7 +233,12 @@ async def admit_spec(
         )
     digest = definition_hash(spec, summaries)
     job, created = await ledger.add_job(
-        spec, definition_hash=digest, request_count=requests, prompt_tokens=tokens
+        spec,
+        definition_hash=digest,
+        request_count=requests,
+        prompt_tokens=tokens,
+        max_output_tokens=sum(s.max_output_tokens for s in summaries),
+        uncapped_requests=sum(s.uncapped_requests for s in summaries),
     )
     if created:
         log.info(

@@ -8,6 +8,7 @@ from typing import Any
 
 from orchestrator.ledger import FileKind
 from orchestrator.model import Job, split_part_name
+from orchestrator.usage import Usage
 
 RESULT_NAMES: Mapping[FileKind, str] = {"output": "output.jsonl", "error": "errors.jsonl"}
 PARTS_DIR = "parts"
@@ -31,8 +32,32 @@ def result_dir(results: Path, job: Job) -> Path:
     return results / job.name
 
 
-def job_summary(job: Job, files: Any) -> dict[str, Any]:
-    """The content of ``job.json``: what a script needs to know about a finished job."""
+def usage_fields(
+    usage: Usage | None, cost: float | None, currency: str | None = None
+) -> dict[str, Any]:
+    """``usage`` and ``cost`` as ``job.json`` writes them (None: not known)."""
+    return {
+        "usage": None
+        if usage is None
+        else {**usage.tokens(), "lines_without_usage": usage.lines_without_usage},
+        "cost": None if cost is None else round(cost, 6),
+        "currency": currency,
+    }
+
+
+def job_summary(
+    job: Job,
+    files: Any,
+    *,
+    usage: Usage | None = None,
+    cost: float | None = None,
+    currency: str | None = None,
+) -> dict[str, Any]:
+    """The content of ``job.json``: what a script needs to know about a finished job.
+
+    ``usage`` and ``cost`` are the job's with its children's (parts, attempts); ``cost`` is
+    None when a model has no price.
+    """
     return {
         "name": job.name,
         "workspace": job.workspace,
@@ -57,4 +82,5 @@ def job_summary(job: Job, files: Any) -> dict[str, Any]:
             }
             for f in files
         },
+        **usage_fields(usage, cost, currency),
     }

@@ -39,7 +39,7 @@ from orchestrator.daemon.layout import (
 )
 from orchestrator.errors import OrchestratorError, StaleTransition
 from orchestrator.fsutil import atomic_write, ensure_dir, fsync_dir, write_json_atomic
-from orchestrator.inputs import estimate_tokens
+from orchestrator.inputs import estimate_tokens, output_cap
 from orchestrator.ledger import FileKind, PartSpec, ResultFile
 from orchestrator.model import (
     FINAL_STATES,
@@ -48,6 +48,8 @@ from orchestrator.model import (
     JobState,
     parent_aggregate,
 )
+from orchestrator.pricing import rolled_up, rolled_up_cost
+from orchestrator.usage import Usage
 
 log = structlog.get_logger(__name__)
 
@@ -127,10 +129,12 @@ class _PartWriter:
         self._lines = 0
         self._bytes = 0
         self._tokens = 0
+        self._caps = 0
+        self._uncapped = 0
         self.parts: list[PartSpec] = []
 
     def add(self, line: bytes) -> None:
-        tokens = _line_tokens(line)
+        tokens, cap = _line_tokens(line)
         if self._open is not None and (
             (self._max_bytes is not None and self._bytes + len(line) > self._max_bytes)
             or (self._max_tokens is not None and self._tokens + tokens > self._max_tokens)
@@ -144,10 +148,16 @@ class _PartWriter:
             self._lines = 0
             self._bytes = 0
             self._tokens = 0
+            self._caps = 0
+            self._uncapped = 0
         self._file.write(line)
         self._lines += 1
         self._bytes += len(line)
         self._tokens += tokens
+        if cap is None:
+            self._uncapped += 1
+        else:
+            self._caps += cap
         if self._lines == self._size:
             self.close()
 
@@ -160,6 +170,8 @@ class _PartWriter:
                     inputs=(str(self._dest),),
                     request_count=self._lines,
                     prompt_tokens=self._tokens,
+                    max_output_tokens=self._caps,
+                    uncapped_requests=self._uncapped,
                 )
             )
 
@@ -169,14 +181,16 @@ class _PartWriter:
             self._open = None
 
 
-def _line_tokens(line: bytes) -> int:
-    """The token estimate of one validated line (0 if it no longer parses: the sha256 check
-    of the split then fails the whole split anyway)."""
+def _line_tokens(line: bytes) -> tuple[int, int | None]:
+    """The token estimate and output cap of one validated line (0 and None if it no longer
+    parses: the sha256 check of the split then fails the whole split anyway)."""
     try:
         request = json.loads(line)
     except ValueError:
-        return 0
-    return estimate_tokens(request) if type(request) is dict else 0
+        return 0, None
+    if type(request) is not dict:
+        return 0, None
+    return estimate_tokens(request), output_cap(request)
 
 
 @attrs.frozen(kw_only=True)
@@ -355,8 +369,16 @@ class PartsKeeper:
             log.info("parts.merged", job=parent.name, kind=kind, lines=merged.lines)
         files = await ledger.files(parent.id)
         error = rejected_parts_error(parts)
+        family = [parent, *await ledger.descendants(parent.id)]
+        pricing, discount = self._ws.pricing, self._ws.batch_discount
         summary = parent_summary(
-            attrs.evolve(parent, state=JobState.DONE, error=error), files, parts, part_files
+            attrs.evolve(parent, state=JobState.DONE, error=error),
+            files,
+            parts,
+            part_files,
+            usage=rolled_up(family).get(parent.id),
+            cost=rolled_up_cost(family, pricing, discount=discount).get(parent.id),
+            currency=pricing.currency,
         )
         await anyio.to_thread.run_sync(write_json_atomic, folder / "job.json", summary)
         done = await ledger.transition(
@@ -386,9 +408,16 @@ def parent_summary(
     files: Iterable[ResultFile],
     parts: Sequence[Job],
     part_files: Sequence[dict[FileKind, ResultFile]],
+    *,
+    usage: Usage | None = None,
+    cost: float | None = None,
+    currency: str | None = None,
 ) -> dict[str, Any]:
-    """The content of a split job's ``job.json``: the usual fields, plus one entry per part."""
-    summary = job_summary(parent, files)
+    """The content of a split job's ``job.json``: the usual fields, plus one entry per part.
+
+    ``usage`` and ``cost`` are the sums over its parts (and their own children).
+    """
+    summary = job_summary(parent, files, usage=usage, cost=cost, currency=currency)
     summary["parts"] = [
         {
             "name": part.name,
@@ -402,6 +431,7 @@ def parent_summary(
             "succeeded": part.succeeded,
             "failed": part.failed,
             "error": part.error,
+            "usage": None if part.usage is None else part.usage.tokens(),
             "files": {
                 f.kind: {"bytes": f.bytes, "sha256": f.sha256, "lines": f.lines}
                 for f in pf.values()

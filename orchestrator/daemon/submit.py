@@ -20,7 +20,7 @@ grace has passed since the intent, so its listing sees any create that landed an
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Unpack
 
@@ -36,10 +36,12 @@ from orchestrator.daemon.context import (
     backoff,
     retry_later,
 )
+from orchestrator.daemon.spend import publish_spend, spend_budget
 from orchestrator.errors import (
     BudgetExhausted,
     CapacityRefused,
     PermanentProviderError,
+    SpendLimitExceeded,
     StaleTransition,
     TokenBudgetExhausted,
     TransientProviderError,
@@ -53,7 +55,9 @@ from orchestrator.model import (
     Outcome,
     requeues_after,
 )
+from orchestrator.pricing import month_start, next_month_start
 from orchestrator.providers.base import RemoteJob
+from orchestrator.usage import Usage
 
 log = structlog.get_logger(__name__)
 
@@ -70,11 +74,14 @@ CLOCK_SKEW_MARGIN = 600.0
 ``created_at`` with its own clock, which may be behind ours."""
 
 
-def never_fits_reason(job: Job, misfit: Misfit) -> str:
+def never_fits_reason(job: Job, misfit: Misfit, currency: str | None = None) -> str:
     """The rejection of a job that can never be admitted, with its figures."""
     if misfit.dimension == "tokens":
-        return str(TokenBudgetExhausted(job.name, job.model, misfit.needed, misfit.limit))
-    return str(BudgetExhausted(job.name, misfit.needed, misfit.limit))
+        return str(TokenBudgetExhausted(job.name, job.model, int(misfit.needed), int(misfit.limit)))
+    if misfit.dimension in ("spend", "price"):
+        estimate = misfit.needed if misfit.dimension == "spend" else None
+        return str(SpendLimitExceeded(job.name, job.model, estimate, misfit.limit, currency))
+    return str(BudgetExhausted(job.name, int(misfit.needed), int(misfit.limit)))
 
 
 class Submitter:
@@ -121,27 +128,33 @@ class Submitter:
                 external = await self._external_pending(unfinished)
         seen: list[Job] = []
         tokens = self._ws.tokens
+        # The month this pass counts spend in: it rolls over on its own as ``now`` moves on.
+        since = None if self._ws.spend_limit is None else month_start(now)
 
-        def decide(jobs: list[Job]) -> Admission:
+        def decide(jobs: list[Job], finished: Mapping[str, Usage]) -> Admission:
             # Runs inside the ledger's admission transaction, which serialises the passes of
-            # every replica on the workspace (design §8): ``jobs`` are all replicas' jobs.
+            # every replica on the workspace (design §8): ``jobs`` are all replicas' jobs;
+            # ``finished`` sums this month's results by model (under a spend limit).
             seen.extend(jobs)
+            waiting = [j for j in jobs if j.state is JobState.QUEUED and not j.is_parent]
             return admit(
-                [j for j in jobs if j.state is JobState.QUEUED and not j.is_parent],
+                waiting,
                 in_flight=in_flight_pending(jobs),
                 budget=self._ws.pending_budget,
                 external=external,
                 now=now,
                 tokens=tokens,
                 tokens_in_flight=in_flight_tokens(jobs, tokens.scale),
+                spend=spend_budget(self._ws, jobs, waiting, since, finished),
             )
 
         if any(j.state is JobState.QUEUED and not j.is_parent for j in listed):
-            decision, admitted = await ledger.admit(self._ws.name, decide)
+            decision, admitted = await ledger.admit_spending(self._ws.name, decide, since=since)
         else:  # nothing waits: no admission transaction (it takes the write lock on SQLite)
             decision, admitted = Admission(), []
         queued = [j for j in seen if j.state is JobState.QUEUED and not j.is_parent]
         self._publish_head(decision, released)
+        publish_spend(self._ws, decision)
         for misfit in decision.misfits:
             job = next(j for j in queued if j.id == misfit.job_id)
             await self._lost_race_is_fine(
@@ -149,7 +162,7 @@ class Submitter:
                     job,
                     JobState.REJECTED,
                     detail="never fits",
-                    error=never_fits_reason(job, misfit),
+                    error=never_fits_reason(job, misfit, self._ws.pricing.currency),
                 )
             )
         for job in admitted:
@@ -166,6 +179,7 @@ class Submitter:
                 prompt_tokens=job.prompt_tokens,
                 tokens_after=decision.tokens_after.get(job.model),
                 token_budget=tokens.limit(job.model),
+                spend_after=decision.spend_after,
                 replica_id=ledger.owner,
                 holder=job.claimed_by,
             )
@@ -189,6 +203,10 @@ class Submitter:
         for job in queued:
             if job.not_before is not None and job.not_before > now:
                 next_wake = min(next_wake, job.not_before - now)
+        if self._ws.spend_wait is not None:
+            # A new month brings a new spend limit: the waiting head is admitted then at the
+            # latest (a job finishing under its estimate wakes the loop sooner).
+            next_wake = min(next_wake, next_month_start(now) - now)
         async with anyio.create_task_group() as tg:
             for job in due:
                 self._busy.add(job.id)

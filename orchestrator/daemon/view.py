@@ -55,6 +55,7 @@ class WorkspaceRuntimeView:
                 consecutive_failures=poller.consecutive_failures,
                 durations=poller.durations.snapshot(),
             ),
+            spend_used=None if ws.spend_limit is None else ws.spend_used,
         )
 
 

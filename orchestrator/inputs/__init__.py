@@ -46,6 +46,7 @@ from orchestrator.inputs.mistral import MISTRAL_ENDPOINTS as MISTRAL_ENDPOINTS
 from orchestrator.inputs.openai import OPENAI as OPENAI
 from orchestrator.inputs.openai import OPENAI_ENDPOINTS as OPENAI_ENDPOINTS
 from orchestrator.inputs.tokens import estimate_tokens as estimate_tokens
+from orchestrator.inputs.tokens import output_cap as output_cap
 
 __all__ = [
     "DIALECTS",
@@ -61,6 +62,7 @@ __all__ = [
     "LineRules",
     "definition_hash",
     "estimate_tokens",
+    "output_cap",
     "rules_for",
     "validate_input",
     "validate_inputs",

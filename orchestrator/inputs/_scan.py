@@ -19,7 +19,7 @@ import attrs
 
 from orchestrator.errors import InputError
 from orchestrator.inputs.dialect import MISSING, LineRules, shown
-from orchestrator.inputs.tokens import estimate_tokens
+from orchestrator.inputs.tokens import estimate_tokens, output_cap
 
 _id_hash = hash
 """Hashes custom_ids for the duplicate index (64-bit; a module global so tests can force
@@ -60,6 +60,10 @@ class InputSummary:
     """Prompt tokens of its requests, estimated (:func:`~orchestrator.inputs.estimate_tokens`)."""
     max_request_tokens: int = 0
     """The estimate of its largest request: a token budget below this can never run it."""
+    max_output_tokens: int = 0
+    """Σ of the output caps its requests set (``max_tokens``...; :func:`output_cap`)."""
+    uncapped_requests: int = 0
+    """Its requests that set no output cap (the cost estimate counts a default for each)."""
 
 
 def _reject_constant(name: str) -> object:
@@ -111,6 +115,10 @@ class _Scan:
         self.tokens = 0
         """Prompt tokens of the file being read (estimated)."""
         self.max_tokens = 0
+        self.caps = 0
+        """Σ output caps of the file being read."""
+        self.uncapped = 0
+        """Requests of the file being read that set no output cap."""
         self.problems = _Problems(limits.max_problems)
         self.requests = 0
         self.blank = 0
@@ -183,7 +191,7 @@ class _Scan:
         digest = hashlib.sha256()
         lines = 0
         blank = self.blank
-        self.tokens = self.max_tokens = 0
+        self.tokens = self.max_tokens = self.caps = self.uncapped = 0
         try:
             with path.open("rb", buffering=0) as stream:
                 for number, text, raw in self._lines(stream, digest.update):
@@ -210,6 +218,8 @@ class _Scan:
             sha256=digest.hexdigest(),
             prompt_tokens=self.tokens,
             max_request_tokens=self.max_tokens,
+            max_output_tokens=self.caps,
+            uncapped_requests=self.uncapped,
         )
 
     def _lines(
@@ -293,6 +303,11 @@ class _Scan:
         self.tokens += tokens
         if tokens > self.max_tokens:
             self.max_tokens = tokens
+        cap = output_cap(request)
+        if cap is None:
+            self.uncapped += 1
+        else:
+            self.caps += cap
         problems = self.check(request)
         if problems:  # the common case pays for no loop
             for problem in problems:

@@ -66,6 +66,27 @@ def estimate_tokens(request: Mapping[str, object]) -> int:
     return text + counter.tokens + MESSAGE_TOKENS * counter.messages + REQUEST_TOKENS
 
 
+OUTPUT_CAP_KEYS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+"""Where a request says the most output tokens it may produce: ``body.max_tokens`` (Mistral,
+OpenAI chat), ``max_completion_tokens`` (OpenAI), ``max_output_tokens`` (Responses), or
+``params.max_tokens`` (Anthropic's form)."""
+
+
+def output_cap(request: Mapping[str, object]) -> int | None:
+    """The most output tokens one parsed request line asks for (None: it sets no cap).
+
+    What the cost estimate prices as output (``orchestrator.pricing``); a request without a
+    cap is counted at the pricing's default instead.
+    """
+    for holder in (request.get("body"), request.get("params")):
+        if type(holder) is dict:
+            for key in OUTPUT_CAP_KEYS:
+                value = holder.get(key)
+                if type(value) is int and value >= 0:
+                    return value
+    return None
+
+
 class _Counter:
     """Bytes of text and tokens counted outright, over one body."""
 

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.ledger._queries import require_job
 from orchestrator.ledger.schema import FILE_KINDS, result_files
-from orchestrator.ledger.values import FileKind, ResultFile, file_from_row
+from orchestrator.ledger.values import FileKind, ResultFile, file_from_row, file_usage_columns
+from orchestrator.usage import Usage
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -25,6 +26,7 @@ def new_file_record(
     sha256: str,
     lines: int,
     at: float,
+    usage: Usage | None = None,
 ) -> ResultFile:
     """A checked result-file record.
 
@@ -48,6 +50,7 @@ def new_file_record(
         sha256=sha256,
         lines=lines,
         recorded_at=at,
+        usage=usage,
     )
 
 
@@ -59,6 +62,7 @@ async def upsert_file(conn: AsyncConnection, record: ResultFile) -> None:
         "sha256": record.sha256,
         "lines": record.lines,
         "recorded_at": record.recorded_at,
+        **file_usage_columns(record.usage),
     }
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ from orchestrator.ledger.engine import display_url
 from orchestrator.ledger.leases import EXCLUSIVE_TTL, fence
 from orchestrator.ledger.schema import jobs
 from orchestrator.model import Job, JobState
+from orchestrator.usage import Usage
 
 log = structlog.get_logger("orchestrator.ledger.store")
 
@@ -190,9 +191,26 @@ class LeaseMethods(LedgerBase):
         ``decide`` gets the workspace's unfinished jobs (every replica's) and returns the
         decision; its ``admit`` ids move ``queued -> admitted``, claimed by this replica.
         """
+        return await self.admit_spending(workspace, lambda jobs, _: decide(jobs), since=None)
+
+    async def admit_spending(
+        self,
+        workspace: str,
+        decide: Callable[[list[Job], Mapping[str, Usage]], D],
+        *,
+        since: float | None,
+    ) -> tuple[D, list[Job]]:
+        """:meth:`admit`, where ``decide`` also gets per model the usage of the workspace's
+        jobs done since ``since`` (a month's actual spend), read in the same transaction."""
         now = self._clock.now()
         async with self._write() as conn:
             decision, admitted = await leases.admit_workspace(
-                conn, workspace, decide, owner=self._owner, now=now, until=now + self._ttl
+                conn,
+                workspace,
+                decide,
+                owner=self._owner,
+                now=now,
+                until=now + self._ttl,
+                finished_since=since,
             )
         return decision, admitted

@@ -25,6 +25,21 @@ class PartSpec:
     request_count: int
     prompt_tokens: int = 0
     """The part's prompt-token estimate (the sum over its lines)."""
+    max_output_tokens: int = 0
+    """Σ of the output caps its lines set."""
+    uncapped_requests: int | None = None
+    """Its lines that set no output cap (None: not counted; all of them count)."""
+
+
+def split_totals(parts: Sequence[PartSpec]) -> dict[str, Any]:
+    """A split job's parent's estimates: the sums over its parts (``uncapped_requests`` None
+    when a part's is unknown)."""
+    uncapped = [part.uncapped_requests for part in parts]
+    return {
+        "prompt_tokens": sum(part.prompt_tokens for part in parts),
+        "max_output_tokens": sum(part.max_output_tokens for part in parts),
+        "uncapped_requests": None if None in uncapped else sum(u or 0 for u in uncapped),
+    }
 
 
 def new_job_values(
@@ -36,6 +51,8 @@ def new_job_values(
     error: str | None,
     at: float,
     prompt_tokens: int = 0,
+    max_output_tokens: int = 0,
+    uncapped_requests: int | None = None,
 ) -> dict[str, Any]:
     """The column values of a new job row."""
     return {
@@ -51,6 +68,8 @@ def new_job_values(
         "client_token": new_client_token(),
         "request_count": request_count,
         "prompt_tokens": prompt_tokens,
+        "max_output_tokens": max_output_tokens,
+        "uncapped_requests": uncapped_requests,
         "state": state.value,
         "input_file_ids": [],
         "input_file_sha256s": [],
@@ -159,6 +178,8 @@ async def insert_split_job(
             error=None,
             at=at,
             prompt_tokens=part.prompt_tokens,
+            max_output_tokens=part.max_output_tokens,
+            uncapped_requests=part.uncapped_requests,
         )
         part_values["parent_id"] = row.id
         part_row = (await conn.execute(jobs.insert().values(part_values).returning(*jobs.c))).one()

@@ -13,6 +13,7 @@ from orchestrator.errors import (
 from orchestrator.ledger._files import job_files
 from orchestrator.ledger._leasing import LeaseMethods
 from orchestrator.ledger._queries import job_row, require_job
+from orchestrator.ledger._usage import usage_by_model
 from orchestrator.ledger.schema import job_events, jobs
 from orchestrator.ledger.values import (
     JobEvent,
@@ -24,6 +25,7 @@ from orchestrator.model import (
     Job,
     JobState,
 )
+from orchestrator.usage import Usage
 
 
 class ReadMethods(LeaseMethods):
@@ -35,6 +37,21 @@ class ReadMethods(LeaseMethods):
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [job_from_row(row) for row in rows]
+
+    async def descendants(self, job_id: int) -> list[Job]:
+        """Every job below ``job_id`` through ``parent_id`` links, whatever their kind (parts,
+        retry attempts, their own children...), by id; empty for a job without children."""
+        found: list[Job] = []
+        level = [job_id]
+        async with self._read() as conn:
+            while level:
+                query = sa.select(jobs).where(jobs.c.parent_id.in_(level)).order_by(jobs.c.id)
+                below = [job_from_row(row) for row in (await conn.execute(query)).all()]
+                known = {job.id for job in found}
+                below = [job for job in below if job.id not in known]
+                found.extend(below)
+                level = [job.id for job in below]
+        return found
 
     async def parents(
         self,
@@ -146,6 +163,15 @@ class ReadMethods(LeaseMethods):
             if not rows:
                 await require_job(conn, job_id)
         return [event_from_row(row) for row in rows]
+
+    async def usage_totals(self) -> dict[tuple[str, str], Usage]:
+        """Tokens every job's own results reported, summed per ``(workspace, model)``.
+
+        Each result counts once (a split job's parent holds none of its own: its parts do),
+        so the sums only grow as jobs finish: what a Prometheus counter reports.
+        """
+        async with self._read() as conn:
+            return await usage_by_model(conn)
 
     async def counts_by_state(self) -> dict[tuple[str, str | None], int]:
         """How many jobs are in each ``(state, outcome)``; absent pairs have none."""

@@ -16,7 +16,7 @@ changes nothing and gets :class:`~orchestrator.errors.LeaseLost`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -24,9 +24,11 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.ledger._queries import add_event
+from orchestrator.ledger._usage import usage_by_model
 from orchestrator.ledger.schema import jobs
 from orchestrator.ledger.values import job_from_row
 from orchestrator.model import FINAL_STATES, Job, JobState
+from orchestrator.usage import Usage
 
 log = structlog.get_logger("orchestrator.ledger.store")
 
@@ -189,13 +191,18 @@ def least_loaded(loads: dict[str, int], owner: str) -> str:
 async def admit_workspace(
     conn: AsyncConnection,
     workspace: str,
-    decide: Callable[[list[Job]], Decision],
+    decide: Callable[[list[Job], Mapping[str, Usage]], Decision],
     *,
     owner: str | None,
     now: float,
     until: float,
+    finished_since: float | None = None,
 ) -> tuple[Any, list[Job]]:
     """One admission pass of ``workspace`` in the caller's write transaction.
+
+    ``decide`` also gets, per model, the usage of the workspace's jobs done since
+    ``finished_since`` (epoch seconds; empty without it), summed in the same transaction:
+    what a spend limit counts as this month's actual cost.
 
     PostgreSQL: ``pg_advisory_xact_lock`` on the workspace's key serialises the passes of
     every replica until commit; SQLite: ``BEGIN IMMEDIATE`` already does. Reads the
@@ -219,7 +226,11 @@ async def admit_workspace(
             .order_by(jobs.c.priority.desc(), jobs.c.id)
         )
     ).all()
-    decision = decide([job_from_row(row) for row in rows])
+    finished: dict[str, Usage] = {}
+    if finished_since is not None:
+        sums = await usage_by_model(conn, workspace=workspace, finished_since=finished_since)
+        finished = {model: usage for (_, model), usage in sums.items()}
+    decision = decide([job_from_row(row) for row in rows], finished)
     admitted: list[Job] = []
     # Spread the work: each admitted job goes to the live replica holding the fewest in-flight
     # jobs of the workspace (the admitter on a tie); it picks it up on its next pass.

@@ -112,6 +112,16 @@ jobs = sa.Table(
     # The sha256 of each uploaded file's bytes (what the provider got, which may differ from
     # the input file: OpenAI lines gain method, url and model), aligned with input_file_ids.
     sa.Column("input_file_sha256s", JSONText, nullable=False, server_default=sa.text("'[]'")),
+    # The output tokens its requests may produce (the cost estimate's output side): the sum of
+    # the caps they set, and how many set none (NULL: recorded before it was counted).
+    sa.Column("max_output_tokens", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("uncapped_requests", sa.BigInteger, nullable=True),
+    # Usage from results (sums over the job's own result files), NULL until they are in.
+    sa.Column("usage_prompt_tokens", sa.BigInteger, nullable=True),
+    sa.Column("usage_completion_tokens", sa.BigInteger, nullable=True),
+    sa.Column("usage_total_tokens", sa.BigInteger, nullable=True),
+    sa.Column("usage_lines", sa.BigInteger, nullable=True),
+    sa.Column("usage_lines_without", sa.BigInteger, nullable=True),
     sa.UniqueConstraint("name"),
     sa.UniqueConstraint("client_token"),
     sa.CheckConstraint(_in("state", _STATES), name="state"),
@@ -143,6 +153,11 @@ result_files = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("lines", sa.BigInteger, nullable=False),
     sa.Column("recorded_at", Timestamp, nullable=False),
+    # Tokens its lines reported, summed while it was downloaded (NULL: recorded before).
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=True),
+    sa.Column("completion_tokens", sa.BigInteger, nullable=True),
+    sa.Column("total_tokens", sa.BigInteger, nullable=True),
+    sa.Column("usage_lines_without", sa.BigInteger, nullable=True),
     sa.PrimaryKeyConstraint("job_id", "kind"),
     sa.CheckConstraint(_in("kind", FILE_KINDS), name="kind"),
 )

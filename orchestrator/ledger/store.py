@@ -33,7 +33,7 @@ from orchestrator.errors import (
     JobNotFound,
     LedgerNotMigrated,
 )
-from orchestrator.ledger import leases
+from orchestrator.ledger import _newjobs, leases
 from orchestrator.ledger._bulk import BulkUpdate, update_many
 from orchestrator.ledger._files import new_file_record, upsert_file
 from orchestrator.ledger._newjobs import PartSpec, insert_job, insert_split_job, new_job_values
@@ -41,6 +41,7 @@ from orchestrator.ledger._queries import add_event, job_row
 from orchestrator.ledger._reads import ReadMethods
 from orchestrator.ledger._writes import cas_transition, cas_update, flag_cancel
 from orchestrator.ledger.engine import create_engine, display_url, sqlite_path
+from orchestrator.ledger.feed import FeedMethods
 from orchestrator.ledger.leases import claim_changes
 from orchestrator.ledger.lock import DAEMON_LOCK_KEY, DaemonLock, postgres_session_lock
 from orchestrator.ledger.migrate import head_revision, revision_of
@@ -60,13 +61,14 @@ from orchestrator.model import (
     JobState,
     check_transition,
 )
+from orchestrator.usage import Usage
 
 log = structlog.get_logger(__name__)
 
 D = TypeVar("D", bound=leases.Decision)
 
 
-class SqlLedger(ReadMethods, OutboxMethods):
+class SqlLedger(ReadMethods, FeedMethods, OutboxMethods):
     """The job ledger on SQLite (one daemon per file) or PostgreSQL (several replicas).
 
     Open it with :meth:`connect`, close it with :meth:`close` or ``async with``. Every
@@ -166,6 +168,8 @@ class SqlLedger(ReadMethods, OutboxMethods):
         error: str | None = None,
         now: float | None = None,
         prompt_tokens: int = 0,
+        max_output_tokens: int = 0,
+        uncapped_requests: int | None = None,
     ) -> tuple[Job, bool]:
         """Record a new job, or find the same definition already recorded.
 
@@ -178,6 +182,7 @@ class SqlLedger(ReadMethods, OutboxMethods):
             error: why the job was rejected.
             now: creation time; the clock's time by default.
             prompt_tokens: the inputs' prompt-token estimate (what a token budget counts).
+            max_output_tokens, uncapped_requests: Σ output caps its requests set; how many set none.
 
         Returns:
             ``(job, created)``: ``created`` is False when the name already held this
@@ -204,6 +209,8 @@ class SqlLedger(ReadMethods, OutboxMethods):
             error=error,
             at=at,
             prompt_tokens=prompt_tokens,
+            max_output_tokens=max_output_tokens,
+            uncapped_requests=uncapped_requests,
         )
         detail = "created" if state is JobState.QUEUED else "rejected at intake"
         return await self._insert_once(
@@ -247,7 +254,7 @@ class SqlLedger(ReadMethods, OutboxMethods):
             state=JobState.QUEUED,
             error=None,
             at=at,
-            prompt_tokens=sum(part.prompt_tokens for part in parts),
+            **_newjobs.split_totals(parts),
         )
         values["part_count"] = len(parts)
         return await self._insert_once(
@@ -472,16 +479,19 @@ class SqlLedger(ReadMethods, OutboxMethods):
         bytes: int,  # shadows the builtin: it is the field's name in the ledger and job.json
         sha256: str,
         lines: int,
+        usage: Usage | None = None,
     ) -> ResultFile:
-        """Record (or replace) the job's downloaded ``output`` or ``error`` file.
+        """Record (or replace) the job's downloaded ``output`` or ``error`` file (and the
+        tokens its lines reported, when read).
 
         Raises:
             JobNotFound: no such job.
             ValueError: unknown kind, negative size or line count, or a sha256 that is not
                 64 lowercase hex digits.
         """
+        at, size = self._clock.now(), bytes
         record = new_file_record(
-            job_id, kind, path=path, bytes=bytes, sha256=sha256, lines=lines, at=self._clock.now()
+            job_id, kind, path=path, bytes=size, sha256=sha256, lines=lines, at=at, usage=usage
         )
         try:
             async with self._write() as conn:

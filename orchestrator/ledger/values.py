@@ -8,6 +8,7 @@ from typing import Any, Literal
 import attrs
 
 from orchestrator.model import Job, JobChanges, JobSpec, JobState, Outcome
+from orchestrator.usage import Usage
 
 FileKind = Literal["output", "error"]
 """A job's result file: the provider's output file or its error file."""
@@ -27,6 +28,8 @@ class ResultFile:
     lines: int
     """Newline-terminated lines (JSONL records) in the file."""
     recorded_at: float
+    usage: Usage | None = None
+    """Tokens its lines reported (None: recorded before usage was read)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -68,7 +71,48 @@ def encode_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     for listed in ("input_file_ids", "input_file_sha256s"):
         if listed in values:
             values[listed] = list(values[listed])
+    if "usage" in values:
+        values.update(job_usage_columns(values.pop("usage")))
     return values
+
+
+_JOB_USAGE = {
+    "usage_prompt_tokens": "prompt_tokens",
+    "usage_completion_tokens": "completion_tokens",
+    "usage_total_tokens": "total_tokens",
+    "usage_lines": "lines",
+    "usage_lines_without": "lines_without_usage",
+}
+"""``jobs`` column -> :class:`Usage` field."""
+_FILE_USAGE = {
+    "prompt_tokens": "prompt_tokens",
+    "completion_tokens": "completion_tokens",
+    "total_tokens": "total_tokens",
+    "usage_lines_without": "lines_without_usage",
+}
+"""``result_files`` column -> :class:`Usage` field (its lines are the file's ``lines``)."""
+
+
+def job_usage_columns(usage: Usage | None) -> dict[str, int | None]:
+    """The ``jobs`` columns that hold ``usage`` (all NULL for None)."""
+    return {
+        column: None if usage is None else getattr(usage, field)
+        for column, field in _JOB_USAGE.items()
+    }
+
+
+def file_usage_columns(usage: Usage | None) -> dict[str, int | None]:
+    """The ``result_files`` columns that hold ``usage`` (all NULL for None)."""
+    return {
+        column: None if usage is None else getattr(usage, field)
+        for column, field in _FILE_USAGE.items()
+    }
+
+
+def _usage_from(row: Any, columns: Mapping[str, str], **more: int) -> Usage | None:
+    if getattr(row, "usage_lines_without", None) is None:
+        return None
+    return Usage(**{field: getattr(row, column) or 0 for column, field in columns.items()}, **more)
 
 
 def job_from_row(row: Any) -> Job:
@@ -111,6 +155,9 @@ def job_from_row(row: Any) -> Job:
         lease_until=row.lease_until,
         prompt_tokens=row.prompt_tokens,
         input_file_sha256s=tuple(row.input_file_sha256s),
+        max_output_tokens=row.max_output_tokens,
+        uncapped_requests=row.uncapped_requests,
+        usage=_usage_from(row, _JOB_USAGE),
     )
 
 
@@ -137,6 +184,7 @@ def file_from_row(row: Any) -> ResultFile:
         sha256=row.sha256,
         lines=row.lines,
         recorded_at=row.recorded_at,
+        usage=_usage_from(row, _FILE_USAGE, lines=row.lines),
     )
 
 

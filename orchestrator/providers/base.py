@@ -14,6 +14,7 @@ from typing import ClassVar
 import attrs
 
 from orchestrator.model import RemotePhase
+from orchestrator.usage import ZERO_USAGE, Usage
 
 
 @attrs.frozen(kw_only=True)
@@ -59,6 +60,8 @@ class DownloadedFile:
     bytes: int
     sha256: str
     lines: int
+    usage: Usage = ZERO_USAGE
+    """Tokens its lines report, summed in the download's pass (dialect's field names mapped)."""
 
 
 class Provider(abc.ABC):

@@ -1,4 +1,5 @@
-"""The HTTP endpoint of a running daemon: ``/healthz``, ``/readyz`` and ``/metrics``.
+"""The HTTP endpoint of a running daemon: ``/healthz``, ``/readyz``, ``/metrics``, the dashboard
+at ``/`` and the JSON API under ``/api`` (:mod:`orchestrator.service.api`).
 
 Served by uvicorn as one more task of the daemon's task group (no thread, nothing that outlives
 the daemon), on the address of ``[http] listen`` (or ``ORCH_HTTP_LISTEN``):
@@ -8,6 +9,8 @@ the daemon), on the address of ``[http] listen`` (or ``ORCH_HTTP_LISTEN``):
 - ``GET /readyz``: 200 when the ledger answers and is at the migration head and the daemon is
   not stopping, else 503 with the reason.
 - ``GET /metrics``: Prometheus text format (or OpenMetrics when the scraper asks for it).
+- ``/`` and ``/api/*``: see :mod:`orchestrator.service.api`; who may use them is
+  :mod:`orchestrator.service.access`. Unknown paths and refused requests answer JSON errors.
 
 The socket is bound before the loops start (:meth:`HttpService.bind`), so a taken port fails
 the start with a configuration error instead of surfacing later.
@@ -26,16 +29,27 @@ import uvicorn
 from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.ledger.engine import display_url
 from orchestrator.ledger.migrate import current_revision, head_revision
+from orchestrator.logging import redactor
+from orchestrator.service.access import Access, Need
+from orchestrator.service.api import Api
+from orchestrator.service.commands import JobCommands
 from orchestrator.service.health import STALL_ALLOWANCE, HealthReport, evaluate, loop_limits
 from orchestrator.service.metrics import DaemonCollector
+from orchestrator.service.openapi import Handler
+from orchestrator.service.responses import ApiError, error_response
 from orchestrator.service.view import DaemonView
 
 log = structlog.get_logger(__name__)
@@ -45,6 +59,11 @@ READY_TIMEOUT = 5.0
 SHUTDOWN_TIMEOUT = 2.0
 """Seconds open connections get to finish when the daemon stops."""
 NO_STORE = {"Cache-Control": "no-store"}
+MAX_HEAD = 32 * 1024
+"""Bytes a request line and its headers may have (uvicorn answers 400 beyond)."""
+DEFAULT_MAX_BODY = 512 * 1024 * 1024 + (1 << 20)
+"""Bytes a request body may have by default: the largest input file a provider takes
+(512 MiB) and room for the definition."""
 
 
 @attrs.frozen(kw_only=True)
@@ -89,6 +108,10 @@ class HttpService:
         host: str,
         port: int,
         stall_allowance: float = STALL_ALLOWANCE,
+        commands: JobCommands | None = None,
+        token: str | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        feed_interval: float = 1.0,
     ) -> None:
         """Prepare the endpoint (nothing is bound yet).
 
@@ -98,6 +121,10 @@ class HttpService:
             port: TCP port; 0 picks a free one (see :attr:`url`).
             stall_allowance: seconds a loop's cycle may take beyond its longest sleep
                 before ``/healthz`` reports the loop stalled.
+            commands: what ``POST /api/*`` asks the daemon to do (None: writes answer 403).
+            token: the API's bearer token (the value of ``[http] token_env``); None: none.
+            max_body: bytes a request body may have (413 beyond).
+            feed_interval: seconds between two looks at the ledger of ``/api/events``.
         """
         self._view = view
         self._host = host
@@ -121,12 +148,29 @@ class HttpService:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self._scrape_lock = anyio.Lock()
+        http = view.config.http
+        # Never shown: the token and the ledger's password join the API keys the redactor hides.
+        redactor.add([secret for secret in (token, _password(view.config.ledger.url)) if secret])
+        self.access = Access.of(
+            token=token,
+            token_env=http.token_env,
+            host=host,
+            allow_anonymous_reads=http.allow_anonymous_reads,
+        )
+        self.api = Api(view, commands, self.access, max_body=max_body, feed_interval=feed_interval)
         self.app = Starlette(
             routes=[
                 Route("/healthz", self._healthz, methods=["GET"]),
                 Route("/readyz", self._readyz, methods=["GET"]),
                 Route("/metrics", self._metrics, methods=["GET"]),
-            ]
+                *self.api.routes(self._guard),
+            ],
+            middleware=[Middleware(HeadLimit, limit=MAX_HEAD)],
+            exception_handlers={
+                ApiError: _api_error,
+                HTTPException: _http_error,
+                Exception: _unexpected,
+            },
         )
         """The ASGI application (usable on its own, e.g. with ``httpx.ASGITransport``)."""
 
@@ -189,6 +233,8 @@ class HttpService:
                 log_config=None,
                 access_log=False,
                 http="h11",
+                # Headers beyond this (an incomplete request head) are a 400 before the app.
+                h11_max_incomplete_event_size=MAX_HEAD,
                 ws="none",
                 server_header=False,
                 timeout_keep_alive=5,
@@ -208,7 +254,13 @@ class HttpService:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_server)
-            log.info("http.listening", url=self.url, endpoints=["/healthz", "/readyz", "/metrics"])
+            log.info(
+                "http.listening",
+                url=self.url,
+                endpoints=["/healthz", "/readyz", "/metrics", "/", "/api"],
+                reads_need_token=self.access.reads_need_token,
+                writes=self.access.token is not None,
+            )
             task_status.started()
             try:
                 await anyio.sleep_forever()
@@ -269,6 +321,22 @@ class HttpService:
 
     # Routes -------------------------------------------------------------------------------
 
+    def _guard(self, need: Need, handler: Handler) -> Handler:
+        """``handler`` behind the access check of ``need``."""
+        access = self.access
+
+        async def guarded(request: Request) -> Response:
+            denied = access.check(need, request.headers.get("authorization"))
+            if denied is not None:
+                headers = {"WWW-Authenticate": "Bearer"} if denied.status == 401 else None
+                response = error_response(denied.status, denied.error)
+                if headers:
+                    response.headers.update(headers)
+                return response
+            return await handler(request)
+
+        return guarded
+
     async def _healthz(self, request: Request) -> Response:
         report = self.health()
         return JSONResponse(
@@ -284,3 +352,57 @@ class HttpService:
     async def _metrics(self, request: Request) -> Response:
         body, content_type = await self.scrape(request.headers.get("accept", ""))
         return Response(body, media_type=content_type, headers=NO_STORE)
+
+
+class HeadLimit:
+    """Refuse a request whose headers hold more than ``limit`` bytes: a 431 with a JSON error.
+
+    uvicorn refuses a head that arrives in pieces past its own limit (400); one that arrives
+    in a single read reaches the application, and stops here.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) for name, value in scope["headers"])
+            if size > self.limit:
+                response = error_response(
+                    431, f"the request headers hold {size:,} bytes; the limit is {self.limit:,}"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except ArgumentError:
+        return None
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, exc.problems)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.url.path} (see /api/openapi.json)"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    response = error_response(exc.status_code, message)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("http.unexpected_error", path=request.url.path, error=repr(exc))
+    return error_response(500, "unexpected error in the daemon's API (it is logged)")

@@ -29,6 +29,7 @@ from orchestrator import __version__
 from orchestrator.budget import in_flight_tokens
 from orchestrator.model import IN_FLIGHT_STATES, JobState, Outcome
 from orchestrator.service.view import DaemonView, WorkspaceStats, WorkspaceView, demand
+from orchestrator.usage import Usage
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +52,8 @@ class LedgerSnapshot:
     """In-flight jobs this replica holds a live lease on."""
     tokens: dict[str, dict[str, int]] = attrs.field(factory=dict)
     """Estimated prompt tokens of the in-flight jobs, per workspace and model."""
+    usage: dict[tuple[str, str], Usage] = attrs.field(factory=dict)
+    """Tokens the results reported, per (workspace, model): only grows."""
     deliveries: dict[tuple[str, str], int] = attrs.field(factory=dict)
     """Webhook and hook deliveries per ``(endpoint, state)``."""
 
@@ -77,6 +80,7 @@ class DaemonCollector(Collector):
                 counts = await ledger.counts_by_state()
                 active = await ledger.list_jobs(states=(JobState.QUEUED, *IN_FLIGHT_STATES))
                 held = await ledger.held_count() if ledger.owner else 0
+                usage = await ledger.usage_totals()
                 deliveries = await ledger.delivery_counts()
         except Exception as exc:  # any database error: the scrape itself must still answer
             log.warning("metrics.ledger_unavailable", error=str(exc) or type(exc).__name__)
@@ -93,6 +97,7 @@ class DaemonCollector(Collector):
             queued_jobs={name: d.queued_jobs for name, d in demands.items()},
             queued_requests={name: d.queued_requests for name, d in demands.items()},
             held=held,
+            usage=usage,
             deliveries=deliveries,
         )
 
@@ -105,6 +110,7 @@ class DaemonCollector(Collector):
         if self._snapshot is not None:
             yield from self._jobs(self._snapshot)
             yield from self._budgets(self._snapshot, workspaces, stats)
+            yield from self._usage(self._snapshot, workspaces, stats)
         yield from self._calls(stats)
         yield from self._polling(stats)
         yield from self._deliveries(self._snapshot)
@@ -241,6 +247,54 @@ class DaemonCollector(Collector):
             queued_jobs.add_metric([name], snapshot.queued_jobs.get(name, 0))
             queued_requests.add_metric([name], snapshot.queued_requests.get(name, 0))
         yield from (pending, external, budget, utilisation, queued_jobs, queued_requests)
+
+    def _usage(
+        self,
+        snapshot: LedgerSnapshot,
+        workspaces: Sequence[tuple[str, WorkspaceView]],
+        stats: Mapping[str, WorkspaceStats],
+    ) -> Iterator[Metric]:
+        """Tokens and cost of the results, by workspace and model; the month's spend."""
+        tokens = CounterMetricFamily(
+            f"{PREFIX}_result_tokens",
+            "Tokens the downloaded results reported, by workspace, model and kind "
+            "(prompt or completion).",
+            labels=["workspace", "model", "kind"],
+        )
+        cost = CounterMetricFamily(
+            f"{PREFIX}_result_cost",
+            "What those tokens cost at the configured prices and batch discount, in the "
+            "prices' currency (models without a price are absent: their cost is unknown).",
+            labels=["workspace", "model"],
+        )
+        config = self._view.config
+        for (workspace, model), usage in sorted(snapshot.usage.items()):
+            tokens.add_metric([workspace, model, "prompt"], usage.prompt_tokens)
+            tokens.add_metric([workspace, model, "completion"], usage.completion_tokens)
+            settings = config.workspaces.get(workspace)
+            discount = None if settings is None else settings.batch_discount
+            amount = config.pricing.cost(model, usage, discount=discount)
+            if amount is not None:
+                cost.add_metric([workspace, model], amount)
+        yield from (tokens, cost)
+        limit = GaugeMetricFamily(
+            f"{PREFIX}_workspace_spend_limit",
+            "The workspace's spend limit per calendar month (UTC), in the prices' currency.",
+            labels=["workspace"],
+        )
+        used = GaugeMetricFamily(
+            f"{PREFIX}_workspace_spend_used",
+            "This month's actual cost of finished work plus the estimates of work in flight, "
+            "as the last admission pass counted it.",
+            labels=["workspace"],
+        )
+        for name, _ in workspaces:
+            settings = config.workspaces.get(name)
+            if settings is None or settings.spend_limit is None:
+                continue
+            limit.add_metric([name], settings.spend_limit)
+            used.add_metric([name], stats[name].spend_used or 0.0)
+        yield from (limit, used)
 
     def _calls(self, stats: Mapping[str, WorkspaceStats]) -> Iterator[Metric]:
         family = CounterMetricFamily(

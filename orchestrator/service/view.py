@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from orchestrator.config import Config
     from orchestrator.ledger.values import JobEvent, ResultFile
     from orchestrator.model import Job
+    from orchestrator.usage import Usage
 
 CYCLE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """Seconds. A cycle is one list call per 100 active jobs plus ledger writes: usually well under
@@ -128,6 +129,45 @@ class LedgerReader(Protocol):
         """In-flight jobs this replica holds a live lease on."""
         ...
 
+    # The JSON API's reads (orchestrator.ledger.feed) ----------------------------------
+
+    async def jobs_page(
+        self,
+        *,
+        states: Iterable[JobState] | None = None,
+        workspace: str | None = None,
+        parts: bool = False,
+        after: tuple[int, int] | None = None,
+        limit: int = 500,
+    ) -> tuple[list[Job], int]:
+        """One page of jobs in admission order after ``after`` (``(priority, id)`` of the
+        previous page's last job), and how many match the filters in all pages."""
+        ...
+
+    async def jobs_by_ids(self, ids: Iterable[int]) -> dict[int, Job]:
+        """The jobs with these ids, by id (unknown ids are absent)."""
+        ...
+
+    async def events_after(self, after: int, *, limit: int = 500) -> list[JobEvent]:
+        """Events of every job with an id above ``after``, in id order."""
+        ...
+
+    async def recent_events(self, count: int) -> list[JobEvent]:
+        """The last ``count`` events of every job, oldest first."""
+        ...
+
+    async def changed_since(self, since: float, *, limit: int = 1000) -> list[Job]:
+        """Jobs updated at or after ``since``."""
+        ...
+
+    async def fingerprint(self) -> tuple[int, float, int]:
+        """``(jobs, latest updated_at, latest event id)``: it changes whenever a job does."""
+        ...
+
+    async def usage_totals(self) -> dict[tuple[str, str], Usage]:
+        """Tokens the jobs' own results reported, per ``(workspace, model)`` (only grows)."""
+        ...
+
     async def delivery_counts(self) -> dict[tuple[str, str], int]:
         """Webhook and hook deliveries per ``(endpoint, state)``; absent pairs have none."""
         ...
@@ -179,6 +219,9 @@ class WorkspaceStats:
     """Provider API calls per ``(operation, HTTP status or transport error class)``."""
     poll: PollStats | None
     """None until the workspace's poll loop has started."""
+    spend_used: float | None = None
+    """With a spend limit: this month's actual plus in-flight estimated cost, as the last
+    admission pass counted it (None: the workspace has no spend limit)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -128,9 +128,15 @@ async def settle() -> None:
 
 
 @asynccontextmanager
-async def running(config: Config, clock: FakeClock, emulator: Emulator) -> AsyncIterator[Daemon]:
+async def running(
+    config: Config,
+    clock: FakeClock,
+    emulator: Emulator,
+    *,
+    environ: dict[str, str] | None = None,
+) -> AsyncIterator[Daemon]:
     """Run a daemon (migrating its ledger) until the block ends, then drain it."""
-    daemon = Daemon(config, clock=clock, emulator=emulator, environ={})
+    daemon = Daemon(config, clock=clock, emulator=emulator, environ=environ or {})
     async with anyio.create_task_group() as tg:
         tg.start_soon(functools.partial(daemon.run, migrate=True))
         with anyio.fail_after(START_TIMEOUT):

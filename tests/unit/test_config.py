@@ -125,9 +125,17 @@ def test_example_config_loads_and_sets_every_key() -> None:
     document = tomllib.loads(path.read_text())
     assert set(document) == {
         "ledger", "results", "polling", "workspaces", "intake", "http", "emulator", "daemon",
-        "jobs",
+        "jobs", "pricing",
     }  # fmt: skip
+    assert set(document["pricing"]) == {"batch_discount", "models"}
+    assert set(document["pricing"]["models"]["mistral-small-latest"]) == {"input", "output"}
+    for shown in ("# currency = ", "# max_tokens = 1_024", "# spend_limit = ", "# batch_discount"):
+        assert shown in path.read_text()  # optional, shown as comments
+    assert config.pricing.price("mistral-small-latest") is not None
     assert set(document["polling"]) == {"initial", "max", "factor", "jitter"}
+    assert set(document["http"]) == {"listen", "token_env", "allow_anonymous_reads"}
+    assert config.http.token_env == "ORCH_HTTP_TOKEN"
+    assert config.http.allow_anonymous_reads is False
     assert set(document["intake"]) == {"jobs_dir", "rescan_interval"}
     assert set(document["emulator"]) == {
         "time_scale", "throughput", "validation_seconds", "failure_fraction", "seed",

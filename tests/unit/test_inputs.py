@@ -20,6 +20,7 @@ from orchestrator.inputs import (
     InputSummary,
     definition_hash,
     estimate_tokens,
+    output_cap,
     validate_input,
     validate_inputs,
 )
@@ -181,6 +182,7 @@ def test_good_files_of_each_endpoint(tmp_path: Path, endpoint: str) -> None:
     path = write(tmp_path, data)
     summary = validate_input(path, endpoint=endpoint)
     tokens = estimate_tokens(request)
+    cap = output_cap(request)
     assert summary == InputSummary(
         path=path,
         requests=5,
@@ -188,7 +190,24 @@ def test_good_files_of_each_endpoint(tmp_path: Path, endpoint: str) -> None:
         sha256=hashlib.sha256(data).hexdigest(),
         prompt_tokens=5 * tokens,
         max_request_tokens=tokens,
+        max_output_tokens=5 * (cap or 0),
+        uncapped_requests=5 if cap is None else 0,
     )
+
+
+def test_output_caps_are_summed_and_uncapped_requests_counted(tmp_path: Path) -> None:
+    """Two requests cap their output (10 + 20 tokens), one does not."""
+    lines = [
+        {"custom_id": "a", "body": {**GOOD_BODIES[CHAT], "max_tokens": 10}},
+        {"custom_id": "b", "body": {**GOOD_BODIES[CHAT], "max_tokens": 20}},
+        {
+            "custom_id": "c",
+            "body": {k: v for k, v in GOOD_BODIES[CHAT].items() if k != "max_tokens"},
+        },
+    ]
+    path = write(tmp_path, jsonl(*lines))
+    summary = validate_input(path, endpoint=CHAT)
+    assert (summary.max_output_tokens, summary.uncapped_requests) == (30, 1)
 
 
 def test_every_mistral_endpoint_has_a_good_example() -> None:

@@ -28,6 +28,7 @@ from orchestrator.providers._transport.download import ResumableDownload
 from orchestrator.providers._transport.errors import decode_json, malformed
 from orchestrator.providers._transport.fields import non_negative_int, path_id
 from orchestrator.providers._transport.upload import MultipartUpload, UploadBody
+from orchestrator.providers._transport.usage import openai_style_usage
 from orchestrator.providers.base import DownloadedFile, Provider, RemoteJob, UploadedFile
 
 log = structlog.get_logger(__name__)
@@ -302,8 +303,15 @@ class HttpProvider(Provider):
             source=f"{self.name}:{self.base_url}:{file_id}",
             size_hint=size_hint,
             writer=writer,
+            usage_reader=self.read_usage,
         )
         return await download.run()
+
+    def read_usage(self, line: Mapping[str, Any]) -> tuple[int, int, int] | None:
+        """The token usage of one parsed result line: ``(prompt, completion, total)``, or None
+        when it carries none. The default is ``response.body.usage`` (Mistral, OpenAI); a
+        dialect that names it otherwise overrides this (the download sums it per file)."""
+        return openai_style_usage(line)
 
     async def aclose(self) -> None:
         await self._api.aclose()

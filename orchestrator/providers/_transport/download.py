@@ -29,6 +29,7 @@ import structlog
 from orchestrator.errors import DownloadIntegrityError, TransientProviderError
 from orchestrator.providers._transport.client import ApiClient
 from orchestrator.providers._transport.partfile import PartFile, parse_content_range
+from orchestrator.providers._transport.usage import UsageReader
 from orchestrator.providers.base import DownloadedFile
 
 log = structlog.get_logger(__name__)
@@ -118,6 +119,8 @@ class ResumableDownload:
         size_hint: awaited for the expected length when the response announces none.
         chunk_bytes: read size.
         checkpoint_bytes: fsync-and-record interval.
+        usage_reader: the dialect's reading of a result line's token usage, summed over the
+            file in the same pass that hashes it (None: no usage is read).
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class ResumableDownload:
         chunk_bytes: int = CHUNK_BYTES,
         checkpoint_bytes: int = CHECKPOINT_BYTES,
         writer: str | None = None,
+        usage_reader: UsageReader | None = None,
     ) -> None:
         self._api = api
         self._operation = operation
@@ -140,7 +144,7 @@ class ResumableDownload:
         self._size_hint = size_hint
         self._chunk_bytes = chunk_bytes
         self._checkpoint_bytes = checkpoint_bytes
-        self._part = PartFile(dest, source, writer)
+        self._part = PartFile(dest, source, writer, usage_reader=usage_reader)
 
     async def run(self) -> DownloadedFile:
         """Download, verify and publish.
@@ -171,7 +175,11 @@ class ResumableDownload:
                     f"{self._dest}: got {part.size} bytes, expected {part.total}"
                 )
             result = DownloadedFile(
-                path=self._dest, bytes=part.size, sha256=part.hasher.hexdigest(), lines=part.lines
+                path=self._dest,
+                bytes=part.size,
+                sha256=part.hasher.hexdigest(),
+                lines=part.lines,
+                usage=part.usage(),
             )
             await anyio.to_thread.run_sync(part.finish)
         except Exception:

@@ -21,6 +21,8 @@ import attrs
 
 from orchestrator import fsutil
 from orchestrator.errors import DownloadIntegrityError
+from orchestrator.providers._transport.usage import UsageReader, UsageScan
+from orchestrator.usage import ZERO_USAGE, Usage
 
 _HASH_READ_BYTES = 4 << 20
 
@@ -83,9 +85,17 @@ def parse_content_range(value: str | None) -> ContentRange | None:
 
 
 class PartFile:
-    """The ``.part`` being written, with its running hash and line count (sync; thread-side)."""
+    """The ``.part`` being written, with its running hash, line count and, given the dialect's
+    ``usage_reader``, token usage (sync; thread-side)."""
 
-    def __init__(self, dest: Path, source: str, writer: str | None = None) -> None:
+    def __init__(
+        self,
+        dest: Path,
+        source: str,
+        writer: str | None = None,
+        *,
+        usage_reader: UsageReader | None = None,
+    ) -> None:
         self.dest = dest
         self.source = source
         self.writer = writer
@@ -98,6 +108,8 @@ class PartFile:
         self.checkpointed = 0
         self.total: int | None = None
         self.validator: str | None = None
+        self._usage_reader = usage_reader
+        self._scan = None if usage_reader is None else UsageScan(usage_reader)
         self._file: BinaryIO | None = None
 
     @property
@@ -109,6 +121,11 @@ class PartFile:
     def lines(self) -> int:
         """Lines so far: newlines, plus one for a last line without a newline."""
         return self.newlines + (1 if self.size and self.last_byte != b"\n" else 0)
+
+    def usage(self) -> Usage:
+        """The tokens the lines so far report (zero when the dialect reads none); call once,
+        at the end: the last line may lack its newline."""
+        return ZERO_USAGE if self._scan is None else self._scan.usage(self.lines)
 
     def open(self) -> str:
         """Open the ``.part``: resume a leftover for the same source, or start empty.
@@ -168,6 +185,8 @@ class PartFile:
         self.newlines += chunk.count(b"\n")
         self.size += len(chunk)
         self.last_byte = chunk[-1:]
+        if self._scan is not None:
+            self._scan.feed(chunk)  # the same pass: no second read of the file
 
     def write(self, chunk: bytes) -> None:
         """Append ``chunk`` and account for it."""
@@ -188,6 +207,8 @@ class PartFile:
         self.size = self.newlines = self.checkpointed = 0
         self.last_byte = b""
         self.hasher = hashlib.sha256()
+        if self._usage_reader is not None:
+            self._scan = UsageScan(self._usage_reader)
         self.total = self.validator = None
         self._write_meta()
 

@@ -1,8 +1,9 @@
-"""What the read commands report, as plain values: the ``--json`` objects and their sums.
+"""What the read commands and the HTTP API report, as plain values: the ``--json`` objects.
 
 Pure: no I/O and no clock (``now`` is passed in). The human renderings in
-:mod:`orchestrator.cli._render` are built from the same values, so the table and the JSON never
-disagree.
+:mod:`orchestrator.cli._render` and the JSON API (:mod:`orchestrator.service.api`) are built
+from the same values, so the table, ``status --json`` and ``GET /api/jobs`` never disagree.
+It imports neither the daemon nor the CLI, so both the CLI and the service use it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 import attrs
 
 from orchestrator.config import WorkspaceConfig
-from orchestrator.daemon.layout import result_dir
 from orchestrator.ledger import JobEvent, ResultFile
 from orchestrator.model import (
     IN_FLIGHT_STATES,
@@ -168,9 +168,8 @@ def file_row(record: ResultFile) -> dict[str, Any]:
     }
 
 
-def results_detail(job: Job, files: Sequence[ResultFile], results_dir: Path) -> dict[str, Any]:
-    """The ``results --json`` object: where the job's results are, and their counts."""
-    folder = result_dir(results_dir, job)
+def results_detail(job: Job, files: Sequence[ResultFile], folder: Path) -> dict[str, Any]:
+    """The ``results --json`` object: where the job's results are (``folder``), and counts."""
     summary = folder / "job.json"
     return {
         "name": job.name,
@@ -312,6 +311,35 @@ def budgets(
             )
         )
     return rows
+
+
+def budget_dimensions(row: WorkspaceBudget) -> list[dict[str, Any]]:
+    """One gauge per budget dimension of a workspace: what is used of what limit.
+
+    Requests pending (design §3) always; prompt tokens in flight per model where the workspace
+    has a token budget or tokens in flight. A new dimension (spend, ...) is one more entry:
+    the dashboard draws every entry the same way.
+    """
+    dimensions: list[dict[str, Any]] = [
+        {
+            "name": "requests",
+            "label": "requests pending",
+            "used": row.in_flight + (row.external or 0),
+            "limit": row.budget,
+            "unit": "requests",
+        }
+    ]
+    dimensions += [
+        {
+            "name": f"tokens:{entry.model}",
+            "label": f"prompt tokens in flight, {entry.model}",
+            "used": entry.in_flight,
+            "limit": entry.budget,
+            "unit": "tokens",
+        }
+        for entry in row.tokens
+    ]
+    return dimensions
 
 
 def _model_tokens(ws: WorkspaceConfig | None, flying: Sequence[Job]) -> tuple[ModelTokens, ...]:

@@ -5,7 +5,7 @@ change that causes it, with one delivery per subscribed endpoint (a webhook URL 
 hook); the daemon delivers them at least once. New tables only: nothing else changes.
 
 Revision ID: a510174f59ed
-Revises: 5c3e1f0a9b27
+Revises: 6691fa31e09d
 Create Date: 2026-12-02 19:15:00+00:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "a510174f59ed"
-down_revision: str | None = "5c3e1f0a9b27"
+down_revision: str | None = "6691fa31e09d"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,193 @@
+"""Summing the token usage of result lines while they stream past (no second read).
+
+The download pipeline hands every chunk it accounts for (hash, line count) to a
+:class:`UsageScan` as well. The scan is cheap by design, because it runs on the byte path of a
+download that may be a gigabyte: a whole result line is never parsed. ``bytes.find`` (C speed)
+looks for the key ``"usage"`` (:data:`USAGE_NEEDLE`; a quote before it that is escaped is inside
+a string, not a key), the object that is its value is delimited by counting braces with
+``find``/``count``, and only that small object is parsed as JSON. The first such key of a line is
+its usage. A line without one, or whose usage is not an object, counts zero tokens and is
+counted as such (``Usage.lines_without_usage``).
+
+The field names are the dialect's: a provider supplies a :data:`UsageReader`, a function from one
+line's usage object to ``(prompt, completion, total)`` or None (:func:`openai_style_usage` reads
+``prompt_tokens``/``completion_tokens``/``total_tokens`` as Mistral and OpenAI write them; an
+Anthropic reader maps ``input_tokens``/``output_tokens``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from orchestrator.usage import Usage
+
+UsageReader = Callable[[Mapping[str, Any]], tuple[int, int, int] | None]
+"""A dialect's mapping of one result line's usage object onto (prompt, completion, total)."""
+
+USAGE_NEEDLE: Final = b'"usage"'
+"""The key a line's usage is found under (every dialect names it so)."""
+_SPACE: Final = b" \t\r"
+
+
+def _count(value: object) -> int:
+    """A token count as a JSON value gives it: a non-negative integer, anything else 0."""
+    if type(value) is int and value >= 0:
+        return value
+    return 0
+
+
+def openai_style_usage(usage: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """``prompt_tokens``, ``completion_tokens``, ``total_tokens`` (``response.body.usage``).
+
+    Mistral's and OpenAI's result lines carry it so (``shared/api/batch-apis.md``,
+    ``openai-batch.md``); OpenAI's Responses endpoint names them ``input_tokens`` and
+    ``output_tokens``, read too. A missing ``total_tokens`` is the sum of the other two.
+    """
+    prompt = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = _count(usage.get("completion_tokens", usage.get("output_tokens")))
+    total = usage.get("total_tokens")
+    return prompt, completion, _count(total) if total is not None else prompt + completion
+
+
+def usage_object(data: bytes, start: int, end: int) -> Mapping[str, Any] | None:
+    """The value of the first ``"usage"`` key in ``data[start:end]`` (one line), if an object.
+
+    Delimited by counting braces (a brace inside a string value of the usage object would
+    confuse it; token counts have none) and parsed on its own: the rest of the line is never
+    decoded.
+    """
+    find = data.find
+    hit = find(USAGE_NEEDLE, start, end)
+    while hit >= 0:
+        if hit == 0 or data[hit - 1] != 0x5C:  # a backslash before it: inside a string
+            pos = hit + len(USAGE_NEEDLE)
+            if data.startswith(b":{", pos):  # compact JSON, as providers write it: no loop
+                return _parse_object(data, pos + 1, end)
+            while pos < end and data[pos] in _SPACE:
+                pos += 1
+            if pos < end and data[pos] == 0x3A:  # ':' : a key, not a value
+                pos += 1
+                while pos < end and data[pos] in _SPACE:
+                    pos += 1
+                if pos >= end or data[pos] != 0x7B:  # '{'
+                    return None
+                return _parse_object(data, pos, end)
+        hit = find(USAGE_NEEDLE, hit + 1, end)
+    return None
+
+
+def _parse_object(data: bytes, first: int, end: int) -> Mapping[str, Any] | None:
+    close = data.find(b"}", first, end)
+    if close < 0:
+        return None  # cut short: not an object
+    if data.find(b"{", first + 1, close) < 0:
+        flat = _flat_counts(data[first + 1 : close])
+        if flat is not None:
+            return flat
+    depth, pos = 1, first + 1
+    while depth:
+        close = data.find(b"}", pos, end)
+        if close < 0:
+            return None
+        depth += data.count(b"{", pos, close) - 1
+        pos = close + 1
+    try:
+        parsed = json.loads(data[first:pos])
+    except (ValueError, RecursionError):
+        return None
+    return parsed if type(parsed) is dict else None
+
+
+_KEY_NAMES: dict[bytes, str] = {}
+"""Quoted key bytes -> key: the few keys of usage objects, decoded once."""
+_KEY_NAMES_MAX: Final = 256
+
+
+def _flat_counts(inner: bytes) -> dict[str, int] | None:
+    """``"a":1,"b":2`` (a flat object of integers, compact) without the JSON decoder, which
+    costs about twice as much per line; None for anything else (the decoder then reads it)."""
+    counts = {}
+    names = _KEY_NAMES
+    for pair in inner.split(b","):
+        key, sep, value = pair.partition(b":")
+        name = names.get(key)
+        if name is None:
+            if not sep or len(key) < 2 or key[0] != 0x22 or key[-1] != 0x22:
+                return None
+            name = key[1:-1].decode("ascii", "replace")
+            if len(names) < _KEY_NAMES_MAX:
+                names[key] = name
+        if not value.isdigit():
+            return None
+        counts[name] = int(value)
+    return counts
+
+
+class UsageScan:
+    """The usage of a stream of JSONL bytes, fed chunk by chunk (sync; thread-side)."""
+
+    __slots__ = ("_carry", "_completion", "_prompt", "_reader", "_total", "with_usage")
+
+    def __init__(self, reader: UsageReader) -> None:
+        self._reader = reader
+        self._carry = b""
+        """The start of a line the previous chunk did not finish."""
+        self._prompt = self._completion = self._total = 0
+        self.with_usage = 0
+        """Lines that carried usage."""
+
+    def feed(self, chunk: bytes) -> None:
+        """Account for the next ``chunk`` of the stream."""
+        start = 0
+        if self._carry:
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                self._carry += chunk
+                return
+            line = self._carry + chunk[:cut]
+            self._carry = b""
+            self._line(line, 0, len(line))
+            start = cut + 1
+        end = chunk.rfind(b"\n")
+        if end < start:
+            self._carry = chunk[start:]
+            return
+        find = chunk.find
+        hit = find(USAGE_NEEDLE, start, end)
+        while hit >= 0:
+            # ``hit`` is the line's first "usage": its line starts before it, and nothing
+            # before it in the line matters.
+            last = find(b"\n", hit, end + 1)
+            self._line(chunk, hit, last)
+            hit = find(USAGE_NEEDLE, last, end)
+        if end + 1 < len(chunk):
+            self._carry = chunk[end + 1 :]
+
+    def _line(self, data: bytes, start: int, end: int) -> None:
+        usage = usage_object(data, start, end)
+        if usage is None:
+            return
+        found = self._reader(usage)
+        if found is None:
+            return
+        prompt, completion, total = found
+        self._prompt += prompt
+        self._completion += completion
+        self._total += total
+        self.with_usage += 1
+
+    def usage(self, lines: int) -> Usage:
+        """The usage so far of a stream of ``lines`` lines (the last may lack its newline)."""
+        if self._carry:
+            # The stream's last line has no newline: it is complete only now.
+            carry, self._carry = self._carry, b""
+            self._line(carry, 0, len(carry))
+        return Usage(
+            prompt_tokens=self._prompt,
+            completion_tokens=self._completion,
+            total_tokens=self._total,
+            lines=lines,
+            lines_without_usage=max(0, lines - self.with_usage),
+        )
