@@ -359,3 +359,28 @@ async def test_redeliver_sends_the_same_message_again(
         await run(config, clock, emulator)
     assert [r["headers"]["webhook-id"] for r in receiver.requests] == [delivery.webhook_id] * 2
     assert receiver.requests[0]["body"] == receiver.requests[1]["body"]
+
+
+async def test_a_retried_job_tells_once_when_its_last_attempt_is_in(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Follow-up attempts are ordinary ledger jobs, yet only the job they serve is announced:
+    one job.submitted, one job.done whose data lists every attempt."""
+    settings = EmulatorSettings(
+        time_scale=1.0, throughput=100.0, validation_seconds=2.0, seed=5, transient_fraction=0.5
+    )
+    with receiving() as receiver, Emulator(settings, clock=clock) as flaky:
+        path = write_config(
+            tmp_path,
+            [("job-0", 12)],
+            extra="\n".join(["max_attempts = 6", 'retry_delay = "5s"', webhook(receiver.url)]),
+        )
+        config = load(path)
+        await run(config, clock, flaky)
+    summary = json.loads((config.results.dir / "job-0" / "job.json").read_text())
+    assert len(summary["attempts"]) >= 2, summary["attempts"]
+    assert all(r["verified"] for r in receiver.requests), receiver.requests
+    payloads = [r["payload"] for r in receiver.requests]
+    assert [p["type"] for p in payloads] == [JOB_SUBMITTED, JOB_DONE]
+    assert {p["data"]["name"] for p in payloads} == {"job-0"}
+    assert payloads[1]["data"] == summary
