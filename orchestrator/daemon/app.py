@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 import structlog
+from anyio.abc import TaskStatus
 
 from orchestrator.budget import TokenBudget
 from orchestrator.clock import Clock, SystemClock
@@ -222,16 +223,18 @@ class Daemon:
                 self.http.bind()
                 stack.callback(self.http.close)
             # End of the service endpoint set-up.
-            log.info(
-                "daemon.started",
-                ledger=display_url(config.ledger.url),
-                workspaces=sorted(self.workspaces),
-                results=str(config.results.dir),
-            )
             try:
                 async with anyio.create_task_group() as outer:
                     async with anyio.create_task_group() as loops:
-                        outer.start_soon(self._signals, runtime, intake, loops.cancel_scope)
+                        # The signal handlers first: from "started" on, a SIGTERM drains (a
+                        # signal that came earlier killed the process the default way).
+                        await outer.start(self._signals, runtime, intake, loops.cancel_scope)
+                        log.info(
+                            "daemon.started",
+                            ledger=display_url(config.ledger.url),
+                            workspaces=sorted(self.workspaces),
+                            results=str(config.results.dir),
+                        )
                         if self.http is not None:
                             await outer.start(self.http.serve)
                         await intake.scan()  # the first pass before anything else looks
@@ -459,10 +462,18 @@ class Daemon:
             drain_until = None
             await runtime.activity.wait(IDLE_CHECK)
 
-    async def _signals(self, runtime: Runtime, intake: Intake, loops: anyio.CancelScope) -> None:
+    async def _signals(
+        self,
+        runtime: Runtime,
+        intake: Intake,
+        loops: anyio.CancelScope,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         """SIGHUP rescans; SIGTERM/SIGINT drain within the grace period; a second one cuts."""
         grace = self.config.daemon.grace_period
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async with anyio.create_task_group() as deadline:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
