@@ -1,6 +1,6 @@
 """The command line: ``orchestrator COMMAND``, one of run, submit, status, show, results,
-budget, usage, cancel, rerun, check-config, migrate, ledger copy and emulate (``main`` is the
-``orchestrator`` script).
+budget, usage, cancel, rerun, webhooks, check-config, migrate, ledger copy and emulate (``main``
+is the ``orchestrator`` script).
 
 Exit codes (design.md §9): 0 success, 2 usage or configuration error (the message names the
 file and key), 1 anything else. Errors go to stderr in one readable line, never a traceback
@@ -125,7 +125,7 @@ def _silence_stdout() -> None:
 
 
 async def _dispatch(args: argparse.Namespace, config: Config, clock: Clock, out: Output) -> int:
-    from orchestrator.cli import _check, _commands, _rerun
+    from orchestrator.cli import _check, _commands, _rerun, _webhooks
 
     command = args.command
     if command == "run":
@@ -151,5 +151,6 @@ async def _dispatch(args: argparse.Namespace, config: Config, clock: Clock, out:
         "cancel": _commands.cancel,
         "submit": _commands.submit,
         "rerun": _rerun.rerun,
+        "webhooks": _webhooks.webhooks,
     }
     return await handlers[command](args, config, clock, out)

@@ -21,7 +21,7 @@ from orchestrator.cli._ledger import CliError, ledger_missing, open_ledger
 from orchestrator.cli._parser import EXIT_OK, EXIT_USAGE
 from orchestrator.cli._render import Output
 from orchestrator.clock import Clock
-from orchestrator.config import Config, InputOrigin, load_jobs_dir, missing_inputs
+from orchestrator.config import Config, InputOrigin, WebhookConfig, load_jobs_dir, missing_inputs
 from orchestrator.costs import Estimated, check_estimates
 from orchestrator.daemon.intake import raw_definition_hash
 from orchestrator.errors import ConfigError, InputError, LedgerError
@@ -71,6 +71,7 @@ async def check_config(args: argparse.Namespace, config: Config, clock: Clock, o
         else:
             report.error(f"error: {error}")
     _check_workspaces(config, report)
+    _check_endpoints(config, report)
     _check_http(config, report)
     recorded = await _ledger_jobs(config, clock, report)
 
@@ -189,6 +190,23 @@ def _check_workspaces(config: Config, report: _Report) -> None:
                 f"  {name}: split_requests = {ws.split_requests:,} (larger jobs run as parts of at "
                 "most that many requests)"
             )
+
+
+def _check_endpoints(config: Config, report: _Report) -> None:
+    """Each ``[[webhooks]]`` secret and ``[[hooks]]`` program, as the daemon checks them."""
+    for endpoint in config.endpoints:
+        events = ", ".join(sorted(endpoint.events))
+        try:
+            if isinstance(endpoint, WebhookConfig):
+                endpoint.secret(os.environ)
+                source = f"secret from ${endpoint.secret_env}: present"
+            else:
+                endpoint.check_program()
+                source = "program found"
+        except ConfigError as exc:
+            report.error(f"error: {exc}")
+        else:
+            report.ok(f"{endpoint.key} {endpoint.endpoint} ({events}): {source}")
 
 
 async def _ledger_jobs(config: Config, clock: Clock, report: _Report) -> dict[str, Job]:

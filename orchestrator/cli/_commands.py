@@ -11,12 +11,11 @@ from typing import Any
 import attrs
 import structlog
 
+from orchestrator.cli._budget import budget_plain, budget_rich
 from orchestrator.cli._ledger import CliError, find_job, open_ledger, wake_daemon
 from orchestrator.cli._parser import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from orchestrator.cli._render import (
     Output,
-    budget_plain,
-    budget_rich,
     plain_table,
     results_lines,
     show_plain,
@@ -24,6 +23,7 @@ from orchestrator.cli._render import (
     status_plain,
     status_rich,
 )
+from orchestrator.cli._webhooks import delivery_row, show_section
 from orchestrator.clock import Clock
 from orchestrator.config import Config, InputOrigin, job_from_flags
 from orchestrator.costs import job_costs, spend_rows, usage_table
@@ -98,6 +98,7 @@ async def show(args: argparse.Namespace, config: Config, clock: Clock, out: Outp
         attempts = await ledger.attempts_of(job.id)
         # Its children (of any kind) are in its workspace, and so is what its spend reads.
         neighbours = await ledger.list_jobs(workspace=job.workspace)
+        deliveries = await ledger.deliveries(job_id=job.id)
     job = with_attempt_limit(job, config)
     now = clock.now()
     costs = job_costs(config, neighbours, now)
@@ -106,8 +107,11 @@ async def show(args: argparse.Namespace, config: Config, clock: Clock, out: Outp
         detail.update(costs[job.id].as_json())
         for row, part in zip(detail["parts"], parts, strict=True):
             row.update(costs[part.id].as_json())
+        configured = [endpoint.endpoint for endpoint in config.endpoints]
+        detail["deliveries"] = [delivery_row(d, configured) for d in deliveries]
         _json_out(out, detail)
-    elif out.rich:
+        return EXIT_OK
+    if out.rich:
         out.show(
             show_rich(
                 job, files, events, now=now, parts=parts, costs=(costs, config.pricing),
@@ -121,6 +125,7 @@ async def show(args: argparse.Namespace, config: Config, clock: Clock, out: Outp
                 attempts=attempts,
             )
         )  # fmt: skip
+    show_section(out, deliveries, config)
     return EXIT_OK
 
 

@@ -222,6 +222,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json(rerun, "the new job")
 
+    webhooks = command(
+        "webhooks",
+        "pending and dead webhook and hook deliveries; redeliver one",
+        "List the deliveries of events ([[webhooks]] and [[hooks]]) that are pending (waiting "
+        "for their next attempt) or dead (given up after max_age, with the last error), or make "
+        "one due again with --redeliver: the same webhook-id and body, a fresh max_age.",
+    )
+    _add_common(webhooks)
+    webhooks.add_argument(
+        "--redeliver",
+        metavar="ID",
+        help="deliver again: a delivery id (see the list), or a webhook-id (every endpoint)",
+    )
+    webhooks.add_argument("--all", action="store_true", help="also list delivered ones")
+    _json(webhooks, "the deliveries")
+
     results = command("results", "where a job's results are, with their counts")
     _add_common(results)
     _job_name(results)

@@ -48,6 +48,8 @@ URLs), then ``_env`` (the overrides) and ``_workspace`` (providers, secrets, API
 
 from __future__ import annotations
 
+from orchestrator.config._hooks import HookConfig as HookConfig
+from orchestrator.config._hooks import WebhookConfig as WebhookConfig
 from orchestrator.config._jobs import DEFINITION_KEYS as DEFINITION_KEYS
 from orchestrator.config._jobs import job_from_definition as job_from_definition
 from orchestrator.config._jobs import job_from_flags as job_from_flags
@@ -79,6 +81,7 @@ __all__ = [
     "Config",
     "DaemonConfig",
     "EmulatorConfig",
+    "HookConfig",
     "HttpConfig",
     "InputOrigin",
     "IntakeConfig",
@@ -86,6 +89,7 @@ __all__ = [
     "LedgerConfig",
     "PollingConfig",
     "ResultsConfig",
+    "WebhookConfig",
     "WorkspaceConfig",
     "job_from_definition",
     "job_from_flags",

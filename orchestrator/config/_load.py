@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from orchestrator.config._env import EnvOverrides
+from orchestrator.config._hooks import parse_hooks, parse_webhooks
 from orchestrator.config._jobs import (
     check_name,
     claim_name,
@@ -151,6 +152,8 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
         jobs=tuple(jobs),
         job_origins=origins,
         input_origins=inputs,
+        webhooks=parse_webhooks(root),
+        hooks=parse_hooks(root),
         pricing=read_pricing(root.table("pricing")),
     )
 

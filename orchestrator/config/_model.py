@@ -11,6 +11,7 @@ from pathlib import Path
 
 import attrs
 
+from orchestrator.config._hooks import HookConfig, WebhookConfig
 from orchestrator.config._workspace import EMBEDDED, read_api_key
 from orchestrator.model import JobSpec
 from orchestrator.pricing import Pricing
@@ -32,6 +33,8 @@ TOP_KEYS = frozenset(
         "daemon",
         "jobs",
         "pricing",
+        "webhooks",
+        "hooks",
     }
 )
 """The tables of the main config file."""
@@ -246,3 +249,12 @@ class Config:
     """Job name -> where each of its inputs is written (for errors about a missing file)."""
     pricing: Pricing = attrs.field(factory=Pricing)
     """``[pricing]``: the models' prices and the batch discount."""
+    webhooks: tuple[WebhookConfig, ...] = ()
+    """The ``[[webhooks]]`` receivers, in order."""
+    hooks: tuple[HookConfig, ...] = ()
+    """The ``[[hooks]]`` commands, in order."""
+
+    @property
+    def endpoints(self) -> tuple[WebhookConfig | HookConfig, ...]:
+        """Every place events are delivered to: the webhooks, then the hooks."""
+        return (*self.webhooks, *self.hooks)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 import structlog
+from anyio.abc import TaskStatus
 
 from orchestrator.budget import TokenBudget
 from orchestrator.clock import Clock, SystemClock
@@ -27,6 +28,7 @@ from orchestrator.config import Config, WorkspaceConfig
 from orchestrator.daemon.collect import Collector
 from orchestrator.daemon.commands import DaemonCommands
 from orchestrator.daemon.context import Runtime, WorkspaceRuntime
+from orchestrator.daemon.deliver import Deliverer, build_senders
 from orchestrator.daemon.intake import Intake
 from orchestrator.daemon.poll import Poller
 from orchestrator.daemon.submit import Submitter
@@ -60,6 +62,9 @@ PROVIDER_CLASSES: Mapping[str, type[Provider]] = {
 """The provider class of each ``provider`` a workspace may name."""
 IDLE_CHECK = 60.0
 """Longest wait of the exit-when-idle watcher; every state change wakes it sooner."""
+DELIVERY_DRAIN = 60.0
+"""Seconds ``--exit-when-idle`` waits, once every job is final, for the pending webhook and
+hook deliveries (a dead receiver's stay in the outbox for the next run)."""
 
 TransportWrapper = Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport]
 """Wraps each provider's HTTP transport: the seam where tests inject faults and crashes."""
@@ -118,13 +123,22 @@ class Daemon:
         """The health and metrics endpoint, while :meth:`run` runs with ``[http] listen``."""
         self.replica_id: str | None = None
         """This process's id among the replicas of the ledger, once :meth:`run` started."""
+        self.deliverer: Deliverer | None = None
+        """The webhook and hook deliveries, while :meth:`run` runs with endpoints configured."""
 
     async def run(self, *, exit_when_idle: bool = False, migrate: bool = False) -> None:
         """Run until cancelled, a signal, or (with ``exit_when_idle``) every job is final."""
         config = self.config
-        if migrate:
-            await upgrade(config.ledger.url)
         async with _ShieldedExitStack() as stack:
+            # Secrets and hook programs first: a bad one stops the daemon before it touches
+            # anything (the ledger included).
+            senders = build_senders(
+                config, self._environ, wrap=self._transport if self._wrap_transport else None
+            )
+            for sender in senders:
+                stack.push_async_callback(sender.aclose)
+            if migrate:
+                await upgrade(config.ledger.url)
             ledger = await SqlLedger.connect(config.ledger.url, clock=self.clock)
             stack.push_async_callback(ledger.close)
             self.replica_id = await self._take_jobs(ledger, stack)
@@ -173,8 +187,21 @@ class Daemon:
             for ws in self.workspaces.values():
                 runtime.wakers.extend((ws.admission, ws.poll, ws.collect))
             self.runtime = runtime
+            if senders:
+                self.deliverer = Deliverer(runtime, senders)
+                # From here on every state change writes its events (the outbox).
+                ledger.subscribe(
+                    [sender.config.subscription() for sender in senders],
+                    notify=self.deliverer.wake,
+                )
+                if not ledger.shared:
+                    await ledger.release_delivery_claims()  # a killed predecessor's
             self.view = RuntimeView(
-                config=config, runtime=runtime, workspaces=self.workspaces, pollers=self.pollers
+                config=config,
+                runtime=runtime,
+                workspaces=self.workspaces,
+                pollers=self.pollers,
+                deliverer=self.deliverer,
             )
             # Service endpoint (issue 6): bound before the loops start, so a taken port is a
             # config error at start; served in the outer group, stopped after the loops.
@@ -198,16 +225,18 @@ class Daemon:
                 self.http.bind()
                 stack.callback(self.http.close)
             # End of the service endpoint set-up.
-            log.info(
-                "daemon.started",
-                ledger=display_url(config.ledger.url),
-                workspaces=sorted(self.workspaces),
-                results=str(config.results.dir),
-            )
             try:
                 async with anyio.create_task_group() as outer:
                     async with anyio.create_task_group() as loops:
-                        outer.start_soon(self._signals, runtime, intake, loops.cancel_scope)
+                        # The signal handlers first: from "started" on, a SIGTERM drains (a
+                        # signal that came earlier killed the process the default way).
+                        await outer.start(self._signals, runtime, intake, loops.cancel_scope)
+                        log.info(
+                            "daemon.started",
+                            ledger=display_url(config.ledger.url),
+                            workspaces=sorted(self.workspaces),
+                            results=str(config.results.dir),
+                        )
                         if self.http is not None:
                             await outer.start(self.http.serve)
                         await intake.scan()  # the first pass before anything else looks
@@ -220,6 +249,8 @@ class Daemon:
                             loops.start_soon(Submitter(runtime, ws).run)
                             loops.start_soon(poller.run)
                             loops.start_soon(Collector(runtime, ws).run)
+                        if self.deliverer is not None:
+                            loops.start_soon(self.deliverer.run)
                         if exit_when_idle:
                             loops.start_soon(self._exit_when_idle, runtime)
                         if ledger.shared:
@@ -414,25 +445,48 @@ class Daemon:
         return self._emulators[dialect]
 
     async def _exit_when_idle(self, runtime: Runtime) -> None:
-        """Stop once every known job is done or rejected (what the demo and tests use)."""
+        """Stop once every known job is done or rejected (what the demo and tests use).
+
+        Then pending webhook and hook deliveries get up to :data:`DELIVERY_DRAIN` seconds.
+        """
+        drain_until: float | None = None
         while not runtime.stopping.is_set():
             # A count by state, not the jobs: this runs on every state change of every job.
             counts = await runtime.ledger.counts_by_state()
             if all(JobState(state) in FINAL_STATES for state, _ in counts):
+                pending = 0 if self.deliverer is None else await self.deliverer.pending()
+                now = self.clock.now()
+                drain_until = now + DELIVERY_DRAIN if drain_until is None else drain_until
+                if pending and now < drain_until:
+                    await runtime.activity.wait(min(IDLE_CHECK, drain_until - now))
+                    continue
+                if pending:
+                    log.warning("daemon.idle_with_pending_deliveries", deliveries=pending)
                 log.info("daemon.idle", jobs=sum(counts.values()))
                 runtime.stop()
                 return
+            drain_until = None
             await runtime.activity.wait(IDLE_CHECK)
 
-    async def _signals(self, runtime: Runtime, intake: Intake, loops: anyio.CancelScope) -> None:
+    async def _signals(
+        self,
+        runtime: Runtime,
+        intake: Intake,
+        loops: anyio.CancelScope,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         """SIGHUP rescans; SIGTERM/SIGINT drain within the grace period; a second one cuts."""
         grace = self.config.daemon.grace_period
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async with anyio.create_task_group() as deadline:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         log.info("daemon.reload", signal="SIGHUP")
                         intake.waker.wake()
+                        if self.deliverer is not None:
+                            self.deliverer.wake()  # `orchestrator webhooks --redeliver`
                         continue
                     name = signal.Signals(signum).name
                     if runtime.stopping.is_set():

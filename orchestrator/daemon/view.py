@@ -16,8 +16,9 @@ from orchestrator.clock import Clock
 from orchestrator.config import Config
 from orchestrator.daemon import collect, submit
 from orchestrator.daemon.context import Runtime, WorkspaceRuntime
+from orchestrator.daemon.deliver import Deliverer
 from orchestrator.daemon.poll import Poller
-from orchestrator.service.view import LedgerReader, PollStats, WorkspaceStats
+from orchestrator.service.view import DeliveryStats, LedgerReader, PollStats, WorkspaceStats
 
 
 @attrs.frozen(kw_only=True)
@@ -71,6 +72,7 @@ class RuntimeView:
     _runtime: Runtime
     _workspaces: Mapping[str, WorkspaceRuntime]
     _pollers: Mapping[str, Poller]
+    _deliverer: Deliverer | None = None
 
     @property
     def clock(self) -> Clock:
@@ -121,3 +123,7 @@ class RuntimeView:
     @property
     def retried_lines(self) -> Mapping[str, int]:
         return dict(self._runtime.retried_lines)
+
+    @property
+    def deliveries(self) -> Mapping[str, DeliveryStats]:
+        return {} if self._deliverer is None else self._deliverer.stats()

@@ -171,3 +171,52 @@ result_files = sa.Table(
     sa.PrimaryKeyConstraint("job_id", "kind"),
     sa.CheckConstraint(_in("kind", FILE_KINDS), name="kind"),
 )
+
+DELIVERY_STATES = ("pending", "delivered", "dead")
+"""A delivery waits (and is retried), reached its endpoint, or was given up after max_age."""
+
+outbox_events = sa.Table(
+    "outbox_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("occurred_at", Timestamp, nullable=False),
+    # The Standard Webhooks message id: the same on every delivery and redelivery.
+    sa.Column("webhook_id", sa.String(64), nullable=False),
+    # The JSON body, frozen once made: in the state change's transaction when the job row
+    # holds the data, else on first delivery (job.done: the job.json fields).
+    sa.Column("body", sa.Text, nullable=True),
+    sa.UniqueConstraint("webhook_id"),
+    sa.Index("ix_outbox_events_job_id", "job_id"),
+)
+
+outbox_deliveries = sa.Table(
+    "outbox_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "event_id",
+        sa.Integer,
+        sa.ForeignKey("outbox_events.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("endpoint", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # Retries run for the endpoint's max_age after this: the event, or a redelivery.
+    sa.Column("since", Timestamp, nullable=False),
+    sa.Column("next_attempt_at", Timestamp, nullable=False),
+    sa.Column("last_attempt_at", Timestamp, nullable=True),
+    sa.Column("last_status", sa.String(64), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    # The tail of a hook's output, or the start of a receiver's answer.
+    sa.Column("last_output", sa.Text, nullable=True),
+    sa.Column("delivered_at", Timestamp, nullable=True),
+    # One replica at a time per delivery (design §8): the claim lasts one attempt.
+    sa.Column("claimed_by", sa.String(256), nullable=True),
+    sa.Column("lease_until", Timestamp, nullable=True),
+    sa.UniqueConstraint("event_id", "endpoint"),
+    sa.CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
+    sa.Index("ix_outbox_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+)

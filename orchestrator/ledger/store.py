@@ -46,6 +46,7 @@ from orchestrator.ledger.feed import FeedMethods
 from orchestrator.ledger.leases import claim_changes
 from orchestrator.ledger.lock import DAEMON_LOCK_KEY, DaemonLock, postgres_session_lock
 from orchestrator.ledger.migrate import head_revision, revision_of
+from orchestrator.ledger.outbox import OutboxMethods
 from orchestrator.ledger.schema import jobs
 from orchestrator.ledger.values import (
     FileKind,
@@ -68,7 +69,7 @@ log = structlog.get_logger(__name__)
 D = TypeVar("D", bound=leases.Decision)
 
 
-class SqlLedger(AttemptMethods, ReadMethods, FeedMethods):
+class SqlLedger(AttemptMethods, ReadMethods, FeedMethods, OutboxMethods):
     """The job ledger on SQLite (one daemon per file) or PostgreSQL (several replicas).
 
     Open it with :meth:`connect`, close it with :meth:`close` or ``async with``. Every
@@ -286,7 +287,12 @@ class SqlLedger(AttemptMethods, ReadMethods, FeedMethods):
             async with self._write() as conn:
                 existing, inserted = await insert(conn)
                 if inserted:
-                    return job_from_row(existing), True
+                    job = job_from_row(existing)
+                    # A job rejected at intake tells its subscribers, in this transaction.
+                    events = await self._record_events(conn, job, None, self._clock.now())
+            if inserted:
+                self._outbox_written(events)
+                return job, True
         except IntegrityError:
             # Another replica inserted the same name between our check and our insert.
             async with self._read() as conn:
@@ -358,6 +364,9 @@ class SqlLedger(AttemptMethods, ReadMethods, FeedMethods):
                 guard=self._fence(expected),
                 owner=self._owner,
             )
+            # The events this move causes commit with it, or not at all (the outbox).
+            events = await self._record_events(conn, job, expected, now)
+        self._outbox_written(events)
         log.debug(
             "ledger.transitioned",
             job=job.name,

@@ -54,6 +54,8 @@ class LedgerSnapshot:
     """Estimated prompt tokens of the in-flight jobs, per workspace and model."""
     usage: dict[tuple[str, str], Usage] = attrs.field(factory=dict)
     """Tokens the results reported, per (workspace, model): only grows."""
+    deliveries: dict[tuple[str, str], int] = attrs.field(factory=dict)
+    """Webhook and hook deliveries per ``(endpoint, state)``."""
 
 
 class DaemonCollector(Collector):
@@ -79,6 +81,7 @@ class DaemonCollector(Collector):
                 active = await ledger.list_jobs(states=(JobState.QUEUED, *IN_FLIGHT_STATES))
                 held = await ledger.held_count() if ledger.owner else 0
                 usage = await ledger.usage_totals()
+                deliveries = await ledger.delivery_counts()
         except Exception as exc:  # any database error: the scrape itself must still answer
             log.warning("metrics.ledger_unavailable", error=str(exc) or type(exc).__name__)
             return
@@ -95,6 +98,7 @@ class DaemonCollector(Collector):
             queued_requests={name: d.queued_requests for name, d in demands.items()},
             held=held,
             usage=usage,
+            deliveries=deliveries,
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -109,6 +113,7 @@ class DaemonCollector(Collector):
             yield from self._usage(self._snapshot, workspaces, stats)
         yield from self._calls(stats)
         yield from self._polling(stats)
+        yield from self._deliveries(self._snapshot)
 
     def _process(self) -> Iterator[Metric]:
         view = self._view
@@ -338,3 +343,44 @@ class DaemonCollector(Collector):
             timing = poll.durations
             durations.add_metric([name], list(timing.buckets), timing.sum)
         yield from (durations, cycles, failures)
+
+    def _deliveries(self, snapshot: LedgerSnapshot | None) -> Iterator[Metric]:
+        """Webhook and hook deliveries by endpoint: this process's counts, the ledger's rows."""
+        labels = ["endpoint"]
+        delivered = CounterMetricFamily(
+            f"{PREFIX}_webhook_delivered",
+            "Deliveries that reached their endpoint (a 2xx answer, a hook that exited 0).",
+            labels=labels,
+        )
+        failed = CounterMetricFamily(
+            f"{PREFIX}_webhook_failed_attempts",
+            "Delivery attempts that failed (non-2xx, timeout, refused, non-zero exit).",
+            labels=labels,
+        )
+        dead = CounterMetricFamily(
+            f"{PREFIX}_webhook_dead",
+            "Deliveries given up after the endpoint's max_age.",
+            labels=labels,
+        )
+        latency = HistogramMetricFamily(
+            f"{PREFIX}_webhook_attempt_duration_seconds",
+            "Time one delivery attempt takes (request and answer, or the hook's run).",
+            labels=labels,
+        )
+        for endpoint, stats in sorted(self._view.deliveries.items()):
+            delivered.add_metric([endpoint], stats.delivered)
+            failed.add_metric([endpoint], stats.failed)
+            dead.add_metric([endpoint], stats.dead)
+            latency.add_metric([endpoint], list(stats.latency.buckets), stats.latency.sum)
+        yield from (delivered, failed, dead, latency)
+        if snapshot is None:
+            return
+        rows = GaugeMetricFamily(
+            f"{PREFIX}_webhook_deliveries",
+            "Deliveries in the ledger by endpoint and state (pending, delivered, dead), every "
+            "replica's.",
+            labels=["endpoint", "state"],
+        )
+        for (endpoint, state), count in sorted(snapshot.deliveries.items()):
+            rows.add_metric([endpoint, state], count)
+        yield rows

@@ -172,6 +172,10 @@ class LedgerReader(Protocol):
         """Tokens the jobs' own results reported, per ``(workspace, model)`` (only grows)."""
         ...
 
+    async def delivery_counts(self) -> dict[tuple[str, str], int]:
+        """Webhook and hook deliveries per ``(endpoint, state)``; absent pairs have none."""
+        ...
+
 
 @attrs.frozen(kw_only=True)
 class Histogram:
@@ -193,6 +197,20 @@ class PollStats:
     """Poll cycles in a row that failed (0 after a success)."""
     durations: Histogram
     """How long those cycles took."""
+
+
+@attrs.frozen(kw_only=True)
+class DeliveryStats:
+    """What one webhook or hook endpoint's delivery task counted since the daemon started."""
+
+    delivered: int
+    """Deliveries that reached the endpoint (a 2xx answer, a hook that exited 0)."""
+    failed: int
+    """Attempts that did not (each retry counts)."""
+    dead: int
+    """Deliveries given up after the endpoint's max_age."""
+    latency: Histogram
+    """How long attempts took."""
 
 
 @attrs.frozen(kw_only=True)
@@ -293,6 +311,11 @@ class DaemonView(Protocol):
     def retried_lines(self) -> Mapping[str, int]:
         """Request lines this process wrote into follow-up attempts, by reason
         (``rate_limited``, ``server_error``, ``transient``, ``not_processed``, ``job_failed``)."""
+        ...
+
+    @property
+    def deliveries(self) -> Mapping[str, DeliveryStats]:
+        """Endpoint (a webhook's URL, ``hook:[...]``) -> what its delivery task counted."""
         ...
 
 

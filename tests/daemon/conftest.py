@@ -108,6 +108,15 @@ class Crash(BaseException):
     """Stands for the process dying: nothing in the daemon catches a BaseException."""
 
 
+def contains_crash(exc: BaseException) -> bool:
+    """Whether ``exc`` is a :class:`Crash`, or holds one (in a group, or as its cause)."""
+    if isinstance(exc, Crash):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(contains_crash(inner) for inner in exc.exceptions)
+    return exc.__cause__ is not None and contains_crash(exc.__cause__)
+
+
 class CrashingTransport(httpx.AsyncBaseTransport):
     """Lets requests through until ``when`` matches, then dies before or after the server acts.
 

@@ -22,17 +22,15 @@ from orchestrator.daemon.app import embedded_api_key
 from orchestrator.emulator import Emulator
 from orchestrator.ledger import SqlLedger
 from orchestrator.model import JobState, Outcome
-from tests.daemon.conftest import Crash, CrashingTransport, is_route, load, write_config
+from tests.daemon.conftest import (
+    CrashingTransport,
+    contains_crash,
+    is_route,
+    load,
+    write_config,
+)
 
 pytestmark = pytest.mark.anyio
-
-
-def _contains_crash(exc: BaseException) -> bool:
-    if isinstance(exc, Crash):
-        return True
-    if isinstance(exc, BaseExceptionGroup):
-        return any(_contains_crash(inner) for inner in exc.exceptions)
-    return exc.__cause__ is not None and _contains_crash(exc.__cause__)
 
 
 async def _run_until_crash(
@@ -51,7 +49,7 @@ async def _run_until_crash(
     try:
         await daemon.run(exit_when_idle=True, migrate=True)
     except BaseException as exc:
-        assert _contains_crash(exc), exc
+        assert contains_crash(exc), exc
     else:
         pytest.fail("the daemon finished without reaching the crash point")
     assert made and made[0].fired

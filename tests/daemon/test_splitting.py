@@ -24,11 +24,12 @@ from tests.daemon.conftest import (
     Crash,
     CrashingTransport,
     ObservingTransport,
+    contains_crash,
     is_route,
     load,
     write_config,
 )
-from tests.daemon.test_crash_recovery import _contains_crash, _run_until_crash
+from tests.daemon.test_crash_recovery import _run_until_crash
 
 pytestmark = pytest.mark.anyio
 
@@ -184,7 +185,7 @@ async def test_crash_mid_merge_redoes_it_with_the_same_bytes(
     monkeypatch.setattr(parts, "write_json_atomic", die)
     with pytest.raises(BaseException) as died:
         await Daemon(config, clock=clock, emulator=emulator).run(exit_when_idle=True, migrate=True)
-    assert _contains_crash(died.value)
+    assert contains_crash(died.value)
     jobs = await _jobs(config, clock)
     assert jobs["big"].state is JobState.COLLECTING
     assert (config.results.dir / "big" / "parts").is_dir()

@@ -27,7 +27,7 @@ from orchestrator.ledger.migrate import (
 )
 from orchestrator.ledger.schema import metadata
 
-TABLES = {"jobs", "job_events", "result_files"}
+TABLES = {"jobs", "job_events", "result_files", "outbox_events", "outbox_deliveries"}
 
 
 def _differences(conn: Connection) -> list[object]:

@@ -82,6 +82,10 @@ def test_sigterm_drains_and_a_restart_completes(tmp_path: Path, wire: Wire) -> N
         )
         for life, sig in enumerate(STOPS):
             daemon = DaemonProcess(config, tmp_path / f"daemon-{life}.log", env=env)
+            # A signal before "started" meets no handler yet (Python still importing, on a
+            # loaded machine for seconds): that is a kill, not the graceful stop under test.
+            started = daemon.wait_for_event(frozenset({"daemon.started"}), timeout=60.0)
+            assert started, daemon.log_text()
             wanted = rng.choice(STEP_EVENTS)
             seen = daemon.wait_for_event(frozenset({wanted}), timeout=6.0)
             moments[f"after {wanted}" if seen else "after 6 s"] += 1
