@@ -9,6 +9,12 @@ stream ended whole and every check passed: a line that is not such an object, a 
 twice, or counts that differ from the batch's ``request_counts`` discard both parts. The
 custom_ids are kept so the caller can confirm the batch is the one it submitted.
 
+Token usage is summed in the same pass (every line is parsed here anyway): a succeeded line's
+``result.message.usage``, where ``input_tokens`` plus the prompt-cache counts
+(``cache_creation_input_tokens``, ``cache_read_input_tokens``) are the prompt tokens and
+``output_tokens`` the completion tokens; an errored, canceled or expired line has none and is
+counted as a line without usage.
+
 There is no resume: the stream has no documented ``Range`` support and its order may differ
 between two reads, so a broken transfer starts again.
 """
@@ -21,7 +27,7 @@ import os
 from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import attrs
 
@@ -30,6 +36,7 @@ from orchestrator.errors import DownloadIntegrityError
 from orchestrator.providers._anthropic_lines import id_set_digest
 from orchestrator.providers._transport.partfile import part_path
 from orchestrator.providers.base import DownloadedFile
+from orchestrator.usage import Usage
 
 SIDE_OF: dict[str, str] = {
     "succeeded": "output",
@@ -48,6 +55,7 @@ class _Side:
     hasher: hashlib._Hash = attrs.field(factory=hashlib.sha256)
     bytes: int = 0
     lines: int = 0
+    usage: Usage = attrs.field(factory=Usage)
 
 
 class ResultSplit:
@@ -100,6 +108,7 @@ class ResultSplit:
         side.hasher.update(line)
         side.bytes += len(line)
         side.lines += 1
+        side.usage += _usage_of(record["result"])
 
     def _bad(self, why: str) -> DownloadIntegrityError:
         return DownloadIntegrityError(f"{self._source}: results line {self._line} {why}")
@@ -137,7 +146,11 @@ class ResultSplit:
                 continue
             fsutil.publish(side.part, side.dest)
             files[kind] = DownloadedFile(
-                path=side.dest, bytes=side.bytes, sha256=side.hasher.hexdigest(), lines=side.lines
+                path=side.dest,
+                bytes=side.bytes,
+                sha256=side.hasher.hexdigest(),
+                lines=side.lines,
+                usage=side.usage,
             )
         return files
 
@@ -150,3 +163,26 @@ class ResultSplit:
         for side in self._sides.values():
             side.handle.close()
             fsutil.discard(side.part)
+
+
+_PROMPT_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def _tokens(value: object) -> int:
+    return value if type(value) is int and value >= 0 else 0
+
+
+def _usage_of(result: dict[str, Any]) -> Usage:
+    """One result line's usage (``result.message.usage``), or a line without usage."""
+    message = result.get("message")
+    usage = message.get("usage") if isinstance(message, dict) else None
+    if not isinstance(usage, dict):
+        return Usage(lines=1, lines_without_usage=1)
+    prompt = sum(_tokens(usage.get(key)) for key in _PROMPT_KEYS)
+    completion = _tokens(usage.get("output_tokens"))
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        lines=1,
+    )

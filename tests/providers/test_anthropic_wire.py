@@ -91,10 +91,24 @@ async def test_create_streams_both_forms_and_results_split(
     assert got["output"].lines == ended.succeeded and got["error"].lines == ended.failed
     ids = set()
     for kind, path in dests.items():
+        prompt = completion = without = 0
         for line in path.read_text().splitlines():
             record = json.loads(line)
             ids.add(record["custom_id"])
             assert (record["result"]["type"] == "succeeded") == (kind == "output")
+            usage = record["result"].get("message", {}).get("usage")
+            if usage is None:
+                without += 1
+            else:
+                prompt += usage["input_tokens"]
+                completion += usage["output_tokens"]
+        # Usage summed in the splitting pass: result.message.usage, none on an error line.
+        summed = got[kind].usage
+        assert (summed.prompt_tokens, summed.completion_tokens) == (prompt, completion)
+        assert summed.total_tokens == prompt + completion
+        assert (summed.lines, summed.lines_without_usage) == (got[kind].lines, without)
+    assert got["output"].usage.prompt_tokens > 0 and got["output"].usage.completion_tokens > 0
+    assert got["error"].usage.lines_without_usage == got["error"].lines
     assert ids == {f"a{i}" for i in range(7)} | {f"b{i}" for i in range(5)}
     assert not list(out.glob("*.part"))
     assert await provider.results_match(job.id, [intent_id])
@@ -305,3 +319,30 @@ async def test_an_empty_workspace_lists_nothing(emulator: tuple[Emulator, FakeCl
     assert [job async for job in provider.list_jobs(created_after=clock.now() - 60)] == []
     assert [job async for job in provider.list_jobs(active_only=True)] == []
     await provider.aclose()
+
+
+def test_prompt_cache_tokens_count_as_prompt_tokens(tmp_path: Path) -> None:
+    """input_tokens plus both prompt-cache counts are the prompt; a malformed count is 0."""
+    from orchestrator.providers._anthropic_results import ResultSplit
+
+    dests = {"output": tmp_path / "output.jsonl", "error": tmp_path / "errors.jsonl"}
+    split = ResultSplit(dests, source="test", writer=None)
+    usage = {
+        "input_tokens": 10,
+        "cache_creation_input_tokens": 100,
+        "cache_read_input_tokens": 1000,
+        "output_tokens": 7,
+    }
+    bad = {"input_tokens": -3, "output_tokens": "9"}
+    lines = [
+        {"custom_id": "a", "result": {"type": "succeeded", "message": {"usage": usage}}},
+        {"custom_id": "b", "result": {"type": "succeeded", "message": {"usage": bad}}},
+        {"custom_id": "c", "result": {"type": "expired"}},
+    ]
+    split.feed(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+    split.verify(None)
+    files = split.publish(("output", "error"))
+    out, err = files["output"].usage, files["error"].usage
+    assert (out.prompt_tokens, out.completion_tokens, out.total_tokens) == (1110, 7, 1117)
+    assert (out.lines, out.lines_without_usage) == (2, 0)
+    assert (err.lines, err.lines_without_usage, err.total_tokens) == (1, 1, 0)
