@@ -152,7 +152,6 @@ _KEY_CHARS: Final = rb'[^"\\,:{}\x00-\x1f\x7f-\xff]*'
 _FIRST_FLAT: Final = re.compile(
     rb'"usage":\{((?:"' + _KEY_CHARS + rb'":[0-9]+,)*"' + _KEY_CHARS + rb'":[0-9]+)\}'
 )
-_ESCAPED_NEEDLE: Final = b"\\" + USAGE_NEEDLE
 _MAX_BACKOFF_EXPONENT: Final = 6
 
 
@@ -163,8 +162,8 @@ class _Layout:
     matches each line's first ``"usage"`` key: followed by an object of exactly these keys
     (digits captured), then the rest of its line (so a later ``"usage"`` of the same line is
     not seen, as :func:`usage_object` does not see it); or bare, when it is followed by
-    anything else. A bare hit, or a ``"usage"`` after a backslash (which
-    :func:`usage_object` skips), sends the run to the line-by-line reading; otherwise every
+    anything else. A ``"usage"`` after a backslash is passed over, as :func:`usage_object`
+    passes over it. A bare hit sends the run to the line-by-line reading; otherwise every
     line's usage is an object of these keys, as :func:`_flat_counts` reads it, and the counts
     are summed key by key in C. That equals the line-by-line sum for an :func:`additive`
     reader.
@@ -177,8 +176,13 @@ class _Layout:
         fields = b",".join(
             re.escape(b'"' + key.encode("ascii") + b'":') + b"([0-9]+)" for key in keys
         )
-        # One more (empty) group: findall then returns tuples whatever the number of keys.
-        self._pattern = re.compile(rb'"usage"(?::\{' + fields + rb"\}()[^\n]*)?")
+        # The look-behind comes after the literal "usage", so the regex engine still searches
+        # for that literal at C speed; a "usage" after a backslash is passed over, as
+        # usage_object passes over it. One more (empty) group: findall then returns tuples
+        # whatever the number of keys.
+        self._pattern = re.compile(
+            USAGE_NEEDLE + rb'(?<!\\"usage")(?::\{' + fields + rb"\}()[^\n]*)?"
+        )
 
     @classmethod
     def learn(cls, chunk: bytes, start: int, end: int, reader: UsageReader) -> _Layout | None:
@@ -198,8 +202,6 @@ class _Layout:
 
     def sums(self, chunk: bytes, start: int, end: int) -> tuple[int, dict[str, int]] | None:
         """(lines with usage, key-wise sums) of ``chunk[start:end]``; None if a line differs."""
-        if chunk.find(_ESCAPED_NEEDLE, start, end) >= 0:
-            return None
         found = self._pattern.findall(chunk, start, end)
         if not found:
             return 0, {}
