@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.api_calls [--dialect mistral|openai] [--jobs 100] [--json out.json]
+    .venv/bin/python -m bench.api_calls [--dialect mistral|openai|anthropic] [--jobs 100]
 
 One in-process emulator serves both sides, each under its own API key (so its own workspace
 and its own request counters). The jobs' simulated durations are log-spaced from
@@ -19,6 +19,9 @@ and its own request counters). The jobs' simulated durations are log-spaced from
   ``expired``, ``cancelled``), sleeping ``--naive-interval`` seconds (1, as the Mistral row)
   between two polls, then download ``output_file_id`` and ``error_file_id``. OpenAI's guide
   shows one ``retrieve`` and says to check the status again later: it gives no interval.
+  Anthropic (``--dialect anthropic``): create the batch with its requests inline, ``retrieve``
+  until ``ended`` (``--naive-interval`` between two polls), then GET ``results_url``
+  (:mod:`bench._anthropic`).
 - ``--old-batches N`` first creates ``N`` one-request batches in the daemon's workspace and
   lets them finish ``--old-age`` simulated seconds before the measured jobs: OpenAI's list has
   no filter, so this shows what old finished batches cost the daemon's poll cycles (list calls
@@ -50,6 +53,7 @@ import anyio
 import attrs
 import httpx
 
+from bench import _anthropic
 from bench._clock import SettledClock, counting_sqlite
 from bench._common import (
     chat_line,
@@ -75,7 +79,13 @@ ACTIVE = ("QUEUED", "RUNNING")
 """The statuses Mistral's documented loop keeps polling on."""
 OPENAI_TERMINAL = ("completed", "failed", "expired", "cancelled")
 """The statuses OpenAI's loop stops on."""
-MODELS = {"mistral": "mistral-small-latest", "openai": "gpt-4o-mini"}
+MODELS = {
+    "mistral": "mistral-small-latest",
+    "openai": "gpt-4o-mini",
+    "anthropic": _anthropic.MODEL,
+}
+ENDPOINTS = {"anthropic": "/v1/messages"}
+"""The jobs' endpoint where it is not chat completions."""
 """The model of every job, per dialect."""
 OPENAI_MAX_REQUESTS = 50_000
 """OpenAI's per-batch limit: a larger job would be split by the daemon and refused to the loop."""
@@ -161,7 +171,7 @@ def write_config(
             'workspace = "main"',
             f'input = "{inputs / job.name}.jsonl"',
             f'model = "{MODELS[args.dialect]}"',
-            'endpoint = "/v1/chat/completions"',
+            f'endpoint = "{ENDPOINTS.get(args.dialect, "/v1/chat/completions")}"',
             "timeout_hours = 48",
         ]
     path = root / "orchestrator.toml"
@@ -234,6 +244,16 @@ async def seed_old_batches(
     """
     model = MODELS[args.dialect]
     openai = args.dialect == "openai"
+    started = time.perf_counter()
+    if args.dialect == "anthropic":
+        async with emulator.client(embedded_api_key("main"), timeout=600) as client:
+            await _anthropic.seed_old(client, args.old_batches)
+        await clock.sleep(args.old_age)
+        return {
+            "count": args.old_batches,
+            "age": args.old_age,
+            "real_seconds": time.perf_counter() - started,
+        }
     line = chat_line(0, prefix="old", openai_model=model if openai else None).encode()
     started = time.perf_counter()
     async with emulator.client(embedded_api_key("main"), timeout=600) as client:
@@ -278,6 +298,19 @@ async def naive_job(
     args: argparse.Namespace,
 ) -> Outcome:
     """The documented loop of ``args.dialect`` for one job."""
+    if args.dialect == "anthropic":
+        data = await anyio.Path(root / "inputs" / f"{job.name}.jsonl").read_bytes()
+        remote_id, created_at, detected = await _anthropic.naive_job(
+            client, clock, data, root / "naive", args.naive_interval
+        )
+        return Outcome(
+            name=job.name,
+            remote_id=remote_id,
+            duration=job.duration,
+            end=created_at + job.duration,
+            detected=detected,
+            on_disk=clock.now(),
+        )
     if args.dialect == "openai":
         return await naive_openai_job(client, clock, job, root, args.naive_interval)
     return await naive_mistral_job(client, clock, job, root)
@@ -452,6 +485,8 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 async def completed_at(emulator: Emulator, key: str, dialect: str) -> dict[str, float]:
     """Every remote job of ``key``'s workspace: its ``completed_at`` (None while unfinished)."""
     async with emulator.client(key) as client:
+        if dialect == "anthropic":
+            return await _anthropic.ended_at(client)  # type: ignore[return-value]
         if dialect != "openai":
             listed = (await client.get("/v1/batch/jobs", params={"page_size": 1000})).json()
             return {job["id"]: job["completed_at"] for job in listed["data"]}
@@ -579,7 +614,13 @@ def report(figures: dict[str, Any], command: str) -> str:
         for i, bucket in enumerate(summary["daemon"]["buckets"])
     ]
     daemon = figures["daemon"]
-    if settings["dialect"] == "openai":
+    if settings["dialect"] == "anthropic":
+        loop = (
+            "The naive loop: Anthropic's, create the batch with its requests inline, "
+            f"`GET /v1/messages/batches/{{id}}` until `ended`, sleeping "
+            f"{settings['naive_interval']:g} s between two polls, then GET `results_url`."
+        )
+    elif settings["dialect"] == "openai":
         loop = (
             f"The naive loop: OpenAI's, upload, create, `GET /v1/batches/{{id}}` until the "
             f"status is terminal, sleeping {settings['naive_interval']:g} s between two polls."

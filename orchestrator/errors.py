@@ -184,6 +184,18 @@ class CapacityRefused(PermanentProviderError):
     """
 
 
+class ForeignResults(PermanentProviderError):
+    """The results of a remote job adopted without metadata are not its job's.
+
+    A dialect with no batch metadata (Anthropic) adopts a batch after a lost create by its
+    size and creation time; the results' custom_id set then proves it (or not).
+    """
+
+    def __init__(self, message: str, *, remote_id: str) -> None:
+        super().__init__(message)
+        self.remote_id = remote_id
+
+
 class DownloadIntegrityError(OrchestratorError):
     """A downloaded body is shorter or longer than announced, or fails verification."""
 

@@ -30,8 +30,8 @@ from orchestrator.ledger.engine import display_url
 from orchestrator.model import IN_FLIGHT_STATES, Job, JobSpec, JobState, pending, redefinable
 from orchestrator.service.access import is_loopback
 
-SUPPORTED_PROVIDERS = ("mistral",)
-"""Providers the daemon can drive today (the config also knows ``openai``)."""
+SUPPORTED_PROVIDERS = ("mistral", "openai", "anthropic")
+"""Providers the daemon can drive (every one the config knows)."""
 
 
 @attrs.define

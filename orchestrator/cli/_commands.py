@@ -11,12 +11,11 @@ from typing import Any
 import attrs
 import structlog
 
+from orchestrator.cli._budget import budget_plain, budget_rich
 from orchestrator.cli._ledger import CliError, find_job, open_ledger, wake_daemon
 from orchestrator.cli._parser import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from orchestrator.cli._render import (
     Output,
-    budget_plain,
-    budget_rich,
     plain_table,
     results_lines,
     show_plain,

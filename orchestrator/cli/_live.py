@@ -20,8 +20,9 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from orchestrator.cli._budget import budget_rich
 from orchestrator.cli._parser import EXIT_OK
-from orchestrator.cli._render import Output, budget_rich, status_table
+from orchestrator.cli._render import Output, status_table
 from orchestrator.cli._stderr import STDERR
 from orchestrator.clock import Clock
 from orchestrator.daemon import Daemon

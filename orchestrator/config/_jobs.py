@@ -40,6 +40,8 @@ JOB_KEYS = frozenset(
 _METADATA_LIMITS: Mapping[str, tuple[int, int, int | None]] = {
     "mistral": (32, 512, None),
     "openai": (64, 512, 15),  # OpenAI allows 16 pairs; the orchestrator adds one
+    # A Message Batch has no metadata: it stays in the ledger and job.json, never sent.
+    "anthropic": (64, 512, None),
 }
 """Per provider: longest metadata key, longest value, most pairs the operator may set."""
 

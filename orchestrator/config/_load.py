@@ -350,7 +350,7 @@ def _workspace_split(ws: Section, provider: str, budget: int) -> int | None:
         if split > budget:
             raise ws.error("split_requests", split_too_large(split, budget))
         return split or None
-    if provider == "openai":
+    if provider in ("openai", "anthropic"):  # 50,000 / 100,000 requests a batch at most
         return min(rules_for(provider).max_requests, budget)
     return None
 

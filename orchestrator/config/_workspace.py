@@ -21,6 +21,7 @@ EMBEDDED = "embedded"
 PROVIDERS: Mapping[str, str] = {
     "mistral": "https://api.mistral.ai",
     "openai": "https://api.openai.com",
+    "anthropic": "https://api.anthropic.com",
 }
 """Known providers and their default ``base_url``."""
 

@@ -43,6 +43,7 @@ from orchestrator.ledger.migrate import upgrade
 from orchestrator.logging import redactor
 from orchestrator.model import FINAL_STATES, Job, JobState
 from orchestrator.polling import PollPolicy
+from orchestrator.providers.anthropic import AnthropicProvider
 from orchestrator.providers.base import Provider
 from orchestrator.providers.mistral import MistralProvider
 from orchestrator.providers.openai import OpenAIProvider
@@ -56,6 +57,7 @@ EMBEDDED = "embedded"
 PROVIDER_CLASSES: Mapping[str, type[Provider]] = {
     "mistral": MistralProvider,
     "openai": OpenAIProvider,
+    "anthropic": AnthropicProvider,
 }
 """The provider class of each ``provider`` a workspace may name."""
 IDLE_CHECK = 60.0
@@ -397,6 +399,10 @@ class Daemon:
                 organization=ws.organization,
                 project=ws.project,
                 completion_window=ws.completion_window,
+            )
+        if ws.provider == "anthropic":
+            return AnthropicProvider(
+                base_url=base_url, api_key=api_key, transport=transport, clock=self.clock
             )
         return MistralProvider(
             base_url=base_url, api_key=api_key, transport=transport, clock=self.clock

@@ -23,7 +23,7 @@ from orchestrator.daemon.layout import job_summary as job_summary
 from orchestrator.daemon.layout import result_dir as result_dir
 from orchestrator.daemon.parts import PartsKeeper
 from orchestrator.daemon.retry import RetryKeeper, attempt_entry
-from orchestrator.errors import OrchestratorError, StaleTransition
+from orchestrator.errors import ForeignResults, OrchestratorError, StaleTransition
 from orchestrator.fsutil import write_json_atomic
 from orchestrator.ledger import FileKind, ResultFile
 from orchestrator.model import Job, JobState, Outcome
@@ -116,13 +116,28 @@ class Collector:
             ("output", job.output_file_id),
             ("error", job.error_file_id),
         )
+        dests: dict[str, Path] = {kind: folder / name for kind, name in RESULT_NAMES.items()}
+        due: dict[str, str] = {}
         for kind, file_id in wanted:
-            if file_id is None:
-                continue
-            dest = folder / RESULT_NAMES[kind]
-            if kind in recorded and _intact(recorded[kind], Path(recorded[kind].path)):
-                continue  # downloaded before a restart
-            got = await self._ws.provider.download_file(file_id, dest, writer=self._writer)
+            intact = kind in recorded and _intact(recorded[kind], Path(recorded[kind].path))
+            if file_id is not None and not intact:  # downloaded before a restart: not again
+                due[kind] = file_id
+        try:
+            downloaded = (
+                await self._ws.provider.download_results(
+                    job.remote_id or "",
+                    due,
+                    dests,
+                    writer=self._writer,
+                    submitted=job.input_file_ids,
+                )
+                if due
+                else {}
+            )
+        except ForeignResults as exc:
+            return await self._foreign(job, exc)
+        for kind_name, got in downloaded.items():
+            kind = "output" if kind_name == "output" else "error"
             self._rt.bytes_downloaded += got.bytes
             await ledger.record_file(
                 job.id,
@@ -179,6 +194,30 @@ class Collector:
         self._rt.activity.wake()
         if self._ws.spend_limit is not None:
             self._ws.admission.wake()  # its actual cost replaces its estimate: room may free
+        return done
+
+    async def _foreign(self, job: Job, exc: ForeignResults) -> Job:
+        """An adopted batch proved another client's: the job ends failed, saying so.
+
+        Nothing of its results is kept as this job's (the download discarded them). The
+        batch is left alone: it is not ours to cancel or delete.
+        """
+        error = (
+            f"{exc}; the batch adopted after an uncertain create was not this job's, and "
+            "this job's own batch was never created: `orchestrator rerun` the job (give the "
+            "daemon a workspace of its own to rule this out)"
+        )
+        log.error("collect.adoption_refuted", job=job.name, job_id=job.id, remote_id=exc.remote_id)
+        done = await self._rt.ledger.transition(
+            job.id,
+            JobState.COLLECTING,
+            JobState.DONE,
+            detail="adopted batch refuted by its results",
+            error=error,
+            outcome=Outcome.FAILED,
+            not_before=None,
+        )
+        self._rt.activity.wake()
         return done
 
     async def _summary(self, job: Job, files: Iterable[ResultFile]) -> dict[str, Any]:

@@ -217,7 +217,8 @@ async def admit_spec(
         and results is not None
         and (
             requests > split
-            or any(s.bytes > part_bytes for s in summaries)
+            # OpenAI and Anthropic send a job's files as one batch body: their sum counts.
+            or sum(s.bytes for s in summaries) > part_bytes
             or (token_budget is not None and tokens > token_budget)
         )
     ):

@@ -37,6 +37,7 @@ from orchestrator.daemon.context import (
     retry_later,
 )
 from orchestrator.daemon.spend import publish_spend, spend_budget
+from orchestrator.daemon.unmarked import reconcile_unmarked
 from orchestrator.errors import (
     BudgetExhausted,
     CapacityRefused,
@@ -69,6 +70,8 @@ IDLE_WAIT = 60.0
 UPLOAD_CONCURRENCY = 4
 INPUT_READ_ATTEMPTS = 3
 """Uploads an unreadable input gets (with backoff between them) before its job is rejected."""
+CREATE_SLOT_WAIT = 2.0
+"""Seconds an admitted job waits before looking again at a workspace's busy create slot."""
 CLOCK_SKEW_MARGIN = 600.0
 """Seconds the reconcile list looks back before the create intent: the provider stamps
 ``created_at`` with its own clock, which may be behind ours."""
@@ -92,6 +95,8 @@ class Submitter:
         self._ws = workspace
         self._busy: set[int] = set()
         self._limiter = anyio.CapacityLimiter(UPLOAD_CONCURRENCY)
+        self._create_slot = anyio.Lock()
+        """Held around a create where batches carry no metadata (one in flight: unmarked.py)."""
 
     async def run(self) -> None:
         """Loop forever: admit what fits, submit what is admitted, reconcile the uncertain."""
@@ -308,8 +313,30 @@ class Submitter:
         except OSError as exc:  # an input deleted, unreadable or cut short since intake
             await self._input_unreadable(job, exc)
             return
+        if not provider.finds_by_metadata:
+            async with self._create_slot:
+                if await self._another_create_in_flight(job):
+                    return
+                job = await self._move(job, JobState.SUBMITTING, detail="create intent")
+                await self._create(job)
+            return
         job = await self._move(job, JobState.SUBMITTING, detail="create intent")
         await self._create(job)
+
+    async def _another_create_in_flight(self, job: Job) -> bool:
+        """Whether another job of the workspace is ``submitting`` (its create may be in flight
+        or uncertain): then ``job`` waits, so at most one batch can be unowned at a time."""
+        submitting = await self._rt.ledger.list_jobs(
+            states=(JobState.SUBMITTING,), workspace=self._ws.name
+        )
+        others = [j for j in submitting if j.id != job.id]
+        if not others:
+            return False
+        await self._rt.ledger.update(
+            job.id, JobState.ADMITTED, not_before=self._rt.clock.now() + CREATE_SLOT_WAIT
+        )
+        log.info("submit.create_slot_busy", job=job.name, job_id=job.id, waiting_for=others[0].name)
+        return True
 
     async def _create(self, job: Job) -> None:
         ledger, provider = self._rt.ledger, self._ws.provider
@@ -320,6 +347,7 @@ class Submitter:
                 endpoint=job.endpoint,
                 metadata={**job.metadata, CLIENT_TOKEN_KEY: job.client_token},
                 timeout_hours=job.timeout_hours,
+                inputs=[Path(path) for path in job.inputs],
             )
         except CapacityRefused as exc:
             attempts = job.step_retries + 1
@@ -361,6 +389,19 @@ class Submitter:
         """
         provider = self._ws.provider
         since = await self._intent_time(job) - CLOCK_SKEW_MARGIN
+        if not provider.finds_by_metadata:
+            async with self._create_slot:
+                await reconcile_unmarked(
+                    job,
+                    since,
+                    provider=provider,
+                    ledger=self._rt.ledger,
+                    workspace=self._ws.name,
+                    adopt=self._adopt,
+                    create=self._create,
+                    retry_later=self._retry_later,
+                )
+            return
         try:
             listed = [
                 remote

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from orchestrator.clock import Clock, SystemClock
+from orchestrator.emulator.anthropic import AnthropicDialect
 from orchestrator.emulator.app import UNAUTHENTICATED, EmulatorApp, workspace_id
 from orchestrator.emulator.dialect import Dialect, Services
 from orchestrator.emulator.faults import FaultInjector
@@ -28,6 +29,7 @@ from orchestrator.emulator.tokens import MAX_ENQUEUED, TOKEN_REFUSALS
 DIALECTS: Mapping[str, Callable[[], Dialect]] = {
     "mistral": MistralDialect,
     "openai": OpenAIDialect,
+    "anthropic": AnthropicDialect,
 }
 """The wires the emulator speaks, by ``dialect`` name; a new dialect adds its entry here."""
 

@@ -56,6 +56,11 @@ class ResultFormat(Protocol):
         lines appear in neither file)."""
         ...
 
+    def canceled(self, job: JobRow, line: Line) -> Any | None:
+        """The error-file record of a line a cancelled job never processed (``None``: such
+        lines appear in neither file; Anthropic writes each as ``canceled``)."""
+        ...
+
     def file_row(
         self, job: JobRow, kind: ResultKind, *, file_id: str, bytes: int, lines: int,
         sha256: str, created_at: int,
@@ -238,13 +243,20 @@ def write_results(
     failed = 0
     usage: Counter[str] = Counter()
     expired = phase.state is State.EXPIRED
+    cancelled = phase.state is State.CANCELLED
     transient_path = job_dir / TRANSIENT_NAME
     transient = transient_path.read_bytes() if transient_path.exists() else b""
     try:
-        if phase.processed or expired:
+        if phase.processed or expired or cancelled:
             for line in rules.classify(input_paths(job_dir), job):
                 if line.index >= phase.processed:
-                    record = results.expired(job, line) if expired else None
+                    record = (
+                        results.expired(job, line)
+                        if expired
+                        else results.canceled(job, line)
+                        if cancelled
+                        else None
+                    )
                     if record is None:
                         break
                     err.write(record)

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from orchestrator.inputs.anthropic import ANTHROPIC
 from orchestrator.inputs.dialect import LineRules
 from orchestrator.inputs.mistral import MISTRAL
 from orchestrator.inputs.openai import OPENAI
 
-DIALECTS: Mapping[str, LineRules] = {"mistral": MISTRAL, "openai": OPENAI}
+DIALECTS: Mapping[str, LineRules] = {
+    "mistral": MISTRAL,
+    "openai": OPENAI,
+    "anthropic": ANTHROPIC,
+}
 """Each provider's input rules, by provider name."""
 
 ENDPOINTS_BY_PROVIDER: Mapping[str, tuple[str, ...]] = {

@@ -78,6 +78,12 @@ class Provider(abc.ABC):
     job newest first without filters, the adapter filters client-side, and a caller should
     bound the walk with ``created_after`` or stop reading once it has what it needs."""
 
+    finds_by_metadata: ClassVar[bool] = True
+    """Whether a job a crashed create made can be found by its metadata (the client token).
+    False (Anthropic: batches carry no metadata, creates take no idempotency key): the daemon
+    records the request count and the custom_id set's digest (the upload's id) before the
+    create, keeps one create in flight per workspace, and reconciles by size and creation
+    time, confirming the adoption when the results arrive."""
     result_lines: ClassVar[ResultLines]
     """How this dialect's result lines read: which custom_id, succeeded, retried (and why)
     or final. Line retries (:mod:`orchestrator.retries`) rest on it; ``docs/retries.md``
@@ -117,8 +123,12 @@ class Provider(abc.ABC):
         endpoint: str,
         metadata: Mapping[str, str],
         timeout_hours: int,
+        inputs: Sequence[Path] = (),
     ) -> RemoteJob:
         """Create a batch job. Not idempotent: callers record intent first.
+
+        ``inputs`` are the job's validated input files, for a dialect whose create carries
+        the requests inline (Anthropic streams them from there); others ignore them.
 
         Raises:
             CapacityRefused: the workspace's pending budget is full.
@@ -174,6 +184,41 @@ class Provider(abc.ABC):
             TransientProviderError: retries were exhausted.
             PermanentProviderError: unknown file.
         """
+
+    async def download_results(
+        self,
+        remote_id: str,
+        files: Mapping[str, str],
+        dests: Mapping[str, Path],
+        *,
+        writer: str | None = None,
+        submitted: Sequence[str] = (),
+    ) -> dict[str, DownloadedFile]:
+        """Download the result files ``files`` (kind -> file id) of ``remote_id`` to ``dests``.
+
+        The default downloads each file on its own (:meth:`download_file`). A dialect whose
+        results are one stream (Anthropic) splits it into every kind of ``dests`` at once,
+        returns them all, and checks the results against ``submitted`` (the ids its upload
+        step returned for the job).
+
+        Raises:
+            ForeignResults: the results are another batch's than the one submitted.
+            DownloadIntegrityError, TransientProviderError, PermanentProviderError: as
+                :meth:`download_file`.
+        """
+        return {
+            kind: await self.download_file(file_id, dests[kind], writer=writer)
+            for kind, file_id in files.items()
+        }
+
+    async def results_match(self, remote_id: str, submitted: Sequence[str]) -> bool:
+        """Whether an ended job's results are the requests ``submitted`` describes (the ids
+        :meth:`upload_input` returned). Only a dialect without metadata needs it.
+
+        Raises:
+            NotImplementedError: the dialect finds its jobs by metadata instead.
+        """
+        raise NotImplementedError(f"{self.name} finds lost jobs by their metadata")
 
     @abc.abstractmethod
     async def aclose(self) -> None:

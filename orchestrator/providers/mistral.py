@@ -208,6 +208,7 @@ class MistralProvider(HttpProvider):
         endpoint: str,
         metadata: Mapping[str, str],
         timeout_hours: int,
+        inputs: Sequence[Path] = (),
     ) -> RemoteJob:
         if isinstance(input_file_ids, str) or not input_file_ids:
             raise PermanentProviderError(

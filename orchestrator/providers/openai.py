@@ -323,6 +323,7 @@ class OpenAIProvider(HttpProvider):
         endpoint: str,
         metadata: Mapping[str, str],
         timeout_hours: int,
+        inputs: Sequence[Path] = (),
     ) -> RemoteJob:
         # timeout_hours is Mistral's; an OpenAI batch runs within the workspace's window.
         if isinstance(input_file_ids, str) or len(input_file_ids) != 1:

@@ -65,6 +65,25 @@ def test_api_calls_counts_list_calls_with_old_batches(run_harness: Runner) -> No
     assert "list calls per cycle" in report
 
 
+def test_api_calls_runs_anthropics_loop_on_the_anthropic_wire(run_harness: Runner) -> None:
+    """Three short jobs on Anthropic's wire: no upload on either side, the creates carry the
+    requests; the naive loop retrieves until ended, the daemon lists; both read the results."""
+    report, figures = run_harness(
+        api_calls.main, "--dialect", "anthropic", "--jobs", "3", "--shortest", "60",
+        "--longest", "300", "--validation", "20", "--throughput", "0.2", "--naive-interval", "2",
+    )  # fmt: skip
+    assert "Dialect: anthropic" in report and "until `ended`" in report
+    daemon, naive = figures["daemon"]["calls"], figures["naive"]["calls"]
+    assert api_calls.total_calls(naive) > api_calls.total_calls(daemon)
+    for calls in (daemon, naive):
+        assert sum(calls["jobs.create"].values()) == sum(calls["files.content"].values()) == 3
+        assert "files.upload" not in calls
+    assert sum(naive["jobs.get"].values()) > 3 * 20
+    for side in ("daemon", "naive"):
+        assert all(o["on_disk"] >= o["detected"] >= o["end"] for o in figures[side]["outcomes"])
+    assert figures["remote_end_gap"] <= 1.0
+
+
 def test_api_calls_refuses_openai_jobs_over_the_batch_limit() -> None:
     """A workload whose longest job exceeds OpenAI's 50,000 requests a batch is refused."""
     with pytest.raises(SystemExit):

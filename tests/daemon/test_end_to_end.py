@@ -40,8 +40,11 @@ DEMO_JOBS = {
     "wine-pairings",
     "cheese-survey-openai",
     "wine-pairings-openai",
+    "cheese-survey-anthropic",
+    "wine-pairings-anthropic",
 }
-"""config/demo.toml's jobs: three on the Mistral wire, two on the OpenAI wire."""
+"""config/demo.toml's jobs: three on the Mistral wire, two on each of the OpenAI and the
+Anthropic wires."""
 
 
 @contextmanager
@@ -50,8 +53,9 @@ def _emulators(clock: FakeClock, failure_fraction: float = 0.05) -> Iterator[lis
     with (
         _emulator(clock, failure_fraction) as mistral,
         _emulator(clock, failure_fraction, dialect="openai") as openai,
+        _emulator(clock, failure_fraction, dialect="anthropic") as anthropic,
     ):
-        yield [mistral, openai]
+        yield [mistral, openai, anthropic]
 
 
 def _emulator(

@@ -337,8 +337,9 @@ def test_cli_options() -> None:
     assert args.dialect == "openai"
     assert settings.token_limit == 2_000_000 and settings.finalizing_seconds == 7.0
     assert settings_from_args(_args()).token_limit is None and _args().dialect == "mistral"
+    assert _args("--dialect", "anthropic").dialect == "anthropic"
     with pytest.raises(SystemExit):
-        _args("--dialect", "anthropic")
+        _args("--dialect", "bedrock")
 
 
 def test_cli_refuses_another_dialects_state(tmp_path: Path) -> None:

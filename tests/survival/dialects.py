@@ -29,6 +29,15 @@ class Wire:
     ``{custom_id, method, url, body}``) instead of ``{custom_id, body}``."""
     files_page_param: str
     """The query parameter of ``GET /v1/files`` that sets the page size."""
+    chat_endpoint: str = "/v1/chat/completions"
+    """The endpoint of the workload's chat jobs."""
+    embeddings: bool = True
+    """Whether the wire batches embeddings (Anthropic does not: its jobs are all chat)."""
+    metadata: bool = True
+    """Whether a remote job carries the orchestrator's token (Anthropic's batches carry no
+    metadata: duplicates are counted from the emulator's creates and the results instead)."""
+    results_stream: bool = False
+    """Whether results come as one stream (``results_url``) instead of two files."""
 
     def provider_line(self) -> str:
         """The workspace's ``provider = ...`` line."""
@@ -55,7 +64,21 @@ OPENAI = Wire(
     native_lines=True,
     files_page_param="limit",
 )
-WIRES = (MISTRAL, OPENAI)
+ANTHROPIC = Wire(
+    name="anthropic",
+    emulator_flags=("--dialect", "anthropic"),
+    model="claude-sonnet-4-5",
+    job_path="/v1/messages/batches/{id}",
+    output_field="results_url",
+    error_field="results_url",
+    native_lines=True,
+    files_page_param="limit",
+    chat_endpoint="/v1/messages",
+    embeddings=False,
+    metadata=False,
+    results_stream=True,
+)
+WIRES = (MISTRAL, OPENAI, ANTHROPIC)
 
 
 @pytest.fixture(params=WIRES, ids=[wire.name for wire in WIRES])

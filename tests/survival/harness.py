@@ -132,7 +132,10 @@ class EmulatorProcess:
     def client(self) -> httpx.Client:
         """A client of the running emulator with the workspace's key."""
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=60
+            base_url=self.url,
+            timeout=60,
+            # The Anthropic wire needs its version header; the others ignore it.
+            headers={"Authorization": f"Bearer {self.api_key}", "anthropic-version": "2023-06-01"},
         )
 
     def stats(self) -> dict[str, Any]:

@@ -21,14 +21,20 @@ import itertools
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
 
 from orchestrator.clock import Clock
-from orchestrator.errors import CapacityRefused, PermanentProviderError, TransientProviderError
+from orchestrator.errors import (
+    CapacityRefused,
+    ForeignResults,
+    PermanentProviderError,
+    TransientProviderError,
+)
 from orchestrator.model import CLIENT_TOKEN_KEY, TOKEN_LIMIT_CODE, RemotePhase
-from orchestrator.providers import mistral, openai
+from orchestrator.providers import anthropic, mistral, openai
 from orchestrator.providers.base import DownloadedFile, Provider, RemoteJob, UploadedFile
 
 
@@ -83,6 +89,12 @@ class Dialect:
     expired_lines_in_error_file: bool
     """An expired job writes each request that never ran to its error file (``batch_expired``,
     not counted as failed: OpenAI's guide, "Batch expiration")."""
+    metadata: bool = True
+    """Whether a batch carries the orchestrator's token. False (Anthropic): the daemon finds a
+    lost create by size and time and confirms it by the results' custom_ids."""
+    every_request_in_results: bool = False
+    """Every request of an ended batch has a result line, the unprocessed ones as errors
+    (Anthropic: ``canceled``, ``expired`` or ``errored``), counted as failed."""
 
     def __attrs_post_init__(self) -> None:
         expected = {
@@ -140,7 +152,38 @@ OPENAI = Dialect(
     refuses_at_validation=True,
     expired_lines_in_error_file=True,
 )
-DIALECTS = {dialect.name: dialect for dialect in (MISTRAL, OPENAI)}
+ANTHROPIC_LABELS: Mapping[str, RemotePhase] = {
+    "queued": RemotePhase.VALIDATING,
+    "in_progress": RemotePhase.RUNNING,
+    "canceling": RemotePhase.CANCELLING,
+    "ended": RemotePhase.SUCCEEDED,
+    "ended:all-errored": RemotePhase.FAILED,
+    "ended:expired": RemotePhase.EXPIRED,
+    "ended:canceled": RemotePhase.CANCELLED,
+}
+"""The script's labels for Anthropic (one raw ``ended`` stands for four ends, told apart by
+the counts): ``queued`` is served as ``in_progress``, every ``ended:…`` as ``ended``, and the
+adapter's own reading (:func:`orchestrator.providers.anthropic.parse_job`) must give each
+label's phase for the batches the script makes."""
+ANTHROPIC = Dialect(
+    name="anthropic",
+    phases=ANTHROPIC_LABELS,
+    lists_by_status=False,
+    validating="queued",
+    running="in_progress",
+    finalizing=None,
+    succeeded="ended",
+    all_failed="ended:all-errored",
+    failed="ended:all-errored",
+    expired="ended:expired",
+    cancelling="canceling",
+    cancelled="ended:canceled",
+    refuses_at_validation=False,
+    expired_lines_in_error_file=True,
+    metadata=False,
+    every_request_in_results=True,
+)
+DIALECTS = {dialect.name: dialect for dialect in (MISTRAL, OPENAI, ANTHROPIC)}
 
 
 def fails(custom_id: str) -> bool:
@@ -175,6 +218,9 @@ class Remote:
     timeline: list[Snapshot]
     dialect: Dialect
     model: str = ""
+    inputs: tuple[str, ...] = ()
+    """The file ids it was created from (what the daemon's intent names)."""
+    cancel_requested: bool = False
     refused: bool = False
     """Created in ``token_limit`` mode: validation ends in a token-limit failure (OpenAI)."""
 
@@ -208,7 +254,10 @@ class Remote:
         the processed requests and, for an expired job of a dialect that writes them, the
         requests that never ran (after the failed ones)."""
         succeeded, failed = self.processed(snap.completed)
-        if snap.status == self.dialect.expired and self.dialect.expired_lines_in_error_file:
+        ended = not self.dialect.active(snap.status)
+        if (snap.status == self.dialect.expired and self.dialect.expired_lines_in_error_file) or (
+            ended and self.dialect.every_request_in_results
+        ):
             failed = failed + self.custom_ids[snap.completed :]
         return succeeded, failed
 
@@ -244,6 +293,11 @@ class ScriptedProvider(Provider):
     def lists_by_status(self) -> bool:  # type: ignore[override]  # the port's ClassVar, per dialect
         """As the dialect lists (see :attr:`Dialect.lists_by_status`)."""
         return self.dialect.lists_by_status
+
+    @property
+    def finds_by_metadata(self) -> bool:  # type: ignore[override]  # the port's, per dialect
+        """As the dialect's batches carry metadata (see :attr:`Dialect.metadata`)."""
+        return self.dialect.metadata
 
     # The test's side -------------------------------------------------------------------------
 
@@ -365,8 +419,40 @@ class ScriptedProvider(Provider):
         self.calls[kind] = self.calls.get(kind, 0) + 1
         return self.modes.pop(kind, "ok")
 
+    def _anthropic_job(self, remote: Remote, snap: Snapshot) -> RemoteJob:
+        """The MessageBatch, read by the adapter's own parser (counts frozen until the end)."""
+        total = len(remote.custom_ids)
+        label = snap.status
+        counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        if self.dialect.active(label):
+            counts["processing"] = total
+        else:
+            succeeded, failed = remote.processed(snap.completed)
+            rest = total - snap.completed
+            counts["succeeded"], counts["errored"] = len(succeeded), len(failed)
+            kind = {"ended:expired": "expired", "ended:canceled": "canceled"}.get(label, "errored")
+            counts[kind] += rest
+        created = datetime.fromtimestamp(remote.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        batch = {
+            "id": remote.id,
+            "type": "message_batch",
+            "processing_status": "ended" if label.startswith("ended") else
+            "canceling" if label == "canceling" else "in_progress",
+            "request_counts": counts,
+            "created_at": created,
+            "ended_at": None if self.dialect.active(label) else created,
+            "expires_at": created,
+            "archived_at": None,
+            "cancel_initiated_at": created if remote.cancel_requested else None,
+            "results_url": None if self.dialect.active(label) else f"https://x/{remote.id}",
+        }  # fmt: skip
+        job = anthropic.parse_job(batch)
+        return attrs.evolve(job, output_file=snap.output_file, error_file=snap.error_file)
+
     def _job(self, remote: Remote, snap: Snapshot) -> RemoteJob:
         succeeded, failed = remote.processed(snap.completed)
+        if self.dialect is ANTHROPIC:
+            return self._anthropic_job(remote, snap)
         if self.dialect is OPENAI:
             # The Batch object, read by the adapter's own parser: its status table, its
             # request_counts (completed = successes) and its errors.data[] reading.
@@ -452,6 +538,7 @@ class ScriptedProvider(Provider):
         endpoint: str,
         metadata: Mapping[str, str],
         timeout_hours: int,
+        inputs: Sequence[Path] = (),
     ) -> RemoteJob:
         mode = self._mode("create")
         if mode == "token_limit" and not self.dialect.refuses_at_validation:
@@ -481,6 +568,7 @@ class ScriptedProvider(Provider):
             ],
             dialect=self.dialect,
             model=model,
+            inputs=tuple(input_file_ids),
             refused=mode == "token_limit",
         )
         self.remotes[remote.id] = remote
@@ -560,7 +648,7 @@ class ScriptedProvider(Provider):
             if active_only and job.phase.terminal:
                 continue
             if metadata and any(job.metadata.get(k) != v for k, v in metadata.items()):
-                continue
+                continue  # Anthropic's batches have none: a metadata filter matches nothing
             yield job
 
     async def cancel_job(self, remote_id: str) -> RemoteJob:
@@ -571,6 +659,7 @@ class ScriptedProvider(Provider):
             raise Crash("crash during cancel")
         remote = self.remotes[remote_id]
         if remote.now.status in (self.dialect.validating, self.dialect.running):
+            remote.cancel_requested = True
             self._add(remote, self.dialect.cancelling, remote.now.total, remote.now.completed)
         return self._job(remote, remote.now)
 
@@ -594,6 +683,41 @@ class ScriptedProvider(Provider):
             bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
             lines=data.count(b"\n"),
+        )
+
+    def _submitted_ids(self, submitted: Sequence[str]) -> set[str]:
+        return {
+            json.loads(line)["custom_id"]
+            for file_id in submitted
+            for line in self.files.get(file_id, b"").splitlines()
+            if line.strip()
+        }
+
+    async def results_match(self, remote_id: str, submitted: Sequence[str]) -> bool:
+        mode = self._mode("download")
+        if mode in ("transient", "lost", "capacity", "permanent"):
+            raise TransientProviderError("scripted results: connection reset")
+        if mode.startswith("crash"):
+            raise Crash("crash mid-results")
+        return set(self.remotes[remote_id].custom_ids) == self._submitted_ids(submitted)
+
+    async def download_results(
+        self,
+        remote_id: str,
+        files: Mapping[str, str],
+        dests: Mapping[str, Path],
+        *,
+        writer: str | None = None,
+        submitted: Sequence[str] = (),
+    ) -> dict[str, DownloadedFile]:
+        if not self.dialect.metadata:
+            remote = self.remotes[remote_id]
+            if set(remote.custom_ids) != self._submitted_ids(submitted):
+                raise ForeignResults(
+                    f"scripted results of {remote_id} are not the job's", remote_id=remote_id
+                )
+        return await super().download_results(
+            remote_id, files, dests, writer=writer, submitted=submitted
         )
 
     async def aclose(self) -> None:

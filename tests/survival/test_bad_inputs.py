@@ -64,7 +64,8 @@ class Case:
 
 
 def _chat_line(custom_id: str, content: str) -> str:
-    body = {"messages": [{"role": "user", "content": content}]}
+    # max_tokens after the messages: Anthropic needs it, and columns in messages stay put.
+    body = {"messages": [{"role": "user", "content": content}], "max_tokens": 16}
     return json.dumps({"custom_id": custom_id, "body": body})
 
 
@@ -231,8 +232,47 @@ OPENAI_CASES = (
 (with splitting off), and a model whose token budget is smaller than one request."""
 
 
+ANTHROPIC_CASES = (
+    Case(
+        name="anthropic-line-mistakes",
+        inputs=("anthropic-lines.jsonl",),
+        expect=(
+            "{data}/anthropic-lines.jsonl:1: must be 1 to 64 letters, digits, '_' or '-', got "
+            "'has space': Anthropic refuses any other custom_id (custom_id)",
+            "{data}/anthropic-lines.jsonl:2: must be 1 to 64 letters",
+            "{data}/anthropic-lines.jsonl:3: missing: a batch request needs max_tokens >= 1 "
+            "(params.max_tokens)",
+            "{data}/anthropic-lines.jsonl:4: must be an integer >= 1, got 0 (params.max_tokens)",
+            "{data}/anthropic-lines.jsonl:5: must not be true: a batch does not stream "
+            "(params.stream)",
+            "{data}/anthropic-lines.jsonl:6: give params or body, not both (params)",
+            "{data}/anthropic-lines.jsonl:7: Anthropic takes only custom_id and params in a "
+            "batch request, not method (remove method)",
+            "{data}/anthropic-lines.jsonl:8: missing: required by /v1/messages (params.messages)",
+        ),
+    ),
+    Case(name="anthropic-form-accepted", inputs=("anthropic-good.jsonl",)),
+    Case(name="anthropic-crlf-accepted", inputs=("anthropic-crlf.jsonl",)),
+    Case(
+        name="over-the-batch-limit",
+        inputs=("hundred-thousand-and-one.jsonl",),
+        expect=("100,001 requests", "100,000", "(max_requests)", "split_requests"),
+    ),
+)
+"""What only the Anthropic dialect refuses: custom_ids outside its pattern, a missing or zero
+max_tokens, streaming, params beside body or other keys, and its per-batch limit (splitting
+off). The body cases worded for chat completions are Mistral's and OpenAI's."""
+_CHAT_ONLY = frozenset({"body", "wrong-endpoint-keys", "embeddings-given-chat", "crlf-accepted"})
+
+
 def cases(wire: Wire) -> tuple[Case, ...]:
     """The corpus run on ``wire``'s dialect."""
+    if wire.name == "anthropic":
+        return tuple(
+            attrs.evolve(case, endpoint=wire.chat_endpoint)
+            for case in CASES + ANTHROPIC_CASES
+            if case.name not in _CHAT_ONLY
+        )
     return CASES + (OPENAI_CASES if wire.name == "openai" else ())
 
 
@@ -270,6 +310,17 @@ def write_data(data: Path) -> None:
         for i in range(3)
     )
     (data / "openai-good.jsonl").write_text("".join(openai_good))
+    anthropic_good = (
+        json.dumps({"custom_id": f"p-{i}", "params": {"max_tokens": 8, "messages": [
+            {"role": "user", "content": "q"}]}}) + "\n"
+        for i in range(3)
+    )  # fmt: skip
+    (data / "anthropic-good.jsonl").write_text("".join(anthropic_good))
+    crlf = (data / "anthropic-good.jsonl").read_bytes().replace(b"\n", b"\r\n")
+    (data / "anthropic-crlf.jsonl").write_bytes(crlf.replace(b'"p-', b'"q-'))
+    (data / "hundred-thousand-and-one.jsonl").write_text(
+        "".join(_chat_line(f"c-{i}", "q") + "\n" for i in range(100_001))
+    )
 
 
 def write_config(root: Path, url: str, wire: Wire) -> Path:
@@ -294,7 +345,9 @@ def write_config(root: Path, url: str, wire: Wire) -> Path:
             'model = "gpt-4o-mini"\nendpoint = "/v1/fim/completions"\n'
         )
     settings = 'split_requests = 0\n[workspaces.main.token_budgets]\n"tiny-model" = 1\n'
-    workspace = wire.provider_line() + (settings if wire.name == "openai" else "")
+    if wire.name == "anthropic":
+        settings = "split_requests = 0\n"
+    workspace = wire.provider_line() + (settings if wire.name != "mistral" else "")
     path = root / "orchestrator.toml"
     path.write_text(
         '[ledger]\nurl = "sqlite:///var/ledger.db"\n[results]\ndir = "var/results"\n'
@@ -325,9 +378,11 @@ def test_bad_inputs_are_rejected_alone_with_their_message(tmp_path: Path, wire: 
             config, tmp_path / "daemon.log", env=python_env(**{API_KEY_ENV: API_KEY})
         )
         assert daemon.wait(timeout=120) == 0, daemon.log_text()
-        with emulator.client() as client:
-            listing = client.get("/v1/files", params={wire.files_page_param: 1000}).json()
-            uploaded = [f["filename"] for f in listing["data"]]
+        uploaded = []
+        if not wire.results_stream:  # Anthropic has no files API: its creates carry the lines
+            with emulator.client() as client:
+                listing = client.get("/v1/files", params={wire.files_page_param: 1000}).json()
+                uploaded = [f["filename"] for f in listing["data"]]
         stats = emulator.stats()
     finally:
         if daemon is not None:
@@ -387,6 +442,8 @@ def test_bad_inputs_are_rejected_alone_with_their_message(tmp_path: Path, wire: 
 
 def uploads(wire: Wire, case: Case) -> int:
     """Files the dialect uploads for an accepted case (OpenAI: one per batch, inputs joined)."""
+    if wire.results_stream:
+        return 0  # Anthropic: no upload, the create carries the requests
     return 1 if wire.name == "openai" else len(case.inputs)
 
 

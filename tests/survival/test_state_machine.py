@@ -472,6 +472,8 @@ class DaemonMachine(RuleBasedStateMachine):
         assert ledger is not None
         snap = remote.now
         succeeded, failed = remote.processed(snap.completed)
+        if self.dialect.every_request_in_results:  # Anthropic: the unprocessed count as failed
+            succeeded, failed = remote.result_ids(snap)
         assert (job.succeeded, job.failed) == (len(succeeded), len(failed)), job
         files = {f.kind: f for f in self._call(lambda: ledger.files(job.id))}
         output_ids, error_ids = remote.result_ids(snap)

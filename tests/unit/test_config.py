@@ -166,7 +166,10 @@ def test_demo_config_loads() -> None:
     assert config.workspaces["demo"].embedded
     assert config.workspaces["demo-openai"].provider == "openai"
     assert config.workspaces["demo-openai"].embedded
-    assert len(config.jobs) == 5
+    assert config.workspaces["demo-anthropic"].provider == "anthropic"
+    assert config.workspaces["demo-anthropic"].embedded
+    assert config.workspaces["demo-anthropic"].split_requests == 40  # 100,000 capped by budget
+    assert len(config.jobs) == 7
 
 
 @pytest.mark.parametrize(
@@ -349,7 +352,7 @@ WORKSPACE_ERRORS = [
     (
         "provider = 'acme'",
         "workspaces.main.provider",
-        "unknown provider 'acme'; known providers: mistral, openai",
+        "unknown provider 'acme'; known providers: anthropic, mistral, openai",
     ),
     (
         "base_url = 'api.mistral.ai'",

@@ -35,8 +35,8 @@ def test_every_configurable_provider_has_rules() -> None:
 
 def test_unknown_provider_names_the_known_ones() -> None:
     """Asking for a provider without rules says which ones exist."""
-    with pytest.raises(KeyError, match="known: mistral, openai"):
-        rules_for("anthropic")
+    with pytest.raises(KeyError, match="known: mistral, openai, anthropic"):
+        rules_for("bedrock")
 
 
 def test_mistral_limits_are_the_default_limits() -> None:

@@ -254,6 +254,10 @@ class MistralResults:
         """Mistral's lines a timed-out job never reached appear in neither file."""
         return None
 
+    def canceled(self, job: JobRow, line: Line) -> Any | None:
+        """A cancelled job's unprocessed lines appear in neither file."""
+        return None
+
     def file_row(
         self, job: JobRow, kind: ResultKind, *, file_id: str, bytes: int, lines: int,
         sha256: str, created_at: int,

@@ -242,6 +242,10 @@ class OpenAIResults:
             "error": dict(_EXPIRED),
         }
 
+    def canceled(self, job: JobRow, line: Line) -> Any | None:
+        """A cancelled job's unprocessed lines appear in neither file."""
+        return None
+
     def file_row(
         self, job: JobRow, kind: ResultKind, *, file_id: str, bytes: int, lines: int,
         sha256: str, created_at: int,
