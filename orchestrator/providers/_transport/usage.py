@@ -9,6 +9,11 @@ a string, not a key), the object that is its value is delimited by counting brac
 its usage. A line without one, or whose usage is not an object, counts zero tokens and is
 counted as such (``Usage.lines_without_usage``).
 
+When every line of a chunk carries a compact flat usage object of one layout (as Mistral's and
+the emulator's do), the chunk is read by a single ``re.findall`` and summed key by key in C,
+calling the dialect's reader once per chunk (:class:`_Layout`; only for an :func:`additive`
+reader); any other line sends its chunk to the line-by-line reading, so the sums are the same.
+
 The field names are the dialect's: a provider supplies a :data:`UsageReader`, a function from one
 line's usage object to ``(prompt, completion, total)`` or None (:func:`openai_style_usage` reads
 ``prompt_tokens``/``completion_tokens``/``total_tokens`` as Mistral and OpenAI write them; an
