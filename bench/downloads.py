@@ -8,11 +8,15 @@ It starts the emulator as its own process (``python -m orchestrator.emulator``, 
 loopback socket), makes one finished chat job per size whose output file is about that many
 MB, then downloads each file, in alternation, with:
 
-- ``curl -o /dev/null`` (the network path alone), ``curl -o FILE`` (plus the disk), and
-  ``curl -o FILE`` followed by an ``fsync`` (the same durability the daemon gives);
+- ``curl -o /dev/null`` (the network path alone), ``curl -o FILE`` (plus the disk),
+  ``curl -o FILE`` followed by an ``fsync`` (the same durability the daemon gives), and
+  ``curl -o FILE && sha256sum FILE`` (the daemon's verification done by C tools);
 - the daemon's path: ``MistralProvider.download_file`` (streamed to ``.part``, sha256 and line
   count on the way, checkpoints, fsync, rename) in a fresh child process, which reports its
   time and its peak RSS (``VmHWM``);
+- with ``--baseline TREE`` (a checkout of an older commit, e.g. ``git worktree add --detach
+  /tmp/base <commit>``), the same child run from that tree's code, in the same rounds: a
+  before/after comparison side by side on the same server and files;
 - once per size, the whole daemon (``orchestrator run --exit-when-idle`` on a one-job config)
   uploading, submitting, polling and collecting the same job, for its peak RSS.
 
@@ -95,6 +99,15 @@ def curl(url: str, file_id: str, dest: str) -> tuple[int, float]:
     )  # fmt: skip
     size, seconds = out.stdout.split()
     return int(size), float(seconds)
+
+
+def sha256sum(path: Path) -> tuple[str, float]:
+    """``sha256sum path``: (hex digest, seconds)."""
+    started = time.perf_counter()
+    out = subprocess.run(
+        ["sha256sum", str(path)], check=True, capture_output=True, text=True, timeout=600
+    )
+    return out.stdout.split()[0], time.perf_counter() - started
 
 
 def fsync_seconds(path: Path) -> float:
@@ -195,7 +208,14 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             files[size] = {**finished_job(client, data), "lines": lines, "input": str(data)}
             files[size]["generation_seconds"] = time.perf_counter() - started
         runs: dict[int, dict[str, list[Any]]] = {
-            size: {"curl_null": [], "curl_file": [], "curl_fsync": [], "daemon": []}
+            size: {
+                "curl_null": [],
+                "curl_file": [],
+                "curl_fsync": [],
+                "curl_sha256sum": [],
+                "daemon": [],
+                **({"daemon_before": []} if args.baseline else {}),
+            }
             for size in sizes
         }
         dest = root / "download.jsonl"
@@ -205,19 +225,25 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 got, seconds = curl(emu.url, file_id, "/dev/null")
                 row["curl_null"].append({"bytes": got, "seconds": seconds})
                 got, seconds = curl(emu.url, file_id, str(dest))
+                digest, hashing = sha256sum(dest)
                 flush = fsync_seconds(dest)
                 row["curl_file"].append({"bytes": got, "seconds": seconds})
                 row["curl_fsync"].append({"bytes": got, "seconds": seconds + flush})
+                row["curl_sha256sum"].append({"bytes": got, "seconds": seconds + hashing})
                 dest.unlink()
-                child = run_measured(
-                    [sys.executable, "-m", "bench.downloads", "--child", emu.url, file_id,
-                     str(dest)],
-                    timeout=1800,
-                ).json()  # fmt: skip
-                if child["bytes"] != files[size]["bytes"] or child["lines"] != files[size]["lines"]:
-                    raise RuntimeError(f"the daemon's download is wrong: {child}")
-                row["daemon"].append(child)
-                dest.unlink()
+                trees = [("daemon", None)]
+                if args.baseline:
+                    trees.append(("daemon_before", args.baseline))
+                for name, tree in trees:
+                    child = _child(emu.url, file_id, dest, tree)
+                    if (child["bytes"], child["lines"], child["sha256"]) != (
+                        files[size]["bytes"],
+                        files[size]["lines"],
+                        digest,
+                    ):
+                        raise RuntimeError(f"the {name} download is wrong: {child}")
+                    row[name].append(child)
+                    dest.unlink()
         for size in sizes:
             entry: dict[str, Any] = {
                 "bytes": files[size]["bytes"],
@@ -230,6 +256,18 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                     root / f"daemon-{size}", emu.url, Path(files[size]["input"])
                 )
             figures["sizes"][str(size)] = entry
+    return figures
+
+
+def _child(url: str, file_id: str, dest: Path, tree: str | None) -> dict[str, Any]:
+    """One measured download in a fresh process, from this checkout or from ``tree``'s code."""
+    command = [sys.executable, "-m", "bench.downloads", "--child", url, file_id, str(dest)]
+    env = None
+    if tree is not None:
+        # -P: no current folder on sys.path, so PYTHONPATH's tree wins over this checkout.
+        command.insert(1, "-P")
+        env = {"PYTHONPATH": str(Path(tree).resolve())}
+    figures: dict[str, Any] = run_measured(command, timeout=1800, env=env).json()
     return figures
 
 
@@ -248,17 +286,25 @@ def report(figures: dict[str, Any], command: str) -> str:
             ("curl_null", "curl -o /dev/null"),
             ("curl_file", "curl -o file"),
             ("curl_fsync", "curl -o file + fsync"),
-            ("daemon", "daemon path (sha256, lines, fsync, rename)"),
+            ("curl_sha256sum", "curl -o file && sha256sum file"),
+            ("daemon_before", "daemon path, before (baseline tree)"),
+            ("daemon", "daemon path (sha256, lines, usage, fsync, rename)"),
         ):
+            if name not in speed:
+                continue
             shown = ", ".join(f"{v:,.0f}" for v in speed[name])
             rows.append([label, title, shown, f"{median(speed[name]):,.0f}"])
         daemon = median(speed["daemon"])
+        before = median(speed["daemon_before"]) if "daemon_before" in speed else None
         ratios.append(
             [
                 label,
                 f"{daemon / median(speed['curl_null']):.2f}",
                 f"{daemon / median(speed['curl_file']):.2f}",
                 f"{daemon / median(speed['curl_fsync']):.2f}",
+                f"{daemon / median(speed['curl_sha256sum']):.2f}",
+                f"{before / median(speed['curl_null']):.2f}" if before else "not run",
+                f"{daemon / before:.2f}" if before else "not run",
             ]
         )
         peaks = [s["peak_rss_mib"] for s in runs["daemon"]]
@@ -268,7 +314,13 @@ def report(figures: dict[str, Any], command: str) -> str:
                 label,
                 f"{median([s['rss_before_mib'] for s in runs['daemon']]):.1f}",
                 f"{max(peaks):.1f}",
+                f"{max(s['peak_rss_mib'] for s in runs['daemon_before']):.1f}"
+                if "daemon_before" in runs
+                else "not run",
                 f"{median([s['cpu'] for s in runs['daemon']]):.2f}",
+                f"{median([s['cpu'] for s in runs['daemon_before']]):.2f}"
+                if "daemon_before" in runs
+                else "not run",
                 f"{whole['peak_rss_mib']:.1f}" if whole else "not run",
             ]
         )
@@ -279,14 +331,27 @@ def report(figures: dict[str, Any], command: str) -> str:
             "Throughput per run, MB/s (10^6 bytes per second):",
             table(["file", "client", "runs", "median"], rows),
             "Ratios of medians (daemon path / curl):",
-            table(["file", "vs /dev/null", "vs file", "vs file + fsync"], ratios),
+            table(
+                [
+                    "file",
+                    "vs /dev/null",
+                    "vs file",
+                    "vs file + fsync",
+                    "vs file && sha256sum",
+                    "before vs /dev/null",
+                    "after / before",
+                ],
+                ratios,
+            ),
             "Memory of the daemon's download path (child process) and of the whole daemon:",
             table(
                 [
                     "file",
                     "RSS before (MiB)",
                     "peak RSS (MiB)",
+                    "peak RSS before (MiB)",
                     "CPU s (median)",
+                    "CPU s before (median)",
                     "whole daemon peak RSS (MiB)",
                 ],
                 memory,
@@ -302,6 +367,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="downloads per client and size")
     parser.add_argument(
         "--no-daemon", dest="daemon", action="store_false", help="skip the whole-daemon run"
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="TREE",
+        help="also time the download path of the checkout in TREE (before/after)",
     )
     parser.add_argument("--work-dir", default=None, help="parent of the scratch folder")
     parser.add_argument("--json", default=None, help="also write the figures to this file")

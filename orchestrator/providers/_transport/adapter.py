@@ -28,7 +28,7 @@ from orchestrator.providers._transport.download import ResumableDownload
 from orchestrator.providers._transport.errors import decode_json, malformed
 from orchestrator.providers._transport.fields import non_negative_int, path_id
 from orchestrator.providers._transport.upload import MultipartUpload, UploadBody
-from orchestrator.providers._transport.usage import openai_style_usage
+from orchestrator.providers._transport.usage import additive, openai_style_usage
 from orchestrator.providers.base import DownloadedFile, Provider, RemoteJob, UploadedFile
 
 log = structlog.get_logger(__name__)
@@ -307,10 +307,12 @@ class HttpProvider(Provider):
         )
         return await download.run()
 
+    @additive
     def read_usage(self, line: Mapping[str, Any]) -> tuple[int, int, int] | None:
         """The token usage of one parsed result line: ``(prompt, completion, total)``, or None
         when it carries none. The default is ``response.body.usage`` (Mistral, OpenAI); a
-        dialect that names it otherwise overrides this (the download sums it per file)."""
+        dialect that names it otherwise overrides this (the download sums it per file; an
+        override is read line by line unless it is declared :func:`additive` too)."""
         return openai_style_usage(line)
 
     async def aclose(self) -> None:
